@@ -1,0 +1,209 @@
+"""msgpack encoding of commands, RPC messages and durable records.
+
+The only module that imports msgpack. Three families:
+
+* commands: `encode_command` / `decode_command`. Commands may be None,
+  bool, int, float, str, bytes, and lists, tuples, sets, frozensets and
+  dicts of those; tuples and sets survive the round trip as themselves
+  (msgpack extension types 1-3), so every replica applies an equal value.
+* messages: `encode_message` / `decode_message` for the six RPC dataclasses,
+  as ``[tag, field, ...]`` arrays with entries as ``[term, data]`` pairs.
+  Decoding validates every field's type and raises `CodecError` on
+  anything malformed: input from the network is never trusted.
+* records: `pack` / `unpack` of plain values for storage files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from raftio.messages import (
+    AppendEntriesArgs,
+    AppendEntriesReply,
+    Entry,
+    InstallSnapshotArgs,
+    InstallSnapshotReply,
+    Message,
+    RequestVoteArgs,
+    RequestVoteReply,
+)
+
+__all__ = [
+    "CodecError",
+    "decode_command",
+    "decode_message",
+    "encode_command",
+    "encode_message",
+    "pack",
+    "unpack",
+]
+
+
+class CodecError(ValueError):
+    """Bytes that do not decode to what was expected."""
+
+
+# --- commands --------------------------------------------------------------
+
+_EXT_TUPLE, _EXT_SET, _EXT_FROZENSET = 1, 2, 3
+
+
+def _command_default(obj: Any) -> Any:
+    # strict_types sends tuples and container subclasses here.
+    if isinstance(obj, tuple):
+        return msgpack.ExtType(_EXT_TUPLE, _packb_command(list(obj)))
+    if isinstance(obj, frozenset):
+        return msgpack.ExtType(_EXT_FROZENSET, _packb_command(list(obj)))
+    if isinstance(obj, set):
+        return msgpack.ExtType(_EXT_SET, _packb_command(list(obj)))
+    if isinstance(obj, list):
+        return list(obj)
+    if isinstance(obj, dict):
+        return dict(obj)
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj)
+    raise TypeError(f"raftio cannot encode a command of type {type(obj).__name__}")
+
+
+def _command_ext_hook(code: int, data: bytes) -> Any:
+    items = _unpackb_command(data)
+    if code == _EXT_TUPLE:
+        return tuple(items)
+    if code == _EXT_SET:
+        return set(items)
+    if code == _EXT_FROZENSET:
+        return frozenset(items)
+    return msgpack.ExtType(code, data)
+
+
+def _packb_command(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True, strict_types=True, default=_command_default)  # type: ignore[no-any-return]
+
+
+def _unpackb_command(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_command_ext_hook)
+
+
+def encode_command(command: Any) -> bytes:
+    """Encode a user command; raises TypeError naming an unsupported type."""
+    try:
+        return _packb_command(command)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"command {command!r:.80} cannot be replicated: {exc}") from None
+
+
+def decode_command(data: bytes) -> Any:
+    return _unpackb_command(data)
+
+
+# --- messages ----------------------------------------------------------------
+
+_RV, _RV_REPLY, _AE, _AE_REPLY, _IS, _IS_REPLY = range(6)
+
+
+def encode_message(msg: Message) -> bytes:
+    """Encode one RPC dataclass."""
+    return msgpack.packb(_message_to_list(msg), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _message_to_list(msg: Message) -> list[Any]:
+    if isinstance(msg, AppendEntriesArgs):
+        return [
+            _AE, msg.term, msg.leader_id, msg.prev_log_index, msg.prev_log_term,
+            [[e.term, e.data] for e in msg.entries], msg.leader_commit,
+        ]  # fmt: skip
+    if isinstance(msg, AppendEntriesReply):
+        return [
+            _AE_REPLY, msg.term, msg.success, msg.match_index,
+            msg.x_term, msg.x_index, msg.x_len,
+        ]  # fmt: skip
+    if isinstance(msg, RequestVoteArgs):
+        return [_RV, msg.term, msg.candidate_id, msg.last_log_index, msg.last_log_term]
+    if isinstance(msg, RequestVoteReply):
+        return [_RV_REPLY, msg.term, msg.vote_granted]
+    if isinstance(msg, InstallSnapshotArgs):
+        return [
+            _IS, msg.term, msg.leader_id, msg.last_included_index,
+            msg.last_included_term, msg.data,
+        ]  # fmt: skip
+    if isinstance(msg, InstallSnapshotReply):
+        return [_IS_REPLY, msg.term]
+    raise TypeError(f"not a raftio message: {type(msg).__name__}")
+
+
+def decode_message(data: bytes) -> Message:
+    """Decode and validate; raises CodecError on anything malformed."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise CodecError(f"undecodable message: {exc}") from None
+    return message_from_list(obj)
+
+
+def message_from_list(obj: Any) -> Message:
+    """Build a message from its decoded array form, validating every field."""
+    if not isinstance(obj, list) or not obj:
+        raise CodecError("a message must be a non-empty array")
+    tag = obj[0]
+    shape = _SHAPES.get(tag) if type(tag) is int else None
+    if shape is None:
+        raise CodecError(f"unknown message tag {tag!r:.20}")
+    cls, types = shape
+    if len(obj) != len(types) + 1:
+        raise CodecError(f"{cls.__name__} needs {len(types)} fields, got {len(obj) - 1}")
+    for value, want in zip(obj[1:], types, strict=True):
+        if type(value) is not want:
+            raise CodecError(f"{cls.__name__}: expected {want.__name__}, got {type(value).__name__}")
+    if cls is AppendEntriesArgs:
+        obj[5] = _entries_from_list(obj[5])
+    return cls(*obj[1:])  # type: ignore[no-any-return]
+
+
+def _entries_from_list(items: list[Any]) -> list[Entry]:
+    entries = []
+    for item in items:
+        if (
+            type(item) is not list
+            or len(item) != 2
+            or type(item[0]) is not int
+            or type(item[1]) is not bytes
+        ):
+            raise CodecError("an entry must be [term: int, data: bytes]")
+        entries.append(Entry(item[0], item[1]))
+    return entries
+
+
+_SHAPES: dict[int, tuple[Any, tuple[type, ...]]] = {
+    _RV: (RequestVoteArgs, (int, int, int, int)),
+    _RV_REPLY: (RequestVoteReply, (int, bool)),
+    _AE: (AppendEntriesArgs, (int, int, int, int, list, int)),
+    _AE_REPLY: (AppendEntriesReply, (int, bool, int, int, int, int)),
+    _IS: (InstallSnapshotArgs, (int, int, int, int, bytes)),
+    _IS_REPLY: (InstallSnapshotReply, (int,)),
+}
+
+
+# --- records -----------------------------------------------------------------
+
+
+def pack(obj: Any) -> bytes:
+    """Encode plain values (ints, bytes, str, lists, dicts) for storage."""
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack(data: bytes) -> Any:
+    """Decode what `pack` made; raises CodecError on malformed bytes."""
+    try:
+        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+    except Exception as exc:
+        raise CodecError(f"undecodable record: {exc}") from None

@@ -1,0 +1,65 @@
+"""RaftConfig: every timing and sizing knob of a peer, in seconds and bytes.
+
+The core counts time in ticks; the tick counts are derived here, once.
+Defaults satisfy CONTRACT.md section 5: at most 10 heartbeats per second
+per follower, and elections that finish well inside 5 seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """Timing and batching settings of one peer.
+
+    Attributes:
+        tick_interval: seconds per logical clock tick of the core.
+        heartbeat_interval: seconds between heartbeats to an idle follower.
+        election_timeout_min: lower bound of the randomized election timeout.
+        election_timeout_max: upper bound of the randomized election timeout.
+        max_inflight: AppendEntries RPCs a leader keeps in flight per follower.
+        max_batch_bytes: command bytes a leader puts in one AppendEntries.
+        max_apply_batch: entries the applier hands over before yielding.
+    """
+
+    tick_interval: float = 0.01
+    heartbeat_interval: float = 0.1
+    election_timeout_min: float = 0.3
+    election_timeout_max: float = 0.6
+    max_inflight: int = 4
+    max_batch_bytes: int = 1 << 20
+    max_apply_batch: int = 512
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError if the settings cannot work together."""
+        if not self.tick_interval > 0:
+            raise ValueError("tick_interval must be positive")
+        if self.heartbeat_interval < self.tick_interval:
+            raise ValueError("heartbeat_interval must be at least one tick")
+        if not self.heartbeat_interval < self.election_timeout_min:
+            raise ValueError("election_timeout_min must exceed heartbeat_interval")
+        if not self.election_timeout_min < self.election_timeout_max:
+            raise ValueError("election_timeout_max must exceed election_timeout_min")
+        if self.max_inflight < 1:
+            raise ValueError("max_inflight must be at least 1")
+        if self.max_batch_bytes < 1:
+            raise ValueError("max_batch_bytes must be positive")
+        if self.max_apply_batch < 1:
+            raise ValueError("max_apply_batch must be at least 1")
+
+    @property
+    def heartbeat_ticks(self) -> int:
+        return max(1, round(self.heartbeat_interval / self.tick_interval))
+
+    @property
+    def election_ticks(self) -> tuple[int, int]:
+        """(min, max) election timeout in ticks, inclusive."""
+        low = max(self.heartbeat_ticks + 1, round(self.election_timeout_min / self.tick_interval))
+        high = max(low + 1, math.floor(self.election_timeout_max / self.tick_interval))
+        return low, high

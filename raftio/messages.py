@@ -1,0 +1,131 @@
+"""The messages Raft peers exchange, the log entry, and ApplyMsg.
+
+Plain module-level dataclasses with no behaviour (CONTRACT.md section 1):
+picklable, deep-copyable, never mutated after they are sent. `describe()`
+renders any of them as one short log line.
+
+A command given to `Raft.start()` travels and is stored as `Entry.data`, the
+bytes `codec.encode_command` made of it once on the leader; every peer
+(the leader included) applies `codec.decode_command(data)`, so all replicas
+see the same value and nothing is re-encoded on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True, frozen=True)
+class Entry:
+    """One log entry: the term it was created in and its encoded command."""
+
+    term: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class RequestVoteArgs:
+    term: int
+    candidate_id: int
+    last_log_index: int
+    last_log_term: int
+
+
+@dataclass(slots=True)
+class RequestVoteReply:
+    term: int
+    vote_granted: bool
+
+
+@dataclass(slots=True)
+class AppendEntriesArgs:
+    term: int
+    leader_id: int
+    prev_log_index: int
+    prev_log_term: int
+    entries: list[Entry] = field(default_factory=list)
+    leader_commit: int = 0
+
+
+@dataclass(slots=True)
+class AppendEntriesReply:
+    """Reply to AppendEntries.
+
+    On success `match_index` is the last index the follower now holds
+    that matches the leader (prev_log_index + len(entries)). On a
+    conflict the fast-backup hints of the handout are filled in:
+    `x_term` is the term of the follower's conflicting entry (0 if its log
+    is too short), `x_index` the first index of that term in its log,
+    `x_len` its log length (last index + 1).
+    """
+
+    term: int
+    success: bool
+    match_index: int = 0
+    x_term: int = 0
+    x_index: int = 0
+    x_len: int = 0
+
+
+@dataclass(slots=True)
+class InstallSnapshotArgs:
+    term: int
+    leader_id: int
+    last_included_index: int
+    last_included_term: int
+    data: bytes = b""
+
+
+@dataclass(slots=True)
+class InstallSnapshotReply:
+    term: int
+
+
+@dataclass(slots=True)
+class ApplyMsg:
+    """What a peer delivers on `apply_ch`: a committed command or a snapshot."""
+
+    command_valid: bool = False
+    command: Any = None
+    command_index: int = 0
+    command_term: int = 0
+    snapshot_valid: bool = False
+    snapshot: bytes = b""
+    snapshot_term: int = 0
+    snapshot_index: int = 0
+
+
+Message = (
+    RequestVoteArgs
+    | RequestVoteReply
+    | AppendEntriesArgs
+    | AppendEntriesReply
+    | InstallSnapshotArgs
+    | InstallSnapshotReply
+)
+
+
+def describe(msg: object) -> str:
+    """One short line for logs, e.g. ``AE T3 prev=4@2 n=1 commit=4``."""
+    if isinstance(msg, AppendEntriesArgs):
+        return (
+            f"AE T{msg.term} prev={msg.prev_log_index}@{msg.prev_log_term} "
+            f"n={len(msg.entries)} commit={msg.leader_commit}"
+        )
+    if isinstance(msg, AppendEntriesReply):
+        if msg.success:
+            return f"AE-ok T{msg.term} match={msg.match_index}"
+        return f"AE-no T{msg.term} x={msg.x_term}/{msg.x_index}/{msg.x_len}"
+    if isinstance(msg, RequestVoteArgs):
+        return f"RV T{msg.term} last={msg.last_log_index}@{msg.last_log_term}"
+    if isinstance(msg, RequestVoteReply):
+        return f"RV-{'yes' if msg.vote_granted else 'no'} T{msg.term}"
+    if isinstance(msg, InstallSnapshotArgs):
+        return (
+            f"IS T{msg.term} last={msg.last_included_index}@{msg.last_included_term} "
+            f"bytes={len(msg.data)}"
+        )
+    if isinstance(msg, InstallSnapshotReply):
+        return f"IS-ok T{msg.term}"
+    return repr(msg)

@@ -1,0 +1,6 @@
+"""Durable state of a peer: the Storage protocol and its backends."""
+
+from raftio.storage.base import DurableState, Storage, StorageError
+from raftio.storage.memory import MemoryStorage
+
+__all__ = ["DurableState", "MemoryStorage", "Storage", "StorageError"]

@@ -1,0 +1,86 @@
+"""The Storage protocol: what a Raft peer needs to make its state durable.
+
+Writes are incremental and ordered: `save_hard_state`, `append_entries`
+and `save_snapshot` record a change and return at once, in the order the
+peer makes them. `sync()` makes every write issued before it durable; a
+backend that writes to disk buffers the writes and shares one fsync among
+everyone waiting (group commit). The peer never lets a reply or a vote
+leave before the state it depends on is durable.
+
+Invariant of the stored log: entries are contiguous, the first one has
+index ``snapshot_index + 1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from raftio.messages import Entry
+
+
+class StorageError(Exception):
+    """A write or fsync failed, or stored data is unreadable: state cannot be trusted."""
+
+
+@dataclass(slots=True)
+class DurableState:
+    """Everything a peer restores at start (Figure 2 persistent state + snapshot metadata)."""
+
+    current_term: int = 0
+    voted_for: int | None = None
+    snapshot_index: int = 0
+    snapshot_term: int = 0
+    # entries[i] has index snapshot_index + 1 + i
+    entries: list[Entry] = field(default_factory=list)
+
+
+class Storage(Protocol):
+    def load(self) -> DurableState:
+        """The durable state as of now (a fresh storage gives an empty peer)."""
+        ...
+
+    def read_snapshot(self) -> bytes:
+        """The latest snapshot's bytes, b"" if none."""
+        ...
+
+    def save_hard_state(self, current_term: int, voted_for: int | None) -> None:
+        """Record the current term and vote."""
+        ...
+
+    def append_entries(self, first_index: int, entries: Sequence[Entry]) -> None:
+        """Replace the log from `first_index` on with `entries`.
+
+        Any stored entry at or after `first_index` is discarded first, so an
+        empty `entries` truncates the log. `first_index` is at most one past
+        the last stored index.
+        """
+        ...
+
+    def save_snapshot(self, index: int, term: int, data: bytes) -> None:
+        """Store a snapshot covering the log through `index` (whose term is `term`).
+
+        Entries at or before `index` are discarded; later ones are kept. If
+        `index` is past the last stored entry the log becomes empty.
+        """
+        ...
+
+    def sync(self) -> asyncio.Future[None] | None:
+        """Make every write issued so far durable.
+
+        Returns None when everything is durable already, else a future that
+        resolves once it is (or fails with StorageError).
+        """
+        ...
+
+    def raft_state_size(self) -> int:
+        """Encoded bytes of term, vote and the entries after the snapshot."""
+        ...
+
+    def snapshot_size(self) -> int: ...
+
+    def close(self) -> None:
+        """Release the storage (files, locks). Pending writes may be lost, as in a crash."""
+        ...

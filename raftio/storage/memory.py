@@ -1,0 +1,76 @@
+"""MemoryStorage: durable state held in memory, for tests and simulations.
+
+Every write is durable the moment it is made; `copy()` captures exactly
+what a crash would keep (CONTRACT.md section 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from raftio import codec
+from raftio.messages import Entry
+from raftio.storage.base import DurableState
+
+
+class MemoryStorage:
+    """In-memory Storage with `copy()` (tests restart a peer from a copy)."""
+
+    def __init__(self) -> None:
+        self._state = DurableState()
+        self._snapshot = b""
+
+    def copy(self) -> MemoryStorage:
+        """A new MemoryStorage holding the durable state as of now."""
+        twin = MemoryStorage()
+        twin._state = self.load()
+        twin._snapshot = self._snapshot
+        return twin
+
+    def load(self) -> DurableState:
+        s = self._state
+        return DurableState(
+            s.current_term, s.voted_for, s.snapshot_index, s.snapshot_term, list(s.entries)
+        )
+
+    def read_snapshot(self) -> bytes:
+        return self._snapshot
+
+    def save_hard_state(self, current_term: int, voted_for: int | None) -> None:
+        self._state.current_term = current_term
+        self._state.voted_for = voted_for
+
+    def append_entries(self, first_index: int, entries: Sequence[Entry]) -> None:
+        s = self._state
+        offset = first_index - s.snapshot_index - 1
+        if offset < 0 or offset > len(s.entries):
+            raise ValueError(
+                f"append at {first_index} leaves a gap or rewrites the snapshot "
+                f"(snapshot_index={s.snapshot_index}, entries={len(s.entries)})"
+            )
+        del s.entries[offset:]
+        s.entries.extend(entries)
+
+    def save_snapshot(self, index: int, term: int, data: bytes) -> None:
+        s = self._state
+        if index <= s.snapshot_index:
+            return
+        drop = index - s.snapshot_index
+        s.entries = s.entries[drop:]  # a fresh list: no references to discarded entries
+        s.snapshot_index, s.snapshot_term = index, term
+        self._snapshot = bytes(data)
+
+    def sync(self) -> asyncio.Future[None] | None:
+        return None
+
+    def raft_state_size(self) -> int:
+        s = self._state
+        header = codec.pack([s.current_term, s.voted_for, s.snapshot_index, s.snapshot_term])
+        return len(header) + sum(len(codec.pack([e.term, e.data])) for e in s.entries)
+
+    def snapshot_size(self) -> int:
+        return len(self._snapshot)
+
+    def close(self) -> None:
+        """Nothing to release; a killed peer stops writing on its own."""

@@ -1,0 +1,1 @@
+"""Transports: how a peer's RPCs reach the others (in memory for tests, TCP)."""

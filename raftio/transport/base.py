@@ -1,0 +1,28 @@
+"""The client-end protocol every transport implements (CONTRACT.md section 3)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+REQUEST_VOTE = "request_vote"
+APPEND_ENTRIES = "append_entries"
+INSTALL_SNAPSHOT = "install_snapshot"
+METHODS = frozenset({REQUEST_VOTE, APPEND_ENTRIES, INSTALL_SNAPSHOT})
+
+
+class ClientEnd(Protocol):
+    """One peer as seen from another: `call` returns the reply, or None on failure.
+
+    A failed RPC (lost request or reply, peer down, timeout) returns None;
+    it never raises. Calls may take seconds to fail and may be reordered.
+    """
+
+    async def call(self, method: str, args: Any) -> Any | None: ...
+
+
+class RpcHandler(Protocol):
+    """What a transport's server side dispatches incoming calls to (a Raft peer)."""
+
+    async def request_vote(self, args: Any) -> Any | None: ...
+    async def append_entries(self, args: Any) -> Any | None: ...
+    async def install_snapshot(self, args: Any) -> Any | None: ...
