@@ -163,7 +163,9 @@ def message_from_list(obj: Any) -> Message:
         raise CodecError(f"{cls.__name__} needs {len(types)} fields, got {len(obj) - 1}")
     for value, want in zip(obj[1:], types, strict=True):
         if type(value) is not want:
-            raise CodecError(f"{cls.__name__}: expected {want.__name__}, got {type(value).__name__}")
+            raise CodecError(
+                f"{cls.__name__}: expected {want.__name__}, got {type(value).__name__}"
+            )
     if cls is AppendEntriesArgs:
         obj[5] = _entries_from_list(obj[5])
     return cls(*obj[1:])  # type: ignore[no-any-return]

@@ -1,0 +1,602 @@
+"""Figure 2 as a state machine. Never imports asyncio, storage or transports.
+
+`RaftCore` is one peer's protocol logic, synchronous and deterministic:
+time arrives as `tick()` calls, randomness from an injected
+`random.Random`. Its inputs are `tick`, `start`, `compact`, the three
+`handle_*` RPC handlers, the three `on_*_reply` callbacks and
+`on_log_durable`. Its outputs are drained by the shell (raftio/raft.py) in
+one fixed order: `take_storage_ops()` (persist), `take_outbox()` (send),
+`take_applicable()` (apply).
+
+Replication is batched and pipelined: `start()` only appends; the next
+`take_outbox()` sends each follower every pending entry (up to a byte
+budget) and a follower in the replicate state may have several
+AppendEntries in flight. The leader counts itself toward a majority only
+for entries its storage reports durable (Raft thesis 10.2.1).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from raftio import codec
+from raftio.config import RaftConfig
+from raftio.log import Log
+from raftio.messages import (
+    AppendEntriesArgs,
+    AppendEntriesReply,
+    ApplyMsg,
+    Entry,
+    InstallSnapshotArgs,
+    InstallSnapshotReply,
+    Message,
+    RequestVoteArgs,
+    RequestVoteReply,
+)
+from raftio.storage.base import DurableState
+from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class Replication(enum.Enum):
+    """How a leader talks to one follower (cf. etcd's Progress states)."""
+
+    PROBE = "probe"  # next_index unconfirmed: one AppendEntries per reply or heartbeat
+    REPLICATE = "replicate"  # in sync: stream entries, up to max_inflight at once
+    SNAPSHOT = "snapshot"  # an InstallSnapshot is in flight
+
+
+# Storage operations, in the order they happened (drained by the shell):
+#   ("hard_state", term, voted_for)
+#   ("append", first_index, entries)      replaces the log from first_index on
+#   ("snapshot", index, term, data)
+StorageOp = tuple[Any, ...]
+Outgoing = tuple[int, str, Message]  # (peer, method, args)
+
+
+@dataclass(slots=True)
+class Progress:
+    """A leader's view of one follower."""
+
+    next_index: int
+    match_index: int = 0
+    state: Replication = Replication.PROBE
+    paused: bool = False  # PROBE/SNAPSHOT: waiting for a reply before sending again
+    inflight: int = 0  # AppendEntries with entries not yet answered (REPLICATE)
+    wait_ticks: int = 0  # ticks spent waiting for entries or a snapshot to be answered
+
+    def become_probe(self) -> None:
+        self.state = Replication.PROBE
+        self.next_index = self.match_index + 1
+        self.paused = False
+        self.inflight = 0
+
+
+def majority_match(match_indexes: list[int]) -> int:
+    """The highest index that a majority of `match_indexes` has reached."""
+    ordered = sorted(match_indexes, reverse=True)
+    return ordered[len(ordered) // 2]
+
+
+class RaftCore:
+    """One Raft peer's state and rules (extended Raft paper, Figure 2 and section 7).
+
+    Invariant: log.snapshot_index <= applied_index <= commit_index <= log.last_index,
+    where applied_index is the last index handed to the applier.
+    """
+
+    def __init__(
+        self,
+        me: int,
+        peer_count: int,
+        state: DurableState,
+        config: RaftConfig,
+        rng: random.Random,
+        snapshot: bytes = b"",
+        trace: Callable[[str, str], None] | None = None,
+    ) -> None:
+        if not 0 <= me < peer_count:
+            raise ValueError(f"me={me} is not an index into {peer_count} peers")
+        self.me = me
+        self.peer_count = peer_count
+        self.config = config
+        self._rng = rng
+        self._trace = trace
+        self._heartbeat_ticks = config.heartbeat_ticks
+        self._election_ticks = config.election_ticks
+
+        # Persistent state (Figure 2), restored from storage.
+        self.current_term = state.current_term
+        self.voted_for = state.voted_for
+        self.log = Log(state.snapshot_index, state.snapshot_term, state.entries)
+        self.snapshot = snapshot  # the service's latest snapshot, sent to laggards
+
+        # Volatile state.
+        self.role = Role.FOLLOWER
+        self.leader_id: int | None = None
+        self.commit_index = state.snapshot_index
+        self.applied_index = state.snapshot_index
+        self.durable_index = self.log.last_index  # restored entries are durable
+        self._votes: set[int] = set()
+        self.progress: dict[int, Progress] = {}
+        self._election_elapsed = 0
+        self._election_timeout = self._random_election_timeout()
+        self._heartbeat_elapsed = 0
+
+        # Outputs waiting for the shell.
+        self._storage_ops: list[StorageOp] = []
+        self._outbox: list[Outgoing] = []
+        self._pending_snapshot_msg: ApplyMsg | None = None
+        self._replicate_pending = False
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role is Role.LEADER
+
+    def has_applicable(self) -> bool:
+        return self._pending_snapshot_msg is not None or self.applied_index < self.commit_index
+
+    # ------------------------------------------------------------------ drains
+
+    def take_storage_ops(self) -> list[StorageOp]:
+        ops, self._storage_ops = self._storage_ops, []
+        return ops
+
+    def take_outbox(self) -> list[Outgoing]:
+        if self._replicate_pending:
+            self._replicate_pending = False
+            if self.role is Role.LEADER:
+                for peer in self.progress:
+                    self._send_append(peer)
+        out, self._outbox = self._outbox, []
+        return out
+
+    def take_applicable(self, limit: int) -> list[ApplyMsg]:
+        """The next messages for apply_ch, in index order; marks them handed over."""
+        if self._pending_snapshot_msg is not None:
+            msg, self._pending_snapshot_msg = self._pending_snapshot_msg, None
+            return [msg]
+        first = self.applied_index + 1
+        last = min(self.commit_index, self.applied_index + limit)
+        if last < first:
+            return []
+        log = self.log
+        msgs = []
+        for index in range(first, last + 1):
+            entry = log.entry(index)
+            msgs.append(
+                ApplyMsg(
+                    command_valid=True,
+                    command=codec.decode_command(entry.data),
+                    command_index=index,
+                    command_term=entry.term,
+                )
+            )
+        self.applied_index = last
+        return msgs
+
+    # ------------------------------------------------------------------ inputs
+
+    def tick(self) -> None:
+        """One unit of logical time has passed."""
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._election_elapsed += 1
+            if self._election_elapsed >= self._election_timeout:
+                self._campaign()
+
+    def start(self, command: Any) -> tuple[int, int, bool]:
+        """Append `command` if leader; it is sent with the next outbox drain."""
+        if self.role is not Role.LEADER:
+            return self.log.last_index + 1, self.current_term, False
+        data = codec.encode_command(command)  # raises TypeError for unsupported commands
+        index = self.log.last_index + 1
+        entry = Entry(self.current_term, data)
+        self.log.entries.append(entry)
+        self._record_append(index, entry)
+        self._replicate_pending = True
+        return index, self.current_term, True
+
+    def compact(self, index: int, data: bytes) -> bool:
+        """The service snapshotted everything through `index`: discard that prefix.
+
+        Returns False (and does nothing) if `index` is at or below the
+        current snapshot.
+        """
+        if index <= self.log.snapshot_index:
+            return False
+        if index > self.applied_index:
+            raise ValueError(
+                f"snapshot index {index} is past the last index handed to the "
+                f"service ({self.applied_index})"
+            )
+        term = self.log.term_at(index)
+        assert term is not None
+        self.log.compact(index, term)
+        self.snapshot = data
+        self._storage_ops.append(("snapshot", index, term, data))
+        self._debug("snap", f"compacted through {index}@T{term}")
+        return True
+
+    def on_log_durable(self, index: int, term: int) -> None:
+        """Storage made the log durable through `index`, whose entry had `term` then.
+
+        Ignored if that entry has since been replaced (a different term at
+        `index` means the durable write was of a discarded suffix).
+        """
+        if index <= self.durable_index or self.log.term_at(index) != term:
+            return
+        self.durable_index = index
+        if self.role is Role.LEADER:
+            self._maybe_commit()
+
+    # ------------------------------------------------------------------ RequestVote
+
+    def handle_request_vote(self, args: RequestVoteArgs) -> RequestVoteReply:
+        if args.term > self.current_term:
+            self._become_follower(args.term, None)
+        granted = False
+        # §5.4.1: vote only for a candidate whose log is at least as up-to-date.
+        log = self.log
+        log_ok = (args.last_log_term, args.last_log_index) >= (log.last_term, log.last_index)
+        free = self.voted_for is None or self.voted_for == args.candidate_id
+        if args.term == self.current_term and free and log_ok:
+            granted = True
+            if self.voted_for is None:
+                self.voted_for = args.candidate_id
+                self._record_hard_state()
+            self._election_elapsed = 0
+        self._debug("vote", f"S{args.candidate_id} {'granted' if granted else 'refused'}")
+        return RequestVoteReply(self.current_term, granted)
+
+    def on_request_vote_reply(
+        self, peer: int, args: RequestVoteArgs, reply: RequestVoteReply | None
+    ) -> None:
+        if reply is None:
+            return
+        if reply.term > self.current_term:
+            self._become_follower(reply.term, None)
+            return
+        if self.role is not Role.CANDIDATE or args.term != self.current_term:
+            return  # stale
+        if reply.vote_granted:
+            self._votes.add(peer)
+            if len(self._votes) * 2 > self.peer_count:
+                self._become_leader()
+
+    # ------------------------------------------------------------------ AppendEntries
+
+    def handle_append_entries(self, args: AppendEntriesArgs) -> AppendEntriesReply:
+        if args.term < self.current_term:
+            return AppendEntriesReply(self.current_term, False)
+        if args.term > self.current_term or self.role is not Role.FOLLOWER:
+            self._become_follower(args.term, args.leader_id)
+        self.leader_id = args.leader_id
+        self._election_elapsed = 0
+
+        log = self.log
+        prev, entries = args.prev_log_index, args.entries
+        if prev < log.snapshot_index:
+            # Entries through our snapshot are committed, so they match: skip them.
+            skip = log.snapshot_index - prev
+            if skip >= len(entries):
+                return AppendEntriesReply(self.current_term, True, log.snapshot_index)
+            prev, entries = log.snapshot_index, entries[skip:]
+            prev_term = log.snapshot_term
+        else:
+            prev_term = args.prev_log_term
+        if prev > log.last_index:
+            return self._reject(prev, x_term=0, x_index=0)
+        term_here = log.term_at(prev)
+        if term_here != prev_term:
+            assert term_here is not None
+            return self._reject(prev, x_term=term_here, x_index=log.first_index_of_term(prev))
+
+        self._merge_entries(prev, entries)
+        match = prev + len(entries)
+        if args.leader_commit > self.commit_index:
+            # Figure 2: commit up to the leader's commit, but never past what this AE matched.
+            self.commit_index = max(self.commit_index, min(args.leader_commit, match))
+        return AppendEntriesReply(self.current_term, True, match)
+
+    def _reject(self, prev: int, x_term: int, x_index: int) -> AppendEntriesReply:
+        self._debug("append", f"reject prev={prev} x={x_term}/{x_index}")
+        return AppendEntriesReply(
+            self.current_term, False, x_term=x_term, x_index=x_index, x_len=self.log.last_index + 1
+        )
+
+    def _merge_entries(self, prev: int, entries: list[Entry]) -> None:
+        """§5.3: append new entries, truncating at the first conflicting one only."""
+        log = self.log
+        for i, entry in enumerate(entries):
+            index = prev + 1 + i
+            if index > log.last_index:
+                new = entries[i:]
+            elif log.term_at(index) != entry.term:
+                assert index > self.commit_index, "a committed entry would be overwritten"
+                log.truncate_from(index)
+                self.durable_index = min(self.durable_index, index - 1)
+                new = entries[i:]
+            else:
+                continue
+            log.append(new)
+            self._storage_ops.append(("append", index, list(new)))
+            return
+
+    def on_append_entries_reply(
+        self, peer: int, args: AppendEntriesArgs, reply: AppendEntriesReply | None
+    ) -> None:
+        if reply is not None and reply.term > self.current_term:
+            self._become_follower(reply.term, None)
+            return
+        if self.role is not Role.LEADER or args.term != self.current_term:
+            return  # stale
+        pr = self.progress[peer]
+        if args.entries:
+            pr.wait_ticks = 0
+            if pr.inflight > 0:
+                pr.inflight -= 1
+        if reply is None:
+            # Lost: fall back to probing; the next heartbeat retries (never in a tight loop).
+            if pr.state is Replication.REPLICATE:
+                pr.become_probe()
+            return
+        if reply.success:
+            self._on_append_success(peer, pr, reply.match_index)
+        else:
+            self._on_append_reject(peer, pr, args, reply)
+
+    def _on_append_success(self, peer: int, pr: Progress, match: int) -> None:
+        if match > pr.match_index:
+            pr.match_index = match
+            self._maybe_commit()
+        pr.next_index = max(pr.next_index, pr.match_index + 1)
+        if pr.state is Replication.PROBE:
+            pr.state = Replication.REPLICATE
+            pr.next_index = pr.match_index + 1
+            pr.paused = False
+        if pr.state is Replication.REPLICATE:
+            self._send_append(peer)
+
+    def _on_append_reject(
+        self, peer: int, pr: Progress, args: AppendEntriesArgs, reply: AppendEntriesReply
+    ) -> None:
+        rejected = args.prev_log_index
+        if rejected <= pr.match_index or pr.state is Replication.SNAPSHOT:
+            return  # stale: we already know the follower has more than that
+        if pr.state is Replication.PROBE and rejected != pr.next_index - 1:
+            return  # an older probe's answer
+        # The handout's fast backup with XTerm / XIndex / XLen.
+        if reply.x_term == 0:
+            next_index = reply.x_len
+        else:
+            last_of_term = self.log.last_index_of_term(reply.x_term)
+            next_index = reply.x_index if last_of_term is None else last_of_term + 1
+        pr.become_probe()
+        pr.next_index = max(pr.match_index + 1, min(next_index, rejected))
+        self._debug("append", f"S{peer} rejected prev={rejected}: next={pr.next_index}")
+        self._send_append(peer)
+
+    # ------------------------------------------------------------------ InstallSnapshot
+
+    def handle_install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply:
+        if args.term < self.current_term:
+            return InstallSnapshotReply(self.current_term)
+        if args.term > self.current_term or self.role is not Role.FOLLOWER:
+            self._become_follower(args.term, args.leader_id)
+        self.leader_id = args.leader_id
+        self._election_elapsed = 0
+        index, term = args.last_included_index, args.last_included_term
+        if index <= self.commit_index:
+            return InstallSnapshotReply(self.current_term)  # nothing new to us
+        # §7: keep the log after the snapshot if it agrees with it, else drop it all.
+        keeps_suffix = self.log.term_at(index) == term
+        self.log.compact(index, term)
+        self.snapshot = args.data
+        self._storage_ops.append(("snapshot", index, term, args.data))
+        if not keeps_suffix:
+            self._storage_ops.append(("append", index + 1, []))
+            self.durable_index = min(self.durable_index, index)
+        self.commit_index = index
+        self.applied_index = index
+        self._pending_snapshot_msg = ApplyMsg(
+            snapshot_valid=True, snapshot=args.data, snapshot_term=term, snapshot_index=index
+        )
+        self._debug("snap", f"installed {index}@T{term} from S{args.leader_id}")
+        return InstallSnapshotReply(self.current_term)
+
+    def on_install_snapshot_reply(
+        self, peer: int, args: InstallSnapshotArgs, reply: InstallSnapshotReply | None
+    ) -> None:
+        if reply is not None and reply.term > self.current_term:
+            self._become_follower(reply.term, None)
+            return
+        if self.role is not Role.LEADER or args.term != self.current_term:
+            return
+        pr = self.progress[peer]
+        if pr.state is not Replication.SNAPSHOT:
+            return
+        if reply is None:
+            pr.become_probe()  # the next heartbeat tries again
+            return
+        pr.match_index = max(pr.match_index, args.last_included_index)
+        pr.become_probe()
+        self._maybe_commit()
+        self._send_append(peer)
+
+    # ------------------------------------------------------------------ roles
+
+    def _become_follower(self, term: int, leader_id: int | None) -> None:
+        if term > self.current_term:
+            self.current_term = term
+            self.voted_for = None
+            self._record_hard_state()
+        if self.role is not Role.FOLLOWER:
+            self._debug("role", f"became follower (leader S{leader_id})")
+        self.role = Role.FOLLOWER
+        self.leader_id = leader_id
+        self.progress = {}
+        self._election_elapsed = 0
+        self._election_timeout = self._random_election_timeout()
+
+    def _campaign(self) -> None:
+        self.current_term += 1
+        self.role = Role.CANDIDATE
+        self.voted_for = self.me
+        self.leader_id = None
+        self._record_hard_state()
+        self._votes = {self.me}
+        self._election_elapsed = 0
+        self._election_timeout = self._random_election_timeout()
+        self._debug("role", "became candidate")
+        if len(self._votes) * 2 > self.peer_count:
+            self._become_leader()
+            return
+        args = RequestVoteArgs(self.current_term, self.me, self.log.last_index, self.log.last_term)
+        for peer in range(self.peer_count):
+            if peer != self.me:
+                self._outbox.append((peer, REQUEST_VOTE, args))
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader_id = self.me
+        self._heartbeat_elapsed = 0
+        next_index = self.log.last_index + 1
+        self.progress = {
+            peer: Progress(next_index) for peer in range(self.peer_count) if peer != self.me
+        }
+        self._debug("role", f"became leader (last={self.log.last_index})")
+        for peer in self.progress:
+            self._send_append(peer)  # announce leadership at once
+        self._maybe_commit()
+
+    # ------------------------------------------------------------------ leader helpers
+
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        for pr in self.progress.values():
+            if pr.state is Replication.REPLICATE and pr.inflight:
+                pr.wait_ticks += 1
+                if pr.wait_ticks > 2 * self._heartbeat_ticks:
+                    pr.become_probe()  # in-flight entries presumed lost: resend from match
+            elif pr.state is Replication.SNAPSHOT:
+                pr.wait_ticks += 1
+        if self._heartbeat_elapsed >= self._heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            for peer in self.progress:
+                self._heartbeat(peer)
+
+    def _heartbeat(self, peer: int) -> None:
+        pr = self.progress[peer]
+        if pr.state is Replication.REPLICATE:
+            # Anchor at what the follower surely has, so reordered entries cause no reject.
+            prev = max(pr.match_index, self.log.snapshot_index)
+            prev_term = self.log.term_at(prev)
+            assert prev_term is not None
+            args = AppendEntriesArgs(
+                self.current_term, self.me, prev, prev_term, [], self.commit_index
+            )
+            self._outbox.append((peer, APPEND_ENTRIES, args))
+        elif pr.state is Replication.SNAPSHOT and pr.wait_ticks < self._election_ticks[1]:
+            # An InstallSnapshot is on its way; keep the follower from campaigning meanwhile.
+            prev = self.log.snapshot_index
+            args = AppendEntriesArgs(
+                self.current_term, self.me, prev, self.log.snapshot_term, [], self.commit_index
+            )
+            self._outbox.append((peer, APPEND_ENTRIES, args))
+        else:
+            pr.paused = False
+            if pr.state is Replication.SNAPSHOT:
+                pr.become_probe()  # no answer to the snapshot for long: start over
+            self._send_append(peer)
+
+    def _send_append(self, peer: int) -> None:
+        """Send `peer` what it is missing, if its replication state allows it now."""
+        pr = self.progress[peer]
+        if pr.paused or (
+            pr.state is Replication.REPLICATE and pr.inflight >= self.config.max_inflight
+        ):
+            return
+        log = self.log
+        prev = pr.next_index - 1
+        if prev < log.snapshot_index:
+            self._send_snapshot(peer, pr)
+            return
+        entries = log.slice(pr.next_index, self.config.max_batch_bytes)
+        if not entries and pr.state is Replication.REPLICATE:
+            return  # up to date; heartbeats carry the commit index
+        prev_term = log.term_at(prev)
+        assert prev_term is not None
+        args = AppendEntriesArgs(
+            self.current_term, self.me, prev, prev_term, entries, self.commit_index
+        )
+        self._outbox.append((peer, APPEND_ENTRIES, args))
+        if pr.state is Replication.REPLICATE:
+            pr.next_index += len(entries)
+            if pr.inflight == 0:
+                pr.wait_ticks = 0
+            pr.inflight += 1
+            if pr.inflight < self.config.max_inflight and pr.next_index <= log.last_index:
+                self._send_append(peer)  # more than one batch pending
+        else:
+            pr.paused = True
+
+    def _send_snapshot(self, peer: int, pr: Progress) -> None:
+        pr.state = Replication.SNAPSHOT
+        pr.paused = True
+        pr.wait_ticks = 0
+        args = InstallSnapshotArgs(
+            self.current_term,
+            self.me,
+            self.log.snapshot_index,
+            self.log.snapshot_term,
+            self.snapshot,
+        )
+        self._outbox.append((peer, INSTALL_SNAPSHOT, args))
+
+    def _maybe_commit(self) -> None:
+        """§5.4.2: commit by counting replicas only for an entry of the current term."""
+        matches = [pr.match_index for pr in self.progress.values()]
+        matches.append(self.durable_index)
+        candidate = majority_match(matches)
+        if candidate > self.commit_index and self.log.term_at(candidate) == self.current_term:
+            self.commit_index = candidate
+
+    # ------------------------------------------------------------------ persistence
+
+    def _record_hard_state(self) -> None:
+        ops = self._storage_ops
+        if ops and ops[-1][0] == "hard_state":
+            ops.pop()  # only the latest term and vote matter
+        ops.append(("hard_state", self.current_term, self.voted_for))
+
+    def _record_append(self, index: int, entry: Entry) -> None:
+        ops = self._storage_ops
+        if ops:
+            last = ops[-1]
+            if last[0] == "append" and last[1] + len(last[2]) == index:
+                last[2].append(entry)  # coalesce a burst of start() calls into one write
+                return
+        ops.append(("append", index, [entry]))
+
+    # ------------------------------------------------------------------ misc
+
+    def _random_election_timeout(self) -> int:
+        low, high = self._election_ticks
+        return self._rng.randint(low, high)
+
+    def _debug(self, topic: str, text: str) -> None:
+        if self._trace is not None:
+            self._trace(topic, text)

@@ -1,0 +1,344 @@
+"""Raft and make(): the asyncio shell around RaftCore.
+
+The shell owns every task of a peer (one ticker, one applier, one task per
+outgoing RPC so a slow peer delays nobody) and all I/O. After each input to
+the core it drains the core in one fixed order: persist, then send, then
+wake the applier. A follower's reply and any vote leave only once the state
+they promise is durable; a leader's AppendEntries go out while its own
+write is in flight, and it counts itself toward a majority once the write
+is durable (Raft thesis 10.2.1).
+
+No locks: the event loop is the lock. Nothing awaits between reading the
+core's state and acting on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from raftio.config import RaftConfig
+from raftio.core import Outgoing, RaftCore, StorageOp
+from raftio.debug import make_tracer
+from raftio.messages import (
+    AppendEntriesArgs,
+    AppendEntriesReply,
+    ApplyMsg,
+    InstallSnapshotArgs,
+    InstallSnapshotReply,
+    RequestVoteArgs,
+    RequestVoteReply,
+    describe,
+)
+from raftio.storage.base import Storage, StorageError
+from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, ClientEnd
+
+logger = logging.getLogger(__name__)
+A = TypeVar("A")
+R = TypeVar("R")
+
+_REPLY_TYPES: dict[str, type] = {
+    "request_vote": RequestVoteReply,
+    APPEND_ENTRIES: AppendEntriesReply,
+    INSTALL_SNAPSHOT: InstallSnapshotReply,
+}
+
+
+class Raft:
+    """One Raft peer. Create it with `raftio.make`."""
+
+    def __init__(
+        self,
+        peers: Sequence[ClientEnd],
+        me: int,
+        storage: Storage,
+        apply_ch: asyncio.Queue[ApplyMsg],
+        config: RaftConfig,
+        rng: random.Random,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._peers = list(peers)
+        self.me = me
+        self._storage = storage
+        self._apply_ch = apply_ch
+        self._config = config
+        self._killed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._drain_scheduled = False
+        self._apply_wakeup = asyncio.Event()
+        self._trace = make_tracer(me, self._loop.time, self._status)
+        self._core = RaftCore(
+            me,
+            len(self._peers),
+            storage.load(),
+            config,
+            rng,
+            snapshot=storage.read_snapshot(),
+            trace=self._trace,
+        )
+        self._spawn(self._ticker())
+        self._spawn(self._applier())
+
+    # ------------------------------------------------------------------ service API
+
+    def start(self, command: Any) -> tuple[int, int, bool]:
+        """Start agreement on `command`: (index, term, is_leader). Returns at once.
+
+        Raises TypeError if the command cannot be encoded (see raftio.codec).
+        """
+        if self._killed:
+            return -1, -1, False
+        index, term, is_leader = self._core.start(command)
+        if is_leader:
+            self._schedule_drain()  # one drain per loop iteration batches a burst of starts
+        return index, term, is_leader
+
+    def get_state(self) -> tuple[int, bool]:
+        """(current_term, is_leader)."""
+        return self._core.current_term, self._core.is_leader
+
+    def snapshot(self, index: int, snapshot: bytes) -> None:
+        """The service's state through `index` is `snapshot`: compact the log up to it."""
+        if self._killed:
+            return
+        if self._core.compact(index, bytes(snapshot)):
+            self._drain()
+
+    def kill(self) -> None:
+        """Stop every task now; a killed peer sends, applies and answers nothing."""
+        if self._killed:
+            return
+        self._killed = True
+        for task in list(self._tasks):
+            task.cancel()
+        self._storage.close()
+
+    def killed(self) -> bool:
+        return self._killed
+
+    # ------------------------------------------------------------------ RPC handlers
+
+    async def request_vote(self, args: RequestVoteArgs) -> RequestVoteReply | None:
+        if self._killed or not _valid(args, RequestVoteArgs, self._core.peer_count):
+            return None
+        return await self._answer(self._core.handle_request_vote, args)
+
+    async def append_entries(self, args: AppendEntriesArgs) -> AppendEntriesReply | None:
+        if self._killed or not _valid(args, AppendEntriesArgs, self._core.peer_count):
+            return None
+        return await self._answer(self._core.handle_append_entries, args)
+
+    async def install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply | None:
+        if self._killed or not _valid(args, InstallSnapshotArgs, self._core.peer_count):
+            return None
+        return await self._answer(self._core.handle_install_snapshot, args)
+
+    async def _answer(self, handle: Callable[[A], R], args: A) -> R | None:
+        """Run a core handler, then reply only once the state it promises is durable."""
+        if self._trace:
+            self._trace("recv", describe(args))
+        try:
+            reply = handle(args)
+        except Exception:
+            self._fail("handling " + describe(args))
+            return None
+        self._drain()
+        pending = self._storage.sync()
+        if pending is not None:
+            try:
+                await asyncio.shield(pending)
+            except StorageError:
+                return None  # _on_synced already stopped the peer
+        return None if self._killed else reply
+
+    # ------------------------------------------------------------------ drain
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Persist, then send, then wake the applier."""
+        self._drain_scheduled = False
+        if self._killed:
+            return
+        core = self._core
+        ops = core.take_storage_ops()
+        outbox = core.take_outbox()
+        pending = None
+        if ops:
+            try:
+                self._persist(ops)
+                pending = self._storage.sync()
+            except StorageError as exc:
+                self._fail(f"storage write failed: {exc}")
+                return
+            mark = (core.log.last_index, core.log.last_term)
+            if pending is None:
+                core.on_log_durable(*mark)
+            else:
+                pending.add_done_callback(lambda fut: self._on_synced(fut, mark))
+        if pending is None:
+            for item in outbox:
+                self._send(item)
+        else:
+            # A leader's entries may travel while its own write is in flight;
+            # votes and vote requests wait for durability.
+            deferred = []
+            for item in outbox:
+                if item[1] == APPEND_ENTRIES or item[1] == INSTALL_SNAPSHOT:
+                    self._send(item)
+                else:
+                    deferred.append(item)
+            if deferred:
+                pending.add_done_callback(lambda fut: self._send_after_sync(fut, deferred))
+        if core.has_applicable():
+            self._apply_wakeup.set()
+
+    def _persist(self, ops: list[StorageOp]) -> None:
+        storage = self._storage
+        for op in ops:
+            kind = op[0]
+            if kind == "append":
+                storage.append_entries(op[1], op[2])
+            elif kind == "hard_state":
+                storage.save_hard_state(op[1], op[2])
+            else:
+                storage.save_snapshot(op[1], op[2], op[3])
+
+    def _on_synced(self, fut: asyncio.Future[None], mark: tuple[int, int]) -> None:
+        if self._killed or fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self._fail(f"storage sync failed: {exc}")
+            return
+        self._core.on_log_durable(*mark)
+        self._drain()
+
+    def _send_after_sync(self, fut: asyncio.Future[None], items: list[Outgoing]) -> None:
+        if self._killed or fut.cancelled() or fut.exception() is not None:
+            return
+        for item in items:
+            self._send(item)
+
+    def _fail(self, what: str) -> None:
+        """Fail-stop: a peer that cannot trust its own state must not act on it."""
+        logger.critical("S%d stopping: %s", self.me, what, exc_info=True)
+        if self._trace:
+            self._trace("error", what)
+        self.kill()
+
+    # ------------------------------------------------------------------ tasks
+
+    def _send(self, item: Outgoing) -> None:
+        if self._trace:
+            self._trace("send", f"->S{item[0]} {describe(item[2])}")
+        self._spawn(self._call(*item))
+
+    async def _call(self, peer: int, method: str, args: Any) -> None:
+        reply: Any = await self._peers[peer].call(method, args)
+        if self._killed:
+            return
+        if reply is not None and not isinstance(reply, _REPLY_TYPES[method]):
+            logger.warning("S%d: ignoring a %s reply to %s", self.me, type(reply).__name__, method)
+            reply = None
+        core = self._core
+        if method == APPEND_ENTRIES:
+            core.on_append_entries_reply(peer, args, reply)
+        elif method == INSTALL_SNAPSHOT:
+            core.on_install_snapshot_reply(peer, args, reply)
+        else:
+            core.on_request_vote_reply(peer, args, reply)
+        self._drain()
+
+    async def _ticker(self) -> None:
+        interval = self._config.tick_interval
+        core = self._core
+        while not self._killed:
+            await asyncio.sleep(interval)
+            core.tick()
+            self._drain()
+
+    async def _applier(self) -> None:
+        """The only writer to apply_ch: delivers in index order, waits for room."""
+        core, queue, limit = self._core, self._apply_ch, self._config.max_apply_batch
+        while True:
+            await self._apply_wakeup.wait()
+            self._apply_wakeup.clear()
+            while not self._killed and core.has_applicable():
+                for msg in core.take_applicable(limit):
+                    if self._killed:
+                        return
+                    if queue.full():
+                        await queue.put(msg)
+                    else:
+                        queue.put_nowait(msg)
+                await asyncio.sleep(0)  # let RPCs and clients run between batches
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("S%d: task %s failed", self.me, task.get_name(), exc_info=task.exception())
+
+    def _status(self) -> tuple[int, str]:
+        core = getattr(self, "_core", None)
+        if core is None:
+            return 0, "init"
+        return core.current_term, core.role.value
+
+
+def _valid(message: object, cls: type, peer_count: int) -> bool:
+    """Arguments a handler can act on: the right type, sane numbers (input may be hostile)."""
+    if not isinstance(message, cls):
+        return False
+    args: Any = message
+    if args.term < 0:
+        return False
+    sender = args.candidate_id if cls is RequestVoteArgs else args.leader_id
+    if not 0 <= sender < peer_count:
+        return False
+    if cls is AppendEntriesArgs:
+        return bool(args.prev_log_index >= 0 and args.leader_commit >= 0)
+    if cls is InstallSnapshotArgs:
+        return bool(args.last_included_index >= 0)
+    return bool(args.last_log_index >= 0)
+
+
+def make(
+    peers: Sequence[ClientEnd],
+    me: int,
+    storage: Storage,
+    apply_ch: asyncio.Queue[ApplyMsg],
+    config: RaftConfig | None = None,
+    *,
+    rng: random.Random | None = None,
+) -> Raft:
+    """Create and start a Raft peer; call from inside a running event loop.
+
+    Args:
+        peers: one client end per peer, this one at index `me`.
+        me: this peer's index in `peers`.
+        storage: durable state; the peer restores from it and keeps it current.
+        apply_ch: committed entries and snapshots are delivered here in order.
+        config: timing and batching settings (defaults satisfy the lab's limits).
+        rng: randomness for election timeouts (seed it for reproducible runs).
+    """
+    if not 0 <= me < len(peers):
+        raise ValueError(f"me={me} is not an index into {len(peers)} peers")
+    if not isinstance(apply_ch, asyncio.Queue):
+        raise TypeError("apply_ch must be an asyncio.Queue")
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError("raftio.make() must be called inside a running event loop") from None
+    return Raft(peers, me, storage, apply_ch, config or RaftConfig(), rng or random.Random())
