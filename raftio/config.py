@@ -23,6 +23,8 @@ class RaftConfig:
         max_inflight: AppendEntries RPCs a leader keeps in flight per follower.
         max_batch_bytes: command bytes a leader puts in one AppendEntries.
         max_apply_batch: entries the applier hands over before yielding.
+        leader_noop: a new leader appends a no-op entry (command None) so that
+            it commits an entry of its term at once (§8; needed for reads).
     """
 
     tick_interval: float = 0.01
@@ -32,6 +34,7 @@ class RaftConfig:
     max_inflight: int = 4
     max_batch_bytes: int = 1 << 20
     max_apply_batch: int = 512
+    leader_noop: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

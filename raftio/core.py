@@ -61,6 +61,7 @@ class Replication(enum.Enum):
 #   ("snapshot", index, term, data)
 StorageOp = tuple[Any, ...]
 Outgoing = tuple[int, str, Message]  # (peer, method, args)
+_NOOP = codec.encode_command(None)
 
 
 @dataclass(slots=True)
@@ -202,12 +203,15 @@ class RaftCore:
         if self.role is not Role.LEADER:
             return self.log.last_index + 1, self.current_term, False
         data = codec.encode_command(command)  # raises TypeError for unsupported commands
+        return self._append_new(data), self.current_term, True
+
+    def _append_new(self, data: bytes) -> int:
         index = self.log.last_index + 1
         entry = Entry(self.current_term, data)
         self.log.entries.append(entry)
         self._record_append(index, entry)
         self._replicate_pending = True
-        return index, self.current_term, True
+        return index
 
     def compact(self, index: int, data: bytes) -> bool:
         """The service snapshotted everything through `index`: discard that prefix.
@@ -478,6 +482,8 @@ class RaftCore:
             peer: Progress(next_index) for peer in range(self.peer_count) if peer != self.me
         }
         self._debug("role", f"became leader (last={self.log.last_index})")
+        if self.config.leader_noop:
+            self._append_new(_NOOP)
         for peer in self.progress:
             self._send_append(peer)  # announce leadership at once
         self._maybe_commit()
@@ -498,17 +504,25 @@ class RaftCore:
             for peer in self.progress:
                 self._heartbeat(peer)
 
+    def heartbeat_args(self, peer: int) -> AppendEntriesArgs:
+        """An empty AppendEntries anchored at what `peer` surely has.
+
+        Anchoring at match_index means reordered entries cause no reject; any
+        answer in the current term shows the follower still follows us.
+        """
+        prev = max(self.progress[peer].match_index, self.log.snapshot_index)
+        prev_term = self.log.term_at(prev)
+        assert prev_term is not None
+        return AppendEntriesArgs(self.current_term, self.me, prev, prev_term, [], self.commit_index)
+
+    def can_serve_reads(self) -> bool:
+        """§8: a leader knows the commit index only once an entry of its term is committed."""
+        return self.role is Role.LEADER and self.log.term_at(self.commit_index) == self.current_term
+
     def _heartbeat(self, peer: int) -> None:
         pr = self.progress[peer]
         if pr.state is Replication.REPLICATE:
-            # Anchor at what the follower surely has, so reordered entries cause no reject.
-            prev = max(pr.match_index, self.log.snapshot_index)
-            prev_term = self.log.term_at(prev)
-            assert prev_term is not None
-            args = AppendEntriesArgs(
-                self.current_term, self.me, prev, prev_term, [], self.commit_index
-            )
-            self._outbox.append((peer, APPEND_ENTRIES, args))
+            self._outbox.append((peer, APPEND_ENTRIES, self.heartbeat_args(peer)))
         elif pr.state is Replication.SNAPSHOT and pr.wait_ticks < self._election_ticks[1]:
             # An InstallSnapshot is on its way; keep the follower from campaigning meanwhile.
             prev = self.log.snapshot_index

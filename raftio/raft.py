@@ -18,11 +18,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from raftio.config import RaftConfig
 from raftio.core import Outgoing, RaftCore, StorageOp
 from raftio.debug import make_tracer
+from raftio.errors import NotLeaderError
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -66,7 +68,8 @@ class Raft:
         self._apply_ch = apply_ch
         self._config = config
         self._killed = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._read_round: asyncio.Future[bool] | None = None
         self._drain_scheduled = False
         self._apply_wakeup = asyncio.Event()
         self._trace = make_tracer(me, self._loop.time, self._status)
@@ -118,6 +121,63 @@ class Raft:
 
     def killed(self) -> bool:
         return self._killed
+
+    def status(self) -> RaftStatus:
+        """A snapshot of this peer's volatile state, for monitoring."""
+        core = self._core
+        return RaftStatus(
+            me=self.me,
+            role=core.role.value,
+            term=core.current_term,
+            leader_id=core.leader_id,
+            commit_index=core.commit_index,
+            last_index=core.log.last_index,
+            snapshot_index=core.log.snapshot_index,
+            match_index={peer: pr.match_index for peer, pr in core.progress.items()},
+        )
+
+    async def read_index(self) -> int:
+        """Linearizable read barrier (ReadIndex, Raft thesis 6.4).
+
+        Returns an index such that a read of the state machine once it has
+        applied that index reflects every write committed before this call.
+        Confirms leadership with one heartbeat round, shared by concurrent
+        callers. Raises NotLeaderError if this peer is not (or stops being)
+        the leader, or has not yet committed an entry of its term.
+        """
+        core = self._core
+        if self._killed or not core.can_serve_reads():
+            raise NotLeaderError(core.leader_id)
+        index = core.commit_index
+        if self._read_round is None:
+            self._read_round = self._loop.create_future()
+            self._loop.call_soon(self._run_read_round, self._read_round)
+        if not await asyncio.shield(self._read_round):
+            raise NotLeaderError(core.leader_id)
+        return index
+
+    def _run_read_round(self, done: asyncio.Future[bool]) -> None:
+        self._read_round = None
+        core = self._core
+        if self._killed or not core.is_leader:
+            done.set_result(False)
+            return
+        needed = core.peer_count // 2  # acknowledgements from others for a majority
+        if needed == 0:
+            done.set_result(True)
+            return
+        tally = _ReadTally(core.current_term, needed, len(core.progress), done)
+        for peer in core.progress:
+            self._spawn(self._read_call(peer, core.heartbeat_args(peer), tally))
+
+    async def _read_call(self, peer: int, args: AppendEntriesArgs, tally: _ReadTally) -> None:
+        reply = None
+        try:
+            reply = await self._call(peer, APPEND_ENTRIES, args)
+        finally:
+            core = self._core
+            still_leader = not self._killed and core.is_leader and core.current_term == tally.term
+            tally.answered(still_leader, reply is not None and reply.term == tally.term)
 
     # ------------------------------------------------------------------ RPC handlers
 
@@ -240,10 +300,11 @@ class Raft:
             self._trace("send", f"->S{item[0]} {describe(item[2])}")
         self._spawn(self._call(*item))
 
-    async def _call(self, peer: int, method: str, args: Any) -> None:
+    async def _call(self, peer: int, method: str, args: Any) -> Any:
+        """Make one RPC and feed its outcome to the core; returns the (validated) reply."""
         reply: Any = await self._peers[peer].call(method, args)
         if self._killed:
-            return
+            return None
         if reply is not None and not isinstance(reply, _REPLY_TYPES[method]):
             logger.warning("S%d: ignoring a %s reply to %s", self.me, type(reply).__name__, method)
             reply = None
@@ -255,6 +316,7 @@ class Raft:
         else:
             core.on_request_vote_reply(peer, args, reply)
         self._drain()
+        return reply
 
     async def _ticker(self) -> None:
         interval = self._config.tick_interval
@@ -280,12 +342,12 @@ class Raft:
                         queue.put_nowait(msg)
                 await asyncio.sleep(0)  # let RPCs and clients run between batches
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("S%d: task %s failed", self.me, task.get_name(), exc_info=task.exception())
@@ -295,6 +357,43 @@ class Raft:
         if core is None:
             return 0, "init"
         return core.current_term, core.role.value
+
+
+@dataclass(frozen=True, slots=True)
+class RaftStatus:
+    """What `Raft.status()` reports."""
+
+    me: int
+    role: str
+    term: int
+    leader_id: int | None
+    commit_index: int
+    last_index: int
+    snapshot_index: int
+    match_index: dict[int, int]
+
+
+class _ReadTally:
+    """Counts one ReadIndex heartbeat round's answers."""
+
+    def __init__(self, term: int, needed: int, asked: int, done: asyncio.Future[bool]) -> None:
+        self.term, self.needed, self.waiting, self.done = term, needed, asked, done
+        self.acks = 0
+
+    def answered(self, still_leader: bool, acked: bool) -> None:
+        # Called once per peer asked. An answer only counts as an acknowledgement
+        # if it came back while we are still leader of the same term.
+        self.waiting -= 1
+        if self.done.done():
+            return
+        if not still_leader:
+            self.done.set_result(False)
+        elif acked:
+            self.acks += 1
+            if self.acks >= self.needed:
+                self.done.set_result(True)
+        if self.waiting == 0 and not self.done.done():
+            self.done.set_result(False)
 
 
 def _valid(message: object, cls: type, peer_count: int) -> bool:

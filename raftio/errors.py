@@ -1,0 +1,29 @@
+"""Errors raised to services by raftio's embedding API."""
+
+from __future__ import annotations
+
+
+class RaftioError(Exception):
+    """Base class of raftio's errors."""
+
+
+class NotLeaderError(RaftioError):
+    """This peer is not the leader; `leader_id` / `leader_address` name the one it knows of."""
+
+    def __init__(self, leader_id: int | None = None, leader_address: str | None = None) -> None:
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+        hint = f": try node {leader_id} at {leader_address}" if leader_id is not None else ""
+        super().__init__(f"not the leader{hint}")
+
+
+class ProposalTimeoutError(RaftioError, TimeoutError):
+    """The command was not applied in time; it may still be applied later."""
+
+
+class ProposalLostError(RaftioError):
+    """Leadership changed before the command committed; it may or may not have been applied."""
+
+
+class NodeClosedError(RaftioError):
+    """The node is shut down."""

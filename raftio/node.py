@@ -1,0 +1,402 @@
+"""Node: the embedding API for asyncio services.
+
+A Node runs one replica of a service's state machine: the TCP server, the
+file storage, the Raft peer and the applier that feeds committed commands
+to the state machine. Services call `propose()` to change state and
+`read()` for linearizable reads, without touching Figure 2.
+
+    async with raftio.Node(0, ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"],
+                           "data/n0", Counter()) as node:
+        result = await node.propose(("add", 1))
+
+`None` is reserved as the no-op a new leader commits (§8); services never
+see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import ssl as ssl_module
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from raftio.config import RaftConfig
+from raftio.errors import (
+    NodeClosedError,
+    NotLeaderError,
+    ProposalLostError,
+    ProposalTimeoutError,
+)
+from raftio.messages import ApplyMsg
+from raftio.raft import Raft, make
+from raftio.storage.base import Storage
+from raftio.transport.base import ClientEnd
+
+logger = logging.getLogger(__name__)
+
+
+class StateMachine(Protocol):
+    """What a service replicates. `apply` must be deterministic."""
+
+    def apply(self, command: Any) -> Any:
+        """Apply a committed command; the result goes back to its proposer."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot's."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    node_id: int
+    address: str
+    role: str
+    term: int
+    leader_id: int | None
+    leader_address: str | None
+    commit_index: int
+    applied_index: int
+    last_index: int
+    snapshot_index: int
+    log_bytes: int
+    match_index: dict[int, int]
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port); ValueError if malformed."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"address {address!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+class Node:
+    """One replica of a service: TCP server, FileStorage, Raft peer and applier.
+
+    Args:
+        node_id: this node's index in `addresses`.
+        addresses: every node's advertised "host:port", indexed by node id.
+        data_dir: where FileStorage keeps this node's log and snapshots.
+        state_machine: the service's replicated state (see StateMachine).
+        cluster_id: nodes of another cluster are refused at the handshake.
+        bind: "host:port" to listen on, if not the advertised address.
+        secret: shared secret for HMAC authentication of peers.
+        ssl_server, ssl_client: TLS contexts (mutual authentication) for peers.
+        snapshot_bytes: snapshot once the log since the last snapshot passes this.
+        propose_timeout: default seconds `propose()` and `read()` wait.
+        storage, peers: replace FileStorage / TCP (tests run Nodes in memory).
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        addresses: Sequence[str],
+        data_dir: str | Path | None,
+        state_machine: StateMachine,
+        *,
+        cluster_id: str = "raftio",
+        config: RaftConfig | None = None,
+        bind: str | None = None,
+        secret: bytes | None = None,
+        ssl_server: ssl_module.SSLContext | None = None,
+        ssl_client: ssl_module.SSLContext | None = None,
+        snapshot_bytes: int = 8 << 20,
+        propose_timeout: float = 5.0,
+        storage: Storage | None = None,
+        peers: Sequence[ClientEnd] | None = None,
+    ) -> None:
+        if not 0 <= node_id < len(addresses):
+            raise ValueError(f"node_id {node_id} is not an index into {len(addresses)} addresses")
+        for address in addresses:
+            parse_address(address)
+        if storage is None and data_dir is None:
+            raise ValueError("a data_dir is needed unless a storage is given")
+        self.node_id = node_id
+        self.addresses = list(addresses)
+        self.address = self.addresses[node_id]
+        self._bind = bind or self.address
+        parse_address(self._bind)
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        self._sm = state_machine
+        self._cluster_id = cluster_id
+        self._config = replace(config or RaftConfig(), leader_noop=True)
+        self._secret = secret
+        self._ssl_server, self._ssl_client = ssl_server, ssl_client
+        self._snapshot_bytes = snapshot_bytes
+        self._timeout = propose_timeout
+        self._storage = storage
+        self._peers = list(peers) if peers is not None else None
+        self._raft: Raft | None = None
+        self._server: Any = None
+        self._ends: list[Any] = []
+        self._apply_ch: asyncio.Queue[ApplyMsg] = asyncio.Queue()
+        self._applier: asyncio.Task[None] | None = None
+        self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self.applied_index = 0
+        self._snapshot_index = 0
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def raft(self) -> Raft:
+        """The underlying peer (started)."""
+        if self._raft is None:
+            raise NodeClosedError("the node is not started")
+        return self._raft
+
+    async def start(self) -> None:
+        """Open storage, restore the state machine, start the peer and serve RPCs."""
+        if self._raft is not None or self._closed:
+            raise RuntimeError("a Node starts once")
+        storage = self._storage if self._storage is not None else self._open_storage()
+        snapshot = storage.read_snapshot()
+        if snapshot:
+            self._sm.restore(snapshot)
+        peers = self._peers if self._peers is not None else self._connect_peers()
+        self._raft = make(peers, self.node_id, storage, self._apply_ch, self._config)
+        self._storage = storage
+        self.applied_index = self._snapshot_index = self._raft.status().snapshot_index
+        self._applier = asyncio.get_running_loop().create_task(self._apply_loop())
+        if self._peers is None:
+            await self._serve()
+
+    def _open_storage(self) -> Storage:
+        from raftio.storage.file import FileStorage  # only nodes on disk need it
+
+        assert self._data_dir is not None
+        return FileStorage(self._data_dir)
+
+    def _connect_peers(self) -> list[ClientEnd]:
+        from raftio.transport.tcp import TcpClientEnd
+
+        ends: list[ClientEnd] = []
+        for address in self.addresses:
+            host, port = parse_address(address)
+            end = TcpClientEnd(
+                host,
+                port,
+                cluster_id=self._cluster_id,
+                node_id=self.node_id,
+                ssl=self._ssl_client,
+                secret=self._secret,
+            )
+            self._ends.append(end)
+            ends.append(end)
+        return ends
+
+    async def _serve(self) -> None:
+        from raftio.transport.tcp import serve
+
+        host, port = parse_address(self._bind)
+        self._server = await serve(
+            self.raft,
+            host,
+            port,
+            cluster_id=self._cluster_id,
+            node_id=self.node_id,
+            ssl=self._ssl_server,
+            secret=self._secret,
+        )
+
+    async def close(self) -> None:
+        """Stop serving and replicating; pending proposals fail with NodeClosedError."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._raft is not None:
+            self._raft.kill()
+        if self._applier is not None:
+            self._applier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._applier
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for end in self._ends:
+            result = end.close()
+            if asyncio.iscoroutine(result):
+                await result
+        self._fail_all(NodeClosedError("the node was closed"))
+
+    # ------------------------------------------------------------------ service API
+
+    async def propose(self, command: Any, *, timeout: float | None = None) -> Any:
+        """Replicate `command`; return the state machine's result once it is applied.
+
+        Raises NotLeaderError (naming the leader when known), ProposalTimeoutError,
+        ProposalLostError (leadership changed; outcome unknown), NodeClosedError,
+        TypeError for a command that cannot be encoded, or whatever the state
+        machine's `apply` raised for this command.
+        """
+        if command is None:
+            raise ValueError("None is reserved for raftio's own no-op entries")
+        raft = self._live_raft()
+        index, term, is_leader = raft.start(command)
+        if not is_leader:
+            raise self._not_leader()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[index] = (term, future)
+        try:
+            async with asyncio.timeout(self._timeout if timeout is None else timeout):
+                return await future
+        except TimeoutError:
+            raise ProposalTimeoutError(f"command at index {index} not applied in time") from None
+        finally:
+            if self._waiters.get(index, (0, None))[1] is future:
+                del self._waiters[index]
+
+    async def read(self, query: Any = None, *, timeout: float | None = None) -> Any:
+        """A linearizable read: `state_machine.query(query)` after a ReadIndex barrier.
+
+        Nothing is written to the log. The state machine needs a `query`
+        method; with `query=None` and no such method, returns None once the
+        barrier has passed (the caller then reads its state directly).
+        """
+        raft = self._live_raft()
+        try:
+            async with asyncio.timeout(self._timeout if timeout is None else timeout):
+                try:
+                    index = await raft.read_index()
+                except NotLeaderError:
+                    raise self._not_leader() from None
+                await self._wait_applied(index)
+        except TimeoutError:
+            raise ProposalTimeoutError("read barrier not passed in time") from None
+        query_fn = getattr(self._sm, "query", None)
+        if query_fn is None:
+            return None
+        return query_fn(query)
+
+    def status(self) -> NodeStatus:
+        raft = self.raft
+        st = raft.status()
+        leader = st.leader_id
+        return NodeStatus(
+            node_id=self.node_id,
+            address=self.address,
+            role=st.role,
+            term=st.term,
+            leader_id=leader,
+            leader_address=self.addresses[leader] if leader is not None else None,
+            commit_index=st.commit_index,
+            applied_index=self.applied_index,
+            last_index=st.last_index,
+            snapshot_index=st.snapshot_index,
+            log_bytes=self._storage.raft_state_size() if self._storage is not None else 0,
+            match_index=st.match_index,
+        )
+
+    # ------------------------------------------------------------------ applier
+
+    async def _apply_loop(self) -> None:
+        queue = self._apply_ch
+        while True:
+            self._apply(await queue.get())
+            while not queue.empty():
+                self._apply(queue.get_nowait())
+            self._wake_readers()
+            self._maybe_snapshot()
+
+    def _apply(self, msg: ApplyMsg) -> None:
+        if msg.snapshot_valid:
+            if msg.snapshot_index <= self.applied_index:
+                return
+            self._sm.restore(msg.snapshot)
+            self.applied_index = self._snapshot_index = msg.snapshot_index
+            for index in [i for i in self._waiters if i <= msg.snapshot_index]:
+                _, future = self._waiters.pop(index)
+                _settle(future, exc=ProposalLostError("superseded by a snapshot from the leader"))
+            return
+        index = msg.command_index
+        self.applied_index = index
+        waiter = self._waiters.pop(index, None)
+        if msg.command is None:  # a leader's no-op
+            if waiter is not None:
+                _settle(waiter[1], exc=ProposalLostError("leadership changed"))
+            return
+        try:
+            result = self._sm.apply(msg.command)
+        except Exception as exc:
+            logger.debug("apply of index %d raised %r", index, exc)
+            if waiter is not None:
+                _settle(waiter[1], exc=exc)
+            return
+        if waiter is not None:
+            term, future = waiter
+            if term == msg.command_term:
+                _settle(future, result=result)
+            else:
+                _settle(future, exc=ProposalLostError("leadership changed before commit"))
+
+    def _maybe_snapshot(self) -> None:
+        storage, raft = self._storage, self._raft
+        if storage is None or raft is None or self.applied_index <= self._snapshot_index:
+            return
+        if storage.raft_state_size() >= self._snapshot_bytes:
+            raft.snapshot(self.applied_index, self._sm.snapshot())
+            self._snapshot_index = self.applied_index
+
+    async def _wait_applied(self, index: int) -> None:
+        if self.applied_index >= index:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._applied_waiters, (index, next(self._seq), future))
+        await future
+
+    def _wake_readers(self) -> None:
+        heap = self._applied_waiters
+        while heap and heap[0][0] <= self.applied_index:
+            _settle(heapq.heappop(heap)[2], result=None)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _live_raft(self) -> Raft:
+        if self._closed or self._raft is None or self._raft.killed():
+            raise NodeClosedError("the node is not running")
+        return self._raft
+
+    def _not_leader(self) -> NotLeaderError:
+        leader = self.raft.status().leader_id
+        if leader is None or leader == self.node_id:
+            return NotLeaderError()
+        return NotLeaderError(leader, self.addresses[leader])
+
+    def _fail_all(self, exc: Exception) -> None:
+        for _, future in self._waiters.values():
+            _settle(future, exc=exc)
+        self._waiters.clear()
+        for _, _, waiter in self._applied_waiters:
+            _settle(waiter, exc=exc)
+        self._applied_waiters.clear()
+
+
+def _settle(
+    future: asyncio.Future[Any], *, result: Any = None, exc: Exception | None = None
+) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
