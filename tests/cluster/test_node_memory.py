@@ -1,0 +1,206 @@
+"""Node (the embedding API) on the in-memory network, on the loop chosen by --loop.
+
+Covers propose/read results, leader redirects, failover, snapshots by size
+and restart from a snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import raftio
+from raftio.errors import NodeClosedError, NotLeaderError
+from raftio.node import Node
+from raftio.testing import LoopKind, run
+from raftio.transport.memory import Network
+
+ADDRESSES = ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
+
+
+class Counter:
+    """A replicated dict of counters: ("add", key, n) -> new value."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+        self.applied = 0
+
+    def apply(self, command: Any) -> Any:
+        op, key, n = command
+        if op != "add":
+            raise ValueError(f"unknown op {op!r}")
+        self.values[key] = self.values.get(key, 0) + n
+        self.applied += 1
+        return self.values[key]
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps((self.values, self.applied))
+
+    def restore(self, data: bytes) -> None:
+        self.values, self.applied = pickle.loads(data)
+
+    def query(self, key: str) -> int:
+        return self.values.get(key, 0)
+
+
+class MemoryCluster:
+    def __init__(self, seed: int, n: int = 3, snapshot_bytes: int = 1 << 20) -> None:
+        self.net = Network(seed)
+        self.n = n
+        self.snapshot_bytes = snapshot_bytes
+        self.storages = [raftio.MemoryStorage() for _ in range(n)]
+        self.machines: list[Counter] = [Counter() for _ in range(n)]
+        self.nodes: list[Node | None] = [None] * n
+        self.rng = random.Random(seed)
+
+    async def start(self, i: int) -> Node:
+        ends = []
+        for j in range(self.n):
+            name = (i, j, self.rng.random())
+            ends.append(self.net.make_end(name))
+            self.net.connect(name, j)
+            self.net.enable(name, True)
+        self.machines[i] = Counter()
+        node = Node(
+            i,
+            ADDRESSES[: self.n],
+            None,
+            self.machines[i],
+            storage=self.storages[i],
+            peers=ends,
+            snapshot_bytes=self.snapshot_bytes,
+            propose_timeout=3.0,
+        )
+        await node.start()
+        self.net.add_server(i, node.raft)
+        self.nodes[i] = node
+        return node
+
+    async def crash(self, i: int) -> None:
+        node = self.nodes[i]
+        assert node is not None
+        self.net.delete_server(i)
+        await node.close()
+        self.storages[i] = self.storages[i].copy()
+        self.nodes[i] = None
+
+    async def leader(self) -> Node:
+        for _ in range(100):
+            for node in self.nodes:
+                if node is not None and node.raft.get_state()[1]:
+                    return node
+            await asyncio.sleep(0.1)
+        raise AssertionError("no leader within 10 s")
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            if node is not None:
+                await node.close()
+        self.net.cleanup()
+
+
+def cluster_test(
+    body: Callable[[MemoryCluster], Awaitable[None]], loop: LoopKind, seed: int, **kwargs: Any
+) -> None:
+    async def main() -> None:
+        cluster = MemoryCluster(seed, **kwargs)
+        try:
+            for i in range(cluster.n):
+                await cluster.start(i)
+            await body(cluster)
+        finally:
+            await cluster.close()
+
+    print(f"seed={seed} (rerun with --seed {seed} --loop {loop})")
+    run(main(), loop)
+
+
+def test_propose_returns_results_and_reads_are_linearizable(loop_kind: LoopKind, seed: int) -> None:
+    async def body(c: MemoryCluster) -> None:
+        leader = await c.leader()
+
+        results = [await leader.propose(("add", "x", 1)) for _ in range(5)]
+        many = await asyncio.gather(*(leader.propose(("add", "y", 2)) for _ in range(50)))
+
+        assert results == [1, 2, 3, 4, 5]
+        assert sorted(many) == list(range(2, 101, 2))
+        assert await leader.read("x") == 5
+        assert await leader.read("y") == 100
+
+    cluster_test(body, loop_kind, seed)
+
+
+def test_follower_refuses_with_leader_address(loop_kind: LoopKind, seed: int) -> None:
+    async def body(c: MemoryCluster) -> None:
+        leader = await c.leader()
+        await leader.propose(("add", "x", 1))
+        follower = next(n for n in c.nodes if n is not None and n is not leader)
+
+        with pytest.raises(NotLeaderError) as propose_error:
+            await follower.propose(("add", "x", 1))
+        with pytest.raises(NotLeaderError) as read_error:
+            await follower.read("x")
+
+        assert propose_error.value.leader_id == leader.node_id
+        assert propose_error.value.leader_address == ADDRESSES[leader.node_id]
+        assert read_error.value.leader_id == leader.node_id
+
+    cluster_test(body, loop_kind, seed)
+
+
+def test_failover_keeps_every_acknowledged_write(loop_kind: LoopKind, seed: int) -> None:
+    async def body(c: MemoryCluster) -> None:
+        leader = await c.leader()
+        for _ in range(20):
+            await leader.propose(("add", "x", 1))
+
+        await c.crash(leader.node_id)
+        new_leader = await c.leader()
+        value = await new_leader.propose(("add", "x", 1))
+        await c.start(leader.node_id)
+        await asyncio.sleep(1.0)
+
+        assert new_leader is not leader
+        assert value == 21
+        assert await new_leader.read("x") == 21
+        assert all(m.values == {"x": 21} for m in c.machines)
+
+    cluster_test(body, loop_kind, seed)
+
+
+def test_snapshots_bound_the_log_and_restore_on_restart(loop_kind: LoopKind, seed: int) -> None:
+    async def body(c: MemoryCluster) -> None:
+        leader = await c.leader()
+        for k in range(300):
+            await leader.propose(("add", f"k{k % 7}", 1))
+        victim = next(n for n in c.nodes if n is not None and n is not leader)
+        await c.crash(victim.node_id)
+        for k in range(300):
+            await leader.propose(("add", f"k{k % 7}", 1))
+
+        restarted = await c.start(victim.node_id)
+        await asyncio.sleep(1.0)
+
+        assert all(s.raft_state_size() < 4000 for s in c.storages)
+        assert all(s.snapshot_size() > 0 for s in c.storages)
+        assert c.machines[victim.node_id].values == c.machines[leader.node_id].values
+        assert sum(c.machines[victim.node_id].values.values()) == 600
+        assert restarted.status().applied_index == leader.status().applied_index
+
+    cluster_test(body, loop_kind, seed, snapshot_bytes=2000)
+
+
+def test_closed_node_refuses_work(loop_kind: LoopKind, seed: int) -> None:
+    async def body(c: MemoryCluster) -> None:
+        leader = await c.leader()
+        await leader.close()
+
+        with pytest.raises(NodeClosedError):
+            await leader.propose(("add", "x", 1))
+
+    cluster_test(body, loop_kind, seed)
