@@ -1,0 +1,416 @@
+"""Wire framing and the connection handshake of the TCP transport (docs/wire.md).
+
+Owns the byte layout: the 9-byte frame header, the frame kinds and which
+message class each carries, the incremental `FrameReader` that cuts a byte
+stream into frames, the handshake payloads and HMAC-SHA256 proofs, and
+`FrameProtocol`, the asyncio protocol base both ends of tcp.py build on
+(read frames, coalesce writes, close). Everything but `FrameProtocol` is pure
+(no sockets, no clock), so it can be fuzzed directly. Never imports msgpack
+(codec.py does the msgpack).
+
+A frame is ``length:u32 | kind:u8 | request_id:u32 | payload``, big-endian,
+where ``length`` counts every byte after itself (so it is at least 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any, cast
+
+from raftio.codec import CodecError, pack, unpack
+from raftio.messages import (
+    AppendEntriesArgs,
+    AppendEntriesReply,
+    InstallSnapshotArgs,
+    InstallSnapshotReply,
+    Message,
+    RequestVoteArgs,
+    RequestVoteReply,
+)
+from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "HANDSHAKE_MAX_FRAME",
+    "HEADER",
+    "PROTOCOL_VERSION",
+    "RPC_BY_KIND",
+    "RPC_BY_METHOD",
+    "FrameError",
+    "FrameProtocol",
+    "FrameReader",
+    "Hello",
+    "Refused",
+    "Welcome",
+    "client_proof",
+    "encode_frame",
+    "new_nonce",
+    "parse_auth",
+    "parse_hello",
+    "parse_refuse",
+    "parse_welcome",
+    "server_proof",
+]
+
+PROTOCOL_VERSION = 1
+MAGIC = "raftio"
+
+# Frame kinds. Handshake and refusal frames carry request id 0.
+HELLO, WELCOME, AUTH, REFUSE = 0x01, 0x02, 0x03, 0x04
+REQUEST_VOTE_KIND, APPEND_ENTRIES_KIND, INSTALL_SNAPSHOT_KIND = 0x10, 0x11, 0x12
+REPLY, NO_REPLY = 0x20, 0x21
+
+
+@dataclass(frozen=True, slots=True)
+class Rpc:
+    """One RPC: its ClientEnd method name, request frame kind and message classes."""
+
+    method: str
+    kind: int
+    args_cls: type[Message]
+    reply_cls: type[Message]
+
+
+_RPCS = (
+    Rpc(REQUEST_VOTE, REQUEST_VOTE_KIND, RequestVoteArgs, RequestVoteReply),
+    Rpc(APPEND_ENTRIES, APPEND_ENTRIES_KIND, AppendEntriesArgs, AppendEntriesReply),
+    Rpc(INSTALL_SNAPSHOT, INSTALL_SNAPSHOT_KIND, InstallSnapshotArgs, InstallSnapshotReply),
+)
+RPC_BY_METHOD = {rpc.method: rpc for rpc in _RPCS}
+RPC_BY_KIND = {rpc.kind: rpc for rpc in _RPCS}
+
+HEADER = struct.Struct(">IBI")
+HEADER_SIZE = HEADER.size  # 9
+BODY_MIN = HEADER_SIZE - 4  # kind + request id: a frame's smallest length
+_LENGTH = struct.Struct(">I")
+_KIND_ID = struct.Struct(">BI")
+
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024  # largest request a server takes (snapshots)
+# Until a peer has authenticated it may not make us buffer more than this.
+HANDSHAKE_MAX_FRAME = 4096
+NONCE_SIZE = 16
+MAX_REQUEST_ID = 0xFFFFFFFF
+
+
+class FrameError(ValueError):
+    """The byte stream broke the framing or handshake rules; drop the connection."""
+
+
+def encode_frame(kind: int, request_id: int, payload: bytes = b"") -> bytes:
+    """One whole frame; the hot path packs `HEADER` itself to skip the concatenation."""
+    return HEADER.pack(len(payload) + BODY_MIN, kind, request_id) + payload
+
+
+class FrameReader:
+    """Cuts a byte stream into ``(kind, request_id, payload)`` frames.
+
+    Feed it chunks as they arrive, then call `next_frame()` until it returns
+    None. A declared length above `max_frame` (or below the 5-byte minimum)
+    raises `FrameError` as soon as the 4 length bytes are in, before any of
+    the body is buffered.
+    """
+
+    __slots__ = ("_buf", "_pos", "max_frame")
+
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._pos = 0  # start of the first unconsumed byte in _buf
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            # Compact once per chunk, not once per frame, so a chunk holding
+            # many small frames costs linear time.
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        return len(self._buf) - self._pos
+
+    def next_frame(self) -> tuple[int, int, bytes] | None:
+        buf, pos = self._buf, self._pos
+        available = len(buf) - pos
+        if available < 4:
+            return None
+        (length,) = _LENGTH.unpack_from(buf, pos)
+        if length < BODY_MIN or length > self.max_frame:
+            raise FrameError(f"frame length {length} outside [{BODY_MIN}, {self.max_frame}]")
+        end = pos + 4 + length
+        if len(buf) < end:
+            return None
+        kind, request_id = _KIND_ID.unpack_from(buf, pos + 4)
+        payload = bytes(buf[pos + HEADER_SIZE : end])
+        if end == len(buf):
+            buf.clear()
+            self._pos = 0
+        else:
+            self._pos = end
+        return kind, request_id, payload
+
+
+# --- handshake -----------------------------------------------------------------
+#
+# client -> HELLO   [magic, version, cluster_id, node_id, client_nonce]
+# server -> WELCOME [version, cluster_id, node_id, server_nonce, server_proof, max_frame]
+# client -> AUTH    [client_proof]            (then requests, without waiting)
+# either -> REFUSE  [reason]                  (then closes)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    cluster_id: str
+    node_id: int
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    version: int
+    cluster_id: str
+    node_id: int
+    nonce: bytes
+    proof: bytes
+    max_frame: int
+
+
+class Refused(Exception):
+    """A handshake that one side declined; `reason` is what both sides log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def new_nonce() -> bytes:
+    return secrets.token_bytes(NONCE_SIZE)
+
+
+def hello_payload(cluster_id: str, node_id: int, nonce: bytes) -> bytes:
+    return pack([MAGIC, PROTOCOL_VERSION, cluster_id, node_id, nonce])
+
+
+def welcome_payload(
+    cluster_id: str, node_id: int, nonce: bytes, proof: bytes, max_frame: int
+) -> bytes:
+    return pack([PROTOCOL_VERSION, cluster_id, node_id, nonce, proof, max_frame])
+
+
+def auth_payload(proof: bytes) -> bytes:
+    return pack([proof])
+
+
+def refuse_payload(reason: str) -> bytes:
+    return pack([reason[:1000]])
+
+
+def _fields(payload: bytes, what: str) -> list[Any]:
+    try:
+        obj = unpack(payload)
+    except CodecError as exc:
+        raise FrameError(f"undecodable {what}: {exc}") from None
+    if not isinstance(obj, list):
+        raise FrameError(f"{what} must be an array")
+    return obj
+
+
+def _check_types(fields: list[Any], types: tuple[type, ...], what: str) -> None:
+    if len(fields) != len(types) or any(
+        type(v) is not t for v, t in zip(fields, types, strict=False)
+    ):
+        raise FrameError(f"malformed {what}")
+
+
+def parse_hello(payload: bytes) -> Hello:
+    """Raises FrameError if malformed, Refused on a protocol version we do not speak."""
+    fields = _fields(payload, "HELLO")
+    if len(fields) < 2 or fields[0] != MAGIC or type(fields[1]) is not int:
+        raise FrameError("not a raftio HELLO")
+    if fields[1] != PROTOCOL_VERSION:
+        raise Refused(
+            f"protocol version mismatch: client speaks {fields[1]}, "
+            f"server speaks {PROTOCOL_VERSION}"
+        )
+    _check_types(fields, (str, int, str, int, bytes), "HELLO")
+    if len(fields[4]) != NONCE_SIZE:
+        raise FrameError("HELLO nonce has the wrong size")
+    return Hello(fields[1], fields[2], fields[3], fields[4])
+
+
+def parse_welcome(payload: bytes) -> Welcome:
+    fields = _fields(payload, "WELCOME")
+    if fields and type(fields[0]) is int and fields[0] != PROTOCOL_VERSION:
+        raise Refused(
+            f"protocol version mismatch: server speaks {fields[0]}, "
+            f"client speaks {PROTOCOL_VERSION}"
+        )
+    _check_types(fields, (int, str, int, bytes, bytes, int), "WELCOME")
+    if len(fields[3]) != NONCE_SIZE or fields[5] <= BODY_MIN:
+        raise FrameError("malformed WELCOME")
+    return Welcome(*fields)
+
+
+def parse_auth(payload: bytes) -> bytes:
+    fields = _fields(payload, "AUTH")
+    _check_types(fields, (bytes,), "AUTH")
+    return bytes(fields[0])
+
+
+def parse_refuse(payload: bytes) -> str:
+    try:
+        fields = _fields(payload, "REFUSE")
+        _check_types(fields, (str,), "REFUSE")
+    except FrameError:
+        return "(unreadable reason)"
+    return str(fields[0])[:1000]
+
+
+def _proof(
+    secret: bytes, label: str, cluster_id: str, client: Hello, server_id: int, server_nonce: bytes
+) -> bytes:
+    # Both ids, both nonces and a direction label: a proof cannot be replayed on
+    # another connection, reflected back, or moved to another cluster or peer.
+    transcript = pack(
+        [label, PROTOCOL_VERSION, cluster_id, client.node_id, server_id, client.nonce, server_nonce]
+    )
+    return hmac.new(secret, transcript, hashlib.sha256).digest()
+
+
+def server_proof(
+    secret: bytes, cluster_id: str, client: Hello, server_id: int, server_nonce: bytes
+) -> bytes:
+    return _proof(secret, "raftio-server", cluster_id, client, server_id, server_nonce)
+
+
+def client_proof(
+    secret: bytes, cluster_id: str, client: Hello, server_id: int, server_nonce: bytes
+) -> bytes:
+    return _proof(secret, "raftio-client", cluster_id, client, server_id, server_nonce)
+
+
+def proof_matches(expected: bytes, got: bytes) -> bool:
+    return hmac.compare_digest(expected, got)
+
+
+# --- the asyncio side ------------------------------------------------------------
+
+
+def _set_nodelay(transport: asyncio.BaseTransport) -> None:
+    # Small request/reply frames: Nagle would add up to 40 ms per round trip.
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+
+
+class FrameProtocol(asyncio.Protocol):
+    """What both ends share: frame reading, coalesced writes and closing.
+
+    `send` only buffers; one `loop.call_soon` flush per iteration hands all
+    frames queued in that iteration to the transport in a single write.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, label: str) -> None:
+        self._loop = loop
+        self.label = label  # for log lines: who we are and who the peer is
+        self._transport: asyncio.Transport | None = None
+        self._reader = FrameReader(HANDSHAKE_MAX_FRAME)
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self.write_paused = False
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport: no isinstance.
+        self._transport = cast(asyncio.Transport, transport)
+        _set_nodelay(transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.label = f"{self.label} {peer[0]}:{peer[1]}"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._out.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def is_open(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    def send(self, header: bytes, payload: bytes = b"") -> None:
+        self._out.append(header)
+        if payload:
+            self._out.append(payload)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if out and self.is_open():
+            assert self._transport is not None
+            self._transport.writelines(out)
+
+    def write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() if self._transport else 0
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        self._read_frames()
+
+    def _read_frames(self) -> None:
+        try:
+            while self._may_read():
+                frame = self._reader.next_frame()
+                if frame is None:
+                    return
+                self._on_frame(*frame)
+        except (FrameError, CodecError) as exc:
+            self.drop("protocol error: %s", exc)
+        except Exception:
+            # A bug of ours, not the peer's: contain it to this connection.
+            logger.exception("%s: internal error reading a frame; dropping connection", self.label)
+            self.abort()
+
+    def _may_read(self) -> bool:
+        return self.is_open()
+
+    def _on_frame(self, kind: int, request_id: int, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def refuse(self, reason: str) -> None:
+        """Tell the peer why, then close; the caller has already logged it."""
+        self.send(encode_frame(REFUSE, 0, refuse_payload(reason)))
+        self._flush()
+        self.close()
+
+    def drop(self, fmt: str, *args: object) -> None:
+        logger.warning("%s: closing connection: " + fmt, self.label, *args)
+        self.abort()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
