@@ -79,12 +79,13 @@ class Lab:
         try:
             run(self._main_body(body), loop=self.loop_kind)
         except BaseException as exc:
-            print(f"FAILED (seed={self.seed}, loop={self.loop_kind}); rerun with:\n  {self.rerun}")
+            print(f"FAILED (seed={self.seed}, loop={self.loop_kind})\nrerun: {self.rerun}")
             exc.add_note(f"rerun: {self.rerun}")
             raise
 
     async def _main_body(self, body: Callable[[Lab], Awaitable[None]]) -> None:
-        self._main = asyncio.current_task()
+        main = self._main = asyncio.current_task()
+        assert main is not None
         try:
             async with asyncio.timeout(TEST_TIME_LIMIT):
                 await body(self)
@@ -99,8 +100,8 @@ class Lab:
                 cfg.cleanup()
             await self._stop_tasks()
         if self._failure is not None:
-            if self._main.cancelling():
-                self._main.uncancel()
+            if main.cancelling():
+                main.uncancel()
             raise LabFailure(self._failure)
 
     def make_config(self, n: int, unreliable: bool, snapshot: bool) -> Config:

@@ -30,7 +30,7 @@ def test_timers_fire_in_order_at_their_virtual_time() -> None:
         fired: list[tuple[str, float]] = []
         done = loop.create_future()
         for name, delay in [("c", 3.0), ("a", 0.5), ("b", 1.25), ("d", 3.0)]:
-            loop.call_later(delay, lambda n=name: fired.append((n, loop.time())))
+            loop.call_later(delay, lambda n=name: fired.append((n, loop.time())))  # type: ignore[misc]
         loop.call_later(10, done.set_result, None)
         await done
         return fired
@@ -126,7 +126,12 @@ def test_io_from_a_plain_thread_still_wakes_the_loop() -> None:
 def test_thread_work_is_not_timed_out_by_a_virtual_jump() -> None:
     async def main() -> tuple[str, float]:
         loop = asyncio.get_running_loop()
-        result = await asyncio.wait_for(asyncio.to_thread(lambda: time.sleep(0.05) or "done"), 1)
+
+        def work() -> str:
+            time.sleep(0.05)
+            return "done"
+
+        result = await asyncio.wait_for(asyncio.to_thread(work), 1)
         return result, loop.time()
 
     result, elapsed = run(main(), loop="virtual")
