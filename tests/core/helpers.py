@@ -1,0 +1,195 @@
+"""Builders for the core/ layer: RaftCores in a chosen role, term and log.
+
+Everything here drives a core through its public inputs (`tick`, the
+`handle_*` handlers, the `on_*_reply` callbacks); nothing reaches into
+private fields. Entries carry ``codec.encode_command(f"{index}@{term}")``,
+so two entries are equal exactly when their index and term are, and the
+applier can decode every one of them.
+
+Default timing (RaftConfig()): a heartbeat every 10 ticks, an election
+timeout drawn from [30, 60] ticks. `NARROW` pins the timeout to [30, 31]
+so a test can tell "the timer was reset" from "it was not" without
+reading the drawn value.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from raftio import codec
+from raftio.config import RaftConfig
+from raftio.core import Outgoing, RaftCore, Role, StorageOp
+from raftio.messages import (
+    AppendEntriesArgs,
+    AppendEntriesReply,
+    Entry,
+    InstallSnapshotArgs,
+    RequestVoteArgs,
+    RequestVoteReply,
+)
+from raftio.storage.base import DurableState
+from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE
+
+CONFIG = RaftConfig()
+HEARTBEAT = CONFIG.heartbeat_ticks  # 10
+ELECTION_MIN, ELECTION_MAX = CONFIG.election_ticks  # 30, 60
+NARROW = RaftConfig(election_timeout_min=0.3, election_timeout_max=0.31)  # timeout 30 or 31
+
+__all__ = [
+    "APPEND_ENTRIES",
+    "CONFIG",
+    "ELECTION_MAX",
+    "ELECTION_MIN",
+    "HEARTBEAT",
+    "INSTALL_SNAPSHOT",
+    "NARROW",
+    "REQUEST_VOTE",
+    "ack",
+    "ae",
+    "campaign",
+    "drain",
+    "entries",
+    "entry",
+    "make_core",
+    "make_leader",
+    "sent_to",
+    "terms_of",
+]
+
+
+def entry(index: int, term: int) -> Entry:
+    """The entry a test log holds at `index` in `term`."""
+    return Entry(term, codec.encode_command(f"{index}@{term}"))
+
+
+def entries(first: int, *terms: int) -> list[Entry]:
+    """Entries at `first`, `first + 1`, ... with the given terms."""
+    return [entry(first + i, term) for i, term in enumerate(terms)]
+
+
+def terms_of(core: RaftCore) -> list[int]:
+    """The terms of the entries after the snapshot, in index order."""
+    return [e.term for e in core.log.entries]
+
+
+def make_core(
+    terms: Sequence[int] = (),
+    *,
+    me: int = 0,
+    peers: int = 3,
+    term: int | None = None,
+    voted_for: int | None = None,
+    snapshot: tuple[int, int] = (0, 0),
+    snapshot_data: bytes = b"",
+    config: RaftConfig = CONFIG,
+    seed: int = 0,
+) -> RaftCore:
+    """A freshly restarted follower whose log after `snapshot` (index, term) has `terms`.
+
+    `term` defaults to the last term in the log (or the snapshot's).
+    """
+    snapshot_index, snapshot_term = snapshot
+    if term is None:
+        term = terms[-1] if terms else snapshot_term
+    state = DurableState(
+        current_term=term,
+        voted_for=voted_for,
+        snapshot_index=snapshot_index,
+        snapshot_term=snapshot_term,
+        entries=entries(snapshot_index + 1, *terms),
+    )
+    return RaftCore(me, peers, state, config, random.Random(seed), snapshot=snapshot_data)
+
+
+def drain(core: RaftCore) -> tuple[list[StorageOp], list[Outgoing]]:
+    """Take the storage ops, then the outbox, as the shell does."""
+    return core.take_storage_ops(), core.take_outbox()
+
+
+def campaign(core: RaftCore) -> list[Outgoing]:
+    """Tick a follower until its election timeout fires; return its RequestVotes."""
+    for _ in range(core.config.election_ticks[1]):
+        core.tick()
+        if core.role is not Role.FOLLOWER:
+            break
+    assert core.role is not Role.FOLLOWER, "the election timer never fired"
+    return core.take_outbox()
+
+
+def make_leader(
+    terms: Sequence[int] = (),
+    *,
+    term: int,
+    me: int = 0,
+    peers: int = 3,
+    snapshot: tuple[int, int] = (0, 0),
+    snapshot_data: bytes = b"",
+    config: RaftConfig = CONFIG,
+    synced: bool = False,
+) -> RaftCore:
+    """A leader of `term` (elected by the lowest-numbered peers) with drained outputs.
+
+    The core restarts at `term - 1`, campaigns, and counts granted votes
+    until it wins (§5.2). Every follower starts in PROBE with
+    next_index = last_index + 1 and one empty AppendEntries unanswered; with
+    `synced`, each follower then acknowledges that AppendEntries with
+    match_index = last_index (so it is in REPLICATE, nothing in flight).
+    """
+    core = make_core(
+        terms,
+        me=me,
+        peers=peers,
+        term=term - 1,
+        snapshot=snapshot,
+        snapshot_data=snapshot_data,
+        config=config,
+    )
+    requests = campaign(core)
+    for peer, _, args in requests:
+        if core.role is Role.LEADER:
+            break
+        assert isinstance(args, RequestVoteArgs)
+        core.on_request_vote_reply(peer, args, RequestVoteReply(term, True))
+    assert core.role is Role.LEADER and core.current_term == term
+    _, outbox = drain(core)
+    if synced:
+        for peer, _, args in outbox:
+            assert isinstance(args, AppendEntriesArgs)
+            match = args.prev_log_index + len(args.entries)
+            core.on_append_entries_reply(peer, args, AppendEntriesReply(term, True, match))
+        drain(core)
+    return core
+
+
+def ack(core: RaftCore, peer: int, match: int) -> list[Outgoing]:
+    """`peer` answers a current-term heartbeat with success at `match`; returns the outbox."""
+    prev_term = core.log.term_at(match)
+    assert prev_term is not None
+    args = AppendEntriesArgs(core.current_term, core.me, match, prev_term, [], core.commit_index)
+    core.on_append_entries_reply(peer, args, AppendEntriesReply(core.current_term, True, match))
+    return core.take_outbox()
+
+
+def ae(
+    term: int,
+    prev: int,
+    prev_term: int,
+    new: Sequence[Entry] = (),
+    commit: int = 0,
+    leader: int = 1,
+) -> AppendEntriesArgs:
+    """AppendEntriesArgs from `leader`, argument order as in Figure 2."""
+    return AppendEntriesArgs(term, leader, prev, prev_term, list(new), commit)
+
+
+def sent_to(
+    outbox: Sequence[Outgoing], peer: int
+) -> list[AppendEntriesArgs | InstallSnapshotArgs | RequestVoteArgs]:
+    """The request arguments addressed to `peer`, in order."""
+    out: list[AppendEntriesArgs | InstallSnapshotArgs | RequestVoteArgs] = []
+    for to, _, args in outbox:
+        if to == peer:
+            assert isinstance(args, AppendEntriesArgs | InstallSnapshotArgs | RequestVoteArgs)
+            out.append(args)
+    return out
