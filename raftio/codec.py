@@ -128,7 +128,9 @@ def _message_to_list(msg: Message) -> list[Any]:
             msg.x_term, msg.x_index, msg.x_len,
         ]  # fmt: skip
     if isinstance(msg, RequestVoteArgs):
-        return [_RV, msg.term, msg.candidate_id, msg.last_log_index, msg.last_log_term]
+        return [
+            _RV, msg.term, msg.candidate_id, msg.last_log_index, msg.last_log_term, msg.pre_vote,
+        ]  # fmt: skip
     if isinstance(msg, RequestVoteReply):
         return [_RV_REPLY, msg.term, msg.vote_granted]
     if isinstance(msg, InstallSnapshotArgs):
@@ -186,7 +188,7 @@ def _entries_from_list(items: list[Any]) -> list[Entry]:
 
 
 _SHAPES: dict[int, tuple[Any, tuple[type, ...]]] = {
-    _RV: (RequestVoteArgs, (int, int, int, int)),
+    _RV: (RequestVoteArgs, (int, int, int, int, bool)),
     _RV_REPLY: (RequestVoteReply, (int, bool)),
     _AE: (AppendEntriesArgs, (int, int, int, int, list, int)),
     _AE_REPLY: (AppendEntriesReply, (int, bool, int, int, int, int)),

@@ -23,6 +23,12 @@ class RaftConfig:
         max_inflight: AppendEntries RPCs a leader keeps in flight per follower.
         max_batch_bytes: command bytes a leader puts in one AppendEntries.
         max_apply_batch: entries the applier hands over before yielding.
+        pre_vote: ask for pre-votes before a real election (Raft thesis 9.6), so
+            a node rejoining from a partition cannot disrupt a healthy leader.
+        check_quorum: a leader steps down once it has not heard from a
+            majority for an election timeout (Raft thesis 6.2).
+        storage_stall_timeout: a leader whose storage has not finished a
+            sync for this long steps down.
         leader_noop: a new leader appends a no-op entry (command None) so that
             it commits an entry of its term at once (§8; needed for reads).
     """
@@ -34,6 +40,9 @@ class RaftConfig:
     max_inflight: int = 4
     max_batch_bytes: int = 1 << 20
     max_apply_batch: int = 512
+    pre_vote: bool = True
+    check_quorum: bool = True
+    storage_stall_timeout: float = 1.0
     leader_noop: bool = False
 
     def __post_init__(self) -> None:
@@ -53,6 +62,8 @@ class RaftConfig:
             raise ValueError("max_inflight must be at least 1")
         if self.max_batch_bytes < 1:
             raise ValueError("max_batch_bytes must be positive")
+        if not self.storage_stall_timeout > 0:
+            raise ValueError("storage_stall_timeout must be positive")
         if self.max_apply_batch < 1:
             raise ValueError("max_apply_batch must be at least 1")
 

@@ -43,6 +43,7 @@ from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE
 
 class Role(enum.Enum):
     FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"  # asking whether it could win, term unchanged (thesis 9.6)
     CANDIDATE = "candidate"
     LEADER = "leader"
 
@@ -74,6 +75,7 @@ class Progress:
     paused: bool = False  # PROBE/SNAPSHOT: waiting for a reply before sending again
     inflight: int = 0  # AppendEntries with entries not yet answered (REPLICATE)
     wait_ticks: int = 0  # ticks spent waiting for entries or a snapshot to be answered
+    recent_active: bool = False  # answered since the last check-quorum
 
     def become_probe(self) -> None:
         self.state = Replication.PROBE
@@ -132,6 +134,7 @@ class RaftCore:
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
         self._heartbeat_elapsed = 0
+        self._quorum_elapsed = 0
 
         # Outputs waiting for the shell.
         self._storage_ops: list[StorageOp] = []
@@ -196,7 +199,10 @@ class RaftCore:
         else:
             self._election_elapsed += 1
             if self._election_elapsed >= self._election_timeout:
-                self._campaign()
+                if self.config.pre_vote:
+                    self._pre_campaign()
+                else:
+                    self._campaign()
 
     def start(self, command: Any) -> tuple[int, int, bool]:
         """Append `command` if leader; it is sent with the next outbox drain."""
@@ -249,12 +255,18 @@ class RaftCore:
     # ------------------------------------------------------------------ RequestVote
 
     def handle_request_vote(self, args: RequestVoteArgs) -> RequestVoteReply:
-        if args.term > self.current_term:
-            self._become_follower(args.term, None)
-        granted = False
         # §5.4.1: vote only for a candidate whose log is at least as up-to-date.
         log = self.log
         log_ok = (args.last_log_term, args.last_log_index) >= (log.last_term, log.last_index)
+        if args.pre_vote:
+            # Thesis 9.6: a pre-vote changes nothing here. Refuse while a leader is
+            # known to be alive, so a rejoining node cannot depose a healthy leader.
+            granted = args.term > self.current_term and log_ok and not self._hears_leader()
+            self._debug("vote", f"pre-vote S{args.candidate_id} {'yes' if granted else 'no'}")
+            return RequestVoteReply(self.current_term, granted)
+        if args.term > self.current_term:
+            self._become_follower(args.term, None)
+        granted = False
         free = self.voted_for is None or self.voted_for == args.candidate_id
         if args.term == self.current_term and free and log_ok:
             granted = True
@@ -270,15 +282,21 @@ class RaftCore:
     ) -> None:
         if reply is None:
             return
-        if reply.term > self.current_term:
+        if reply.term > self.current_term and not reply.vote_granted:
             self._become_follower(reply.term, None)
             return
-        if self.role is not Role.CANDIDATE or args.term != self.current_term:
+        if args.pre_vote:
+            if self.role is not Role.PRE_CANDIDATE or args.term != self.current_term + 1:
+                return  # stale
+        elif self.role is not Role.CANDIDATE or args.term != self.current_term:
             return  # stale
         if reply.vote_granted:
             self._votes.add(peer)
             if len(self._votes) * 2 > self.peer_count:
-                self._become_leader()
+                if args.pre_vote:
+                    self._campaign()
+                else:
+                    self._become_leader()
 
     # ------------------------------------------------------------------ AppendEntries
 
@@ -357,6 +375,7 @@ class RaftCore:
             if pr.state is Replication.REPLICATE:
                 pr.become_probe()
             return
+        pr.recent_active = True
         if reply.success:
             self._on_append_success(peer, pr, reply.match_index)
         else:
@@ -435,6 +454,7 @@ class RaftCore:
         if reply is None:
             pr.become_probe()  # the next heartbeat tries again
             return
+        pr.recent_active = True
         pr.match_index = max(pr.match_index, args.last_included_index)
         pr.become_probe()
         self._maybe_commit()
@@ -455,6 +475,37 @@ class RaftCore:
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
 
+    def _pre_campaign(self) -> None:
+        """Thesis 9.6: ask for pre-votes first; only a likely winner bumps its term."""
+        self.role = Role.PRE_CANDIDATE
+        self.leader_id = None
+        self._votes = {self.me}
+        self._election_elapsed = 0
+        self._election_timeout = self._random_election_timeout()
+        self._debug("role", "became pre-candidate")
+        if len(self._votes) * 2 > self.peer_count:
+            self._campaign()
+            return
+        self._request_votes(self.current_term + 1, pre_vote=True)
+
+    def _request_votes(self, term: int, pre_vote: bool) -> None:
+        args = RequestVoteArgs(term, self.me, self.log.last_index, self.log.last_term, pre_vote)
+        for peer in range(self.peer_count):
+            if peer != self.me:
+                self._outbox.append((peer, REQUEST_VOTE, args))
+
+    def _hears_leader(self) -> bool:
+        """A leader (maybe us) was heard from within the minimum election timeout."""
+        if self.role is Role.LEADER:
+            return True
+        return self.leader_id is not None and self._election_elapsed < self._election_ticks[0]
+
+    def step_down(self) -> None:
+        """Stop leading (e.g. our storage stalled); another peer will take over."""
+        if self.role is Role.LEADER:
+            self._debug("role", "stepping down")
+            self._become_follower(self.current_term, None)
+
     def _campaign(self) -> None:
         self.current_term += 1
         self.role = Role.CANDIDATE
@@ -468,15 +519,13 @@ class RaftCore:
         if len(self._votes) * 2 > self.peer_count:
             self._become_leader()
             return
-        args = RequestVoteArgs(self.current_term, self.me, self.log.last_index, self.log.last_term)
-        for peer in range(self.peer_count):
-            if peer != self.me:
-                self._outbox.append((peer, REQUEST_VOTE, args))
+        self._request_votes(self.current_term, pre_vote=False)
 
     def _become_leader(self) -> None:
         self.role = Role.LEADER
         self.leader_id = self.me
         self._heartbeat_elapsed = 0
+        self._quorum_elapsed = 0
         next_index = self.log.last_index + 1
         self.progress = {
             peer: Progress(next_index) for peer in range(self.peer_count) if peer != self.me
@@ -492,6 +541,14 @@ class RaftCore:
 
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
+        if self.config.check_quorum:
+            self._quorum_elapsed += 1
+            if self._quorum_elapsed >= self._election_ticks[0]:
+                self._quorum_elapsed = 0
+                if not self._has_quorum():
+                    self._debug("role", "lost contact with a majority")
+                    self._become_follower(self.current_term, None)
+                    return
         for pr in self.progress.values():
             if pr.state is Replication.REPLICATE and pr.inflight:
                 pr.wait_ticks += 1
@@ -503,6 +560,13 @@ class RaftCore:
             self._heartbeat_elapsed = 0
             for peer in self.progress:
                 self._heartbeat(peer)
+
+    def _has_quorum(self) -> bool:
+        """§6.2 / thesis 6.2 check-quorum: a majority answered since the last check."""
+        active = 1 + sum(pr.recent_active for pr in self.progress.values())
+        for pr in self.progress.values():
+            pr.recent_active = False
+        return active * 2 > self.peer_count
 
     def heartbeat_args(self, peer: int) -> AppendEntriesArgs:
         """An empty AppendEntries anchored at what `peer` surely has.

@@ -30,6 +30,7 @@ class RequestVoteArgs:
     candidate_id: int
     last_log_index: int
     last_log_term: int
+    pre_vote: bool = False  # thesis 9.6: "would you vote for me?", changes no state
 
 
 @dataclass(slots=True)
@@ -118,7 +119,8 @@ def describe(msg: object) -> str:
             return f"AE-ok T{msg.term} match={msg.match_index}"
         return f"AE-no T{msg.term} x={msg.x_term}/{msg.x_index}/{msg.x_len}"
     if isinstance(msg, RequestVoteArgs):
-        return f"RV T{msg.term} last={msg.last_log_index}@{msg.last_log_term}"
+        kind = "PV" if msg.pre_vote else "RV"
+        return f"{kind} T{msg.term} last={msg.last_log_index}@{msg.last_log_term}"
     if isinstance(msg, RequestVoteReply):
         return f"RV-{'yes' if msg.vote_granted else 'no'} T{msg.term}"
     if isinstance(msg, InstallSnapshotArgs):

@@ -70,6 +70,7 @@ class Raft:
         self._killed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._read_round: asyncio.Future[bool] | None = None
+        self._syncs: dict[asyncio.Future[None], float] = {}  # pending syncs -> start time
         self._drain_scheduled = False
         self._apply_wakeup = asyncio.Event()
         self._trace = make_tracer(me, self._loop.time, self._status)
@@ -241,6 +242,7 @@ class Raft:
             if pending is None:
                 core.on_log_durable(*mark)
             else:
+                self._syncs.setdefault(pending, self._loop.time())
                 pending.add_done_callback(lambda fut: self._on_synced(fut, mark))
         if pending is None:
             for item in outbox:
@@ -271,6 +273,7 @@ class Raft:
                 storage.save_snapshot(op[1], op[2], op[3])
 
     def _on_synced(self, fut: asyncio.Future[None], mark: tuple[int, int]) -> None:
+        self._syncs.pop(fut, None)
         if self._killed or fut.cancelled():
             return
         exc = fut.exception()
@@ -324,7 +327,16 @@ class Raft:
         while not self._killed:
             await asyncio.sleep(interval)
             core.tick()
+            if core.is_leader and self._storage_stalled():
+                logger.error("S%d: storage sync stalled; stepping down as leader", self.me)
+                core.step_down()
             self._drain()
+
+    def _storage_stalled(self) -> bool:
+        if not self._syncs:
+            return False
+        oldest = min(self._syncs.values())
+        return self._loop.time() - oldest > self._config.storage_stall_timeout
 
     async def _applier(self) -> None:
         """The only writer to apply_ch: delivers in index order, waits for room."""
