@@ -391,6 +391,15 @@ class FrameProtocol(asyncio.Protocol):
             logger.exception("%s: internal error reading a frame; dropping connection", self.label)
             self.abort()
 
+    def eof_received(self) -> bool | None:
+        if self._reader.buffered():
+            logger.warning(
+                "%s: closing connection: peer closed it mid-frame (%d bytes unread)",
+                self.label,
+                self._reader.buffered(),
+            )
+        return None  # close our side too
+
     def _may_read(self) -> bool:
         return self.is_open()
 

@@ -332,6 +332,11 @@ class TcpClientEnd:
             raise Refused(f"expected node S{self.peer_id}, reached S{welcome.node_id}")
         if self.secret is None:
             return
+        if not welcome.proof:
+            raise Refused(
+                "shared-secret authentication failed: "
+                f"server S{welcome.node_id} has no shared secret"
+            )
         want = frames.server_proof(
             self.secret, self.cluster_id, hello, welcome.node_id, welcome.nonce
         )
