@@ -1,0 +1,311 @@
+"""FileStorage: durable Storage in a directory, a write-ahead log with group commit.
+
+Owns the event-loop side: the write buffer, the group-commit flusher that
+hands batches to one worker thread, failure handling, instrumentation and
+the fault hooks. The file format is `wal.py`'s, the system calls
+`writer.py`'s, the in-memory state and opening `recovery.py`'s. See
+docs/storage.md for the files and the crash story.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from raftio import codec
+from raftio.messages import Entry
+from raftio.storage import wal
+from raftio.storage.base import DurableState, StorageError
+from raftio.storage.recovery import StorageLockedError, lock_directory, make_directory, recover
+from raftio.storage.wal import Checkpoint
+from raftio.storage.writer import Closed, Disk, SnapshotFile
+
+__all__ = ["Disk", "FileStorage", "StorageLockedError"]
+
+logger = logging.getLogger(__name__)
+
+_EAGER_FLUSH_BYTES = 4 << 20  # start writing without a sync() once this much is buffered
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One group commit: the writes it carries and who waits for them."""
+
+    items: list[bytearray | SnapshotFile]
+    version: int  # written_version when the batch was closed
+    waiters: list[asyncio.Future[None]]
+    checkpoint: Checkpoint | None
+    keep: str  # the snapshot file the state refers to after this batch
+
+
+class FileStorage:
+    """Storage in a directory: write-ahead log segments, snapshot files, group commit.
+
+    Writes update memory at once and append framed records to a buffer;
+    `sync()` hands the buffer to a worker thread (write, fdatasync) and
+    every waiter that arrived before the batch started shares its fsync.
+    A failed write or fsync fails that sync and every later one.
+
+    Args:
+        directory: where the state lives; created if missing. Only one
+            FileStorage may have it open at a time (a LOCK file).
+        segment_size: start a new segment file once one reaches this size.
+        compact_min_bytes: after a snapshot, rewrite the live state into a
+            new segment (deleting the old ones) once the log holds more than
+            this many bytes and more than twice the live state.
+        disk: the write and fsync calls; tests pass a subclass that fails.
+        sync_delay: seconds (event-loop clock) each batch waits before it
+            is written, to model a slow disk; may be changed at any time.
+
+    Raises:
+        StorageLockedError: the directory is open elsewhere.
+        StorageError: the directory's content is corrupt or contradicts itself.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        segment_size: int = 64 << 20,
+        compact_min_bytes: int = 1 << 20,
+        disk: Disk | None = None,
+        sync_delay: float = 0.0,
+    ) -> None:
+        self.directory = os.fspath(directory)
+        self.sync_delay = sync_delay
+        self._compact_min_bytes = compact_min_bytes
+        make_directory(self.directory)
+        self._lock_fd = lock_directory(self.directory)
+        try:
+            self._state, self._snapshot, self._writer = recover(
+                self.directory, disk or Disk(), segment_size
+            )
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self._wal_bytes = self._writer.wal_bytes
+        self._buf = bytearray()
+        self._items: list[bytearray | SnapshotFile] = []
+        self._next_waiters: list[asyncio.Future[None]] = []
+        self._inflight: _Batch | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._error: StorageError | None = None
+        self._closed = False
+        # Invariant: durable_version <= written_version; equal means nothing to sync.
+        self.written_version = 0
+        self.durable_version = 0
+
+    def __repr__(self) -> str:
+        return f"FileStorage({self.directory!r})"
+
+    # --- reads ------------------------------------------------------------
+
+    def load(self) -> DurableState:
+        return self._state.durable_state()
+
+    def read_snapshot(self) -> bytes:
+        return self._snapshot
+
+    def raft_state_size(self) -> int:
+        s = self._state
+        header = codec.pack([s.current_term, s.voted_for, s.snapshot_index, s.snapshot_term])
+        return len(header) + s.entries_size()
+
+    def snapshot_size(self) -> int:
+        return len(self._snapshot)
+
+    @property
+    def fsync_count(self) -> int:
+        """fsync/fdatasync calls made since opening (files and directories)."""
+        return self._writer.fsync_count
+
+    @property
+    def failed(self) -> StorageError | None:
+        """Why the storage stopped accepting writes, or None while it is healthy."""
+        return self._error
+
+    # --- writes -----------------------------------------------------------
+
+    def save_hard_state(self, current_term: int, voted_for: int | None) -> None:
+        self._check_usable()
+        self._state.current_term, self._state.voted_for = current_term, voted_for
+        self._append(wal.encode_hard_state(current_term, voted_for))
+
+    def append_entries(self, first_index: int, entries: Sequence[Entry]) -> None:
+        self._check_usable()
+        truncates = first_index <= self._state.last_index
+        self._state.append(first_index, entries)
+        if entries:
+            self._append(wal.encode_entries(first_index, entries))
+        elif truncates:
+            self._append(wal.encode_truncate(first_index))
+
+    def save_snapshot(self, index: int, term: int, data: bytes) -> None:
+        self._check_usable()
+        name = wal.snapshot_name(index, term)
+        if not self._state.compact(index, term, name):
+            return
+        self._snapshot = bytes(data)
+        # The snapshot file must be durable before its marker can reach the disk.
+        if self._buf:
+            self._items.append(self._buf)
+            self._buf = bytearray()
+        self._items.append(SnapshotFile(name, index, term, self._snapshot))
+        self._append(wal.encode_snapshot_mark(index, term, name))
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise StorageError(f"{self.directory}: storage is closed")
+        if self._error is not None:
+            raise StorageError(f"{self.directory}: storage failed earlier: {self._error}")
+
+    def _append(self, record: bytes) -> None:
+        self.written_version += 1
+        self._buf += record
+        if len(self._buf) >= _EAGER_FLUSH_BYTES and self._flusher is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop yet: the first sync() writes it
+            self._kick()
+
+    # --- group commit -----------------------------------------------------
+
+    def sync(self) -> asyncio.Future[None] | None:
+        """A future for every write so far being durable; None if they are already."""
+        if self._closed or self._error is not None:
+            return _failed_future(self._error or StorageError(f"{self.directory} is closed"))
+        if self.durable_version == self.written_version:
+            return None
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._buf or self._items:
+            self._next_waiters.append(fut)
+            self._kick()
+        else:
+            # Everything written is in the batch being written now.
+            assert self._inflight is not None
+            self._inflight.waiters.append(fut)
+        return fut
+
+    def pause_syncs(self) -> None:
+        """Hold every batch not yet started until resume_syncs() (a stalled disk)."""
+        self._resumed.clear()
+
+    def resume_syncs(self) -> None:
+        self._resumed.set()
+
+    def _kick(self) -> None:
+        if self._flusher is None:
+            loop = asyncio.get_running_loop()
+            self._flusher = loop.create_task(self._flush_loop(), name=f"flush {self.directory}")
+
+    async def _flush_loop(self) -> None:
+        """Write batches one at a time, while there are writes and no failure."""
+        loop = asyncio.get_running_loop()
+        try:
+            while (self._buf or self._items) and self._error is None and not self._closed:
+                if self.sync_delay > 0:
+                    await asyncio.sleep(self.sync_delay)
+                await self._resumed.wait()
+                batch = self._inflight = self._take_batch()
+                try:
+                    self._wal_bytes = await loop.run_in_executor(
+                        self._pool(), self._writer.write_batch, batch.items, batch.checkpoint,
+                        batch.keep,
+                    )  # fmt: skip
+                except Closed:
+                    return
+                except Exception as exc:  # StorageError from the writer, or a bug
+                    self._fail(exc)
+                    return
+                self._inflight = None
+                self.durable_version = batch.version
+                for fut in batch.waiters:
+                    if not fut.done():
+                        fut.set_result(None)
+        finally:
+            self._flusher = None
+
+    def _take_batch(self) -> _Batch:
+        items = self._items
+        if self._buf:
+            items.append(self._buf)
+        self._items, self._buf = [], bytearray()
+        checkpoint = self._state.checkpoint() if self._compaction_due(items) else None
+        waiters, self._next_waiters = self._next_waiters, []
+        return _Batch(items, self.written_version, waiters, checkpoint, self._state.snapshot_file)
+
+    def _compaction_due(self, items: list[bytearray | SnapshotFile]) -> bool:
+        """After a snapshot, rewrite the live state once most of the log is dead."""
+        if not any(isinstance(item, SnapshotFile) for item in items):
+            return False
+        log_bytes = self._wal_bytes + sum(len(i) for i in items if isinstance(i, bytearray))
+        return log_bytes > max(self._compact_min_bytes, 2 * self.raft_state_size())
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="raftio-wal")
+        return self._executor
+
+    def _fail(self, exc: Exception) -> None:
+        if isinstance(exc, StorageError):
+            self._error = exc
+        else:
+            self._error = StorageError(f"{self.directory}: writing failed: {exc!r}")
+            self._error.__cause__ = exc
+        logger.error(
+            "FileStorage %s failed, every later sync fails: %s", self.directory, exc,
+            exc_info=not isinstance(exc, StorageError),
+        )  # fmt: skip
+        self._reject_waiters(self._error)
+
+    def _reject_waiters(self, error: StorageError) -> None:
+        waiters = self._next_waiters + (self._inflight.waiters if self._inflight else [])
+        self._next_waiters, self._inflight = [], None
+        for fut in waiters:
+            if not fut.done() and not fut.get_loop().is_closed():
+                _reject(fut, error)
+
+    # --- closing ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the directory at once; unsynced writes are lost, as in a crash.
+
+        Waits only for a system call already running on the worker thread.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None and not self._flusher.get_loop().is_closed():
+            self._flusher.cancel()
+        self._writer.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._reject_waiters(StorageError(f"{self.directory} was closed before this sync"))
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> FileStorage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _reject(fut: asyncio.Future[None], error: StorageError) -> None:
+    exc = StorageError(str(error))
+    exc.__cause__ = error.__cause__
+    fut.set_exception(exc)
+    fut.exception()  # retrieved: the failure is logged once, not once per waiter
+
+
+def _failed_future(error: StorageError) -> asyncio.Future[None]:
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    _reject(fut, error)
+    return fut

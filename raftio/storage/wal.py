@@ -1,0 +1,334 @@
+"""The write-ahead log format: record framing, segment and snapshot files, reading them.
+
+Owns the bytes of a FileStorage directory: how records are encoded and
+framed, how a segment is scanned and where a torn tail ends, file names.
+Pure functions and plain reads; knows nothing of asyncio or of Raft's rules
+(`recovery.py` replays records, `writer.py` writes them). Format (also in
+docs/storage.md):
+
+    LOCK                          flock(LOCK_EX|LOCK_NB) by the open FileStorage
+    wal-<seq:016x>.log            segments, seq = 1, 2, 3, ... in write order
+    snap-<index:016x>-<term:016x>.snap   snapshot files
+
+A segment is a sequence of frames::
+
+    u32 length n | u32 crc32(body) | u32 crc32(the 8 bytes before) | body (n bytes)
+
+little-endian; crc32 is zlib's (CRC-32/ISO-HDLC). The header's own
+checksum means a flipped length is never mistaken for a torn tail. The
+body is a msgpack array (codec.pack) whose first item is the record kind:
+
+    [0, seq, term, vote, snap_index, snap_term, snap_file, [[t, d], ...]]  checkpoint
+    [1, seq]                                  segment start
+    [2, term, vote]                           hard state
+    [3, first_index, [[t, d], ...]]           entries (replace the log from first_index)
+    [4, first_index]                          truncation (drop entries >= first_index)
+    [5, index, term, snap_file]               snapshot marker
+
+The first record of a segment is a checkpoint (a whole state: the first
+segment, and each compaction) or a segment start (a size roll). Replay
+starts at the newest checkpoint segment. A snapshot file is a 36-byte
+header ``b"RAFTSNP1" | u64 index | u64 term | u64 length | u32 crc32(data)``
+then the data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from raftio import codec
+from raftio.messages import Entry
+from raftio.storage.base import StorageError
+
+HEADER_SIZE = 12
+_HEAD = struct.Struct("<II")  # body length, crc32(body)
+_U32 = struct.Struct("<I")
+_MAX_BODY = 0xFFFF_FFFF
+
+_CHECKPOINT, _SEGMENT, _HARD_STATE, _ENTRIES, _TRUNCATE, _SNAPSHOT = range(6)
+
+_SEGMENT_RE = re.compile(r"wal-([0-9a-f]{16})\.log")
+_SNAPSHOT_RE = re.compile(r"snap-[0-9a-f]{16}-[0-9a-f]{16}\.snap")
+_SNAP_HEAD = struct.Struct("<8sQQQI")  # magic, index, term, data length, crc32(data)
+_SNAP_MAGIC = b"RAFTSNP1"
+LOCK_NAME = "LOCK"
+
+
+# --- records -----------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Checkpoint:
+    """A whole durable state; starts a segment that replay may begin at."""
+
+    seq: int
+    current_term: int
+    voted_for: int | None
+    snapshot_index: int
+    snapshot_term: int
+    snapshot_file: str
+    # entries[i] has index snapshot_index + 1 + i
+    entries: Sequence[Entry]
+
+
+@dataclass(slots=True, frozen=True)
+class SegmentStart:
+    seq: int
+
+
+@dataclass(slots=True, frozen=True)
+class HardState:
+    current_term: int
+    voted_for: int | None
+
+
+@dataclass(slots=True, frozen=True)
+class Entries:
+    first_index: int
+    entries: list[Entry]
+
+
+@dataclass(slots=True, frozen=True)
+class Truncate:
+    first_index: int
+
+
+@dataclass(slots=True, frozen=True)
+class SnapshotMark:
+    index: int
+    term: int
+    file: str
+
+
+Record = Checkpoint | SegmentStart | HardState | Entries | Truncate | SnapshotMark
+
+
+def frame(body: bytes) -> bytes:
+    """Wrap a record body in its 12-byte header."""
+    if len(body) > _MAX_BODY:
+        raise StorageError(f"a record of {len(body)} bytes does not fit a 32-bit length")
+    head = _HEAD.pack(len(body), zlib.crc32(body))
+    return head + _U32.pack(zlib.crc32(head)) + body
+
+
+def encode_hard_state(current_term: int, voted_for: int | None) -> bytes:
+    return frame(codec.pack([_HARD_STATE, current_term, voted_for]))
+
+
+def encode_entries(first_index: int, entries: Sequence[Entry]) -> bytes:
+    return frame(codec.pack([_ENTRIES, first_index, [[e.term, e.data] for e in entries]]))
+
+
+def encode_truncate(first_index: int) -> bytes:
+    return frame(codec.pack([_TRUNCATE, first_index]))
+
+
+def encode_snapshot_mark(index: int, term: int, file: str) -> bytes:
+    return frame(codec.pack([_SNAPSHOT, index, term, file]))
+
+
+def encode_segment_start(seq: int) -> bytes:
+    return frame(codec.pack([_SEGMENT, seq]))
+
+
+def encode_checkpoint(cp: Checkpoint) -> bytes:
+    entries = [[e.term, e.data] for e in cp.entries]
+    return frame(
+        codec.pack([
+            _CHECKPOINT, cp.seq, cp.current_term, cp.voted_for,
+            cp.snapshot_index, cp.snapshot_term, cp.snapshot_file, entries,
+        ])
+    )  # fmt: skip
+
+
+_SHAPES: dict[int, tuple[type | tuple[type, ...], ...]] = {
+    _CHECKPOINT: (int, int, (int, type(None)), int, int, str, list),
+    _SEGMENT: (int,),
+    _HARD_STATE: (int, (int, type(None))),
+    _ENTRIES: (int, list),
+    _TRUNCATE: (int,),
+    _SNAPSHOT: (int, int, str),
+}
+
+
+def decode_body(body: bytes) -> Record:
+    """Decode and type-check one record body; raises ValueError naming the problem."""
+    obj = codec.unpack(body)
+    if type(obj) is not list or not obj or type(obj[0]) is not int or obj[0] not in _SHAPES:
+        raise ValueError(f"unknown record kind {obj!r:.40}")
+    kind, fields = obj[0], obj[1:]
+    shape = _SHAPES[kind]
+    if len(fields) != len(shape):
+        raise ValueError(f"record kind {kind} needs {len(shape)} fields, got {len(fields)}")
+    for value, want in zip(fields, shape, strict=True):
+        if type(value) not in (want if isinstance(want, tuple) else (want,)):
+            raise ValueError(f"record kind {kind}: unexpected {type(value).__name__} field")
+    return _build(kind, fields)
+
+
+def _build(kind: int, f: list[Any]) -> Record:
+    if kind == _CHECKPOINT:
+        return Checkpoint(f[0], f[1], f[2], f[3], f[4], f[5], _entries(f[6]))
+    if kind == _SEGMENT:
+        return SegmentStart(f[0])
+    if kind == _HARD_STATE:
+        return HardState(f[0], f[1])
+    if kind == _ENTRIES:
+        return Entries(f[0], _entries(f[1]))
+    if kind == _TRUNCATE:
+        return Truncate(f[0])
+    return SnapshotMark(f[0], f[1], f[2])
+
+
+def _entries(items: list[Any]) -> list[Entry]:
+    out = []
+    for item in items:
+        if type(item) is not list or len(item) != 2:
+            raise ValueError("an entry must be [term, data]")
+        term, data = item
+        if type(term) is not int or type(data) is not bytes:
+            raise ValueError("an entry must be [term: int, data: bytes]")
+        out.append(Entry(term, data))
+    return out
+
+
+# --- reading segments ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Tail:
+    """Where the good records of a segment end; `torn` says why bytes after `end` are dropped."""
+
+    end: int
+    torn: str | None = None
+
+
+def corrupt(path: str, offset: int, what: str) -> StorageError:
+    return StorageError(f"{path} at offset {offset}: {what}")
+
+
+def _next_frame(path: str, data: bytes, off: int, *, last: bool) -> bytes | Tail:
+    """The body of the frame at `off`, or the Tail if the bytes from `off` on are torn.
+
+    Torn (a crash mid-write) is allowed only at the end of the last segment:
+    a cut header, a body cut short, a final record whose body checksum
+    fails, or zeros to the end of the file. Anything else is corruption.
+    """
+    size = len(data)
+    if size - off < HEADER_SIZE:
+        return _torn(path, off, last, f"{size - off}-byte partial record header")
+    length, body_crc = _HEAD.unpack_from(data, off)
+    if zlib.crc32(data[off : off + 8]) != _U32.unpack_from(data, off + 8)[0]:
+        if data.count(0, off) == size - off:
+            return _torn(path, off, last, "zero-filled tail")
+        raise corrupt(path, off, "record header checksum mismatch")
+    end = off + HEADER_SIZE + length
+    if end > size:
+        return _torn(path, off, last, f"record of {length} bytes cut off at {size - off - 12}")
+    body = data[off + HEADER_SIZE : end]
+    if zlib.crc32(body) != body_crc:
+        if end == size:
+            return _torn(path, off, last, "final record fails its checksum")
+        raise corrupt(path, off, "record checksum mismatch, and valid-looking data follows")
+    return body
+
+
+def _torn(path: str, off: int, last: bool, why: str) -> Tail:
+    if not last:
+        raise corrupt(path, off, f"{why} in a segment that is not the newest")
+    return Tail(off, why)
+
+
+def scan_segment(
+    path: str, data: bytes, *, last: bool, on_record: Callable[[Record, bool], None]
+) -> Tail:
+    """Decode every record of a segment in order, calling `on_record(record, is_first)`.
+
+    A ValueError from decoding or from `on_record` (a record that
+    contradicts the log) becomes a StorageError naming file and offset.
+    """
+    off = 0
+    while off < len(data):
+        body = _next_frame(path, data, off, last=last)
+        if isinstance(body, Tail):
+            return body
+        try:
+            on_record(decode_body(body), off == 0)
+        except (ValueError, codec.CodecError) as exc:
+            raise corrupt(path, off, str(exc)) from None
+        off += HEADER_SIZE + len(body)
+    return Tail(off)
+
+
+def read_first(path: str, *, last: bool) -> Record | None:
+    """The first record of a segment; None if the newest segment is torn there."""
+    with open(path, "rb") as f:
+        data = f.read() if last else f.read(HEADER_SIZE)
+        if not last and len(data) == HEADER_SIZE:
+            data += f.read(_HEAD.unpack_from(data)[0])
+    body = _next_frame(path, data, 0, last=last)
+    if isinstance(body, Tail):
+        return None
+    try:
+        return decode_body(body)
+    except (ValueError, codec.CodecError) as exc:
+        raise corrupt(path, 0, str(exc)) from None
+
+
+@dataclass(slots=True)
+class Listing:
+    segments: list[int]  # seqs, ascending
+    snapshots: list[str]
+    temporary: list[str]
+
+
+def list_directory(directory: str) -> Listing:
+    listing = Listing([], [], [])
+    for name in os.listdir(directory):
+        if m := _SEGMENT_RE.fullmatch(name):
+            listing.segments.append(int(m.group(1), 16))
+        elif _SNAPSHOT_RE.fullmatch(name):
+            listing.snapshots.append(name)
+        elif name.endswith(".tmp"):
+            listing.temporary.append(name)
+    listing.segments.sort()
+    return listing
+
+
+def segment_name(seq: int) -> str:
+    return f"wal-{seq:016x}.log"
+
+
+def snapshot_name(index: int, term: int) -> str:
+    return f"snap-{index:016x}-{term:016x}.snap"
+
+
+def read_snapshot_file(path: str, index: int, term: int) -> bytes:
+    """The data of a snapshot file, checked against the marker that names it."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise StorageError(f"{path}: snapshot file named by the log is missing") from None
+    if len(raw) < _SNAP_HEAD.size:
+        raise StorageError(f"{path}: snapshot file is {len(raw)} bytes, shorter than its header")
+    magic, s_index, s_term, length, crc = _SNAP_HEAD.unpack_from(raw)
+    data = raw[_SNAP_HEAD.size :]
+    if magic != _SNAP_MAGIC:
+        raise StorageError(f"{path} at offset 0: not a raftio snapshot file")
+    if (s_index, s_term) != (index, term):
+        raise StorageError(f"{path}: holds {s_index}@T{s_term}, the log says {index}@T{term}")
+    if length != len(data) or zlib.crc32(data) != crc:
+        raise StorageError(f"{path} at offset {_SNAP_HEAD.size}: snapshot data fails its checksum")
+    return data
+
+
+def snapshot_header(index: int, term: int, data: bytes) -> bytes:
+    """The 36-byte header written before a snapshot's data."""
+    return _SNAP_HEAD.pack(_SNAP_MAGIC, index, term, len(data), zlib.crc32(data))

@@ -1,0 +1,201 @@
+"""The WAL writer: the system calls that append, sync, roll and compact segments.
+
+Runs on FileStorage's worker thread (and once, synchronously, while a
+fresh directory is opened); never on the event loop. `Disk` is the seam
+where tests inject failing or slow writes and fsyncs. What the bytes mean
+is `wal.py`'s business.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+from raftio.storage import wal
+from raftio.storage.base import StorageError
+from raftio.storage.wal import Checkpoint
+
+
+class Disk:
+    """The system calls that change the directory; tests subclass it to inject faults.
+
+    Every write, fsync, create, rename and delete the writer makes after
+    opening goes through one of these methods, so a test can fail or stall
+    any single step (a crash between two steps is a failure at the second).
+    """
+
+    def open(self, path: str, flags: int) -> int:
+        return os.open(path, flags, 0o644)
+
+    def write(self, fd: int, data: bytes | bytearray) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def fdatasync(self, fd: int) -> None:
+        os.fdatasync(fd)
+
+    def fsync_dir(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.rename(src, dst)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
+
+@dataclass(slots=True, frozen=True)
+class SnapshotFile:
+    """A snapshot to write durably before the marker that follows it in a batch."""
+
+    name: str
+    index: int
+    term: int
+    data: bytes
+
+
+class Closed(Exception):
+    """The storage was closed while a batch was being written."""
+
+
+class WalWriter:
+    """Appends to the newest segment, rolls, compacts. Used by one thread at a time.
+
+    `close()` may come from another thread: every mutating system call runs
+    under `_lock` after checking `_closed`, so nothing touches the directory
+    once close() returns and the LOCK is released.
+    """
+
+    def __init__(
+        self, directory: str, disk: Disk, segment_size: int, segments: list[int], sizes: list[int]
+    ) -> None:
+        """Continue the segments `segments` (sizes in bytes); none: call start_first_segment."""
+        self.directory = directory
+        self.disk = disk
+        self.segment_size = segment_size
+        self.fsync_count = 0
+        self._segments = segments  # live seqs, the oldest starts with a checkpoint
+        self._size = sizes[-1] if sizes else 0  # of the newest segment
+        self.wal_bytes = sum(sizes)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        self._fd = os.open(self._path(segments[-1]), os.O_WRONLY | os.O_APPEND) if segments else -1
+
+    def _path(self, name: int | str) -> str:
+        return os.path.join(
+            self.directory, wal.segment_name(name) if isinstance(name, int) else name
+        )
+
+    def _do(self, what: str, path: str, call: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._closed:
+                raise Closed
+            try:
+                return call()
+            except OSError as exc:
+                raise StorageError(f"{what} {path} failed: {exc}") from exc
+
+    def _sync(self, fd: int, path: str, *, directory: bool = False) -> None:
+        if self._closed:
+            raise Closed
+        self.fsync_count += 1
+        try:
+            (self.disk.fsync_dir if directory else self.disk.fdatasync)(fd)
+        except OSError as exc:
+            raise StorageError(f"fsync of {path} failed: {exc}") from exc
+
+    def write_batch(
+        self, items: Sequence[bytearray | SnapshotFile], checkpoint: Checkpoint | None, keep: str
+    ) -> int:
+        """Write one group-commit batch durably; return the bytes in live segments.
+
+        A snapshot file is durable (fsync, rename, directory fsync) before
+        the marker after it is written. With a `checkpoint` the state starts
+        over in a new segment and older segments go; `keep` names the
+        snapshot file that the state refers to (others are deleted).
+        """
+        path = self._path(self._segments[-1])
+        snapshots = False
+        for item in items:
+            if isinstance(item, SnapshotFile):
+                self._write_snapshot(item)
+                snapshots = True
+            else:
+                self._do("write to", path, partial(self.disk.write, self._fd, item))
+                self._size += len(item)
+                self.wal_bytes += len(item)
+        self._sync(self._fd, path)
+        if checkpoint is not None:
+            self._start_segment(
+                wal.encode_checkpoint(replace(checkpoint, seq=self._segments[-1] + 1))
+            )
+            self._delete_old_segments()
+        elif self._size >= self.segment_size:
+            self._start_segment(wal.encode_segment_start(self._segments[-1] + 1))
+        if snapshots or checkpoint is not None:
+            self._delete_snapshots(keep)
+        return self.wal_bytes
+
+    def start_first_segment(self, checkpoint: bytes) -> None:
+        """Write the first segment of a fresh directory (before any other)."""
+        self._start_segment(checkpoint)
+
+    def _start_segment(self, first_record: bytes) -> None:
+        seq = self._segments[-1] + 1 if self._segments else 1
+        path = self._path(seq)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+        fd = self._do("create", path, partial(self.disk.open, path, flags))
+        self._do("write to", path, partial(self.disk.write, fd, first_record))
+        self._sync(fd, path)
+        self._sync(self._dir_fd, self.directory, directory=True)
+        old, self._fd = self._fd, fd
+        if old >= 0:
+            os.close(old)
+        self._segments.append(seq)
+        self._size = len(first_record)
+        self.wal_bytes += len(first_record)
+
+    def _delete_old_segments(self) -> None:
+        # The new checkpoint segment is durable: replay never needs older ones.
+        for seq in self._segments[:-1]:
+            path = self._path(seq)
+            self._do("delete", path, partial(self.disk.unlink, path))
+        del self._segments[:-1]
+        self.wal_bytes = self._size
+
+    def _write_snapshot(self, snap: SnapshotFile) -> None:
+        path = self._path(snap.name)
+        tmp = path + ".tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        fd = self._do("create", tmp, partial(self.disk.open, tmp, flags))
+        try:
+            head = wal.snapshot_header(snap.index, snap.term, snap.data)
+            self._do("write to", tmp, partial(self.disk.write, fd, head))
+            self._do("write to", tmp, partial(self.disk.write, fd, snap.data))
+            self._sync(fd, tmp)
+        finally:
+            os.close(fd)
+        self._do("rename", tmp, partial(self.disk.rename, tmp, path))
+        self._sync(self._dir_fd, self.directory, directory=True)
+
+    def _delete_snapshots(self, keep: str) -> None:
+        # Runs after the marker naming `keep` is durable, so older files are garbage.
+        for name in wal.list_directory(self.directory).snapshots:
+            if name != keep:
+                path = self._path(name)
+                self._do("delete", path, partial(self.disk.unlink, path))
+
+    def close(self) -> None:
+        """Stop all further writes (waits for a write in progress), close the files."""
+        with self._lock:
+            self._closed = True
+            for fd in (self._fd, self._dir_fd):
+                if fd >= 0:
+                    os.close(fd)
+            self._fd = self._dir_fd = -1
