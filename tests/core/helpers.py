@@ -6,16 +6,19 @@ private fields. Entries carry ``codec.encode_command(f"{index}@{term}")``,
 so two entries are equal exactly when their index and term are, and the
 applier can decode every one of them.
 
-Default timing (RaftConfig()): a heartbeat every 10 ticks, an election
-timeout drawn from [30, 60] ticks. `NARROW` pins the timeout to [30, 31]
-so a test can tell "the timer was reset" from "it was not" without
-reading the drawn value.
+`CONFIG` is the paper's algorithm (§5): RaftConfig() with pre-vote and
+check-quorum (Raft thesis 9.6, 6.2) switched off, so that each rule is
+tested on its own; `EXTENDED` switches them back on. Timing: a heartbeat
+every 10 ticks, an election timeout drawn from [30, 60] ticks. `NARROW`
+pins the timeout to [30, 31] so a test can tell "the timer was reset"
+from "it was not" without reading the drawn value.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 
 from raftio import codec
 from raftio.config import RaftConfig
@@ -31,16 +34,18 @@ from raftio.messages import (
 from raftio.storage.base import DurableState
 from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE
 
-CONFIG = RaftConfig()
+CONFIG = RaftConfig(pre_vote=False, check_quorum=False)
+EXTENDED = RaftConfig(pre_vote=True, check_quorum=True)
 HEARTBEAT = CONFIG.heartbeat_ticks  # 10
 ELECTION_MIN, ELECTION_MAX = CONFIG.election_ticks  # 30, 60
-NARROW = RaftConfig(election_timeout_min=0.3, election_timeout_max=0.31)  # timeout 30 or 31
+NARROW = replace(CONFIG, election_timeout_max=0.31)  # timeout 30 or 31 ticks
 
 __all__ = [
     "APPEND_ENTRIES",
     "CONFIG",
     "ELECTION_MAX",
     "ELECTION_MIN",
+    "EXTENDED",
     "HEARTBEAT",
     "INSTALL_SNAPSHOT",
     "NARROW",
@@ -108,7 +113,7 @@ def drain(core: RaftCore) -> tuple[list[StorageOp], list[Outgoing]]:
 
 
 def campaign(core: RaftCore) -> list[Outgoing]:
-    """Tick a follower until its election timeout fires; return its RequestVotes."""
+    """Tick a follower until its election timeout fires; return its (pre-)vote requests."""
     for _ in range(core.config.election_ticks[1]):
         core.tick()
         if core.role is not Role.FOLLOWER:
@@ -130,11 +135,11 @@ def make_leader(
 ) -> RaftCore:
     """A leader of `term` (elected by the lowest-numbered peers) with drained outputs.
 
-    The core restarts at `term - 1`, campaigns, and counts granted votes
-    until it wins (§5.2). Every follower starts in PROBE with
-    next_index = last_index + 1 and one empty AppendEntries unanswered; with
-    `synced`, each follower then acknowledges that AppendEntries with
-    match_index = last_index (so it is in REPLICATE, nothing in flight).
+    The core restarts at `term - 1`, campaigns, and counts granted
+    (pre-)votes until it wins (§5.2). Every follower starts in PROBE with
+    next_index = last_index + 1 and one AppendEntries unanswered; with
+    `synced`, each follower then acknowledges it with success (so it is in
+    REPLICATE, nothing in flight, match_index = last_index).
     """
     core = make_core(
         terms,
@@ -146,13 +151,18 @@ def make_leader(
         config=config,
     )
     requests = campaign(core)
-    for peer, _, args in requests:
-        if core.role is Role.LEADER:
-            break
-        assert isinstance(args, RequestVoteArgs)
-        core.on_request_vote_reply(peer, args, RequestVoteReply(term, True))
-    assert core.role is Role.LEADER and core.current_term == term
-    _, outbox = drain(core)
+    while core.role is not Role.LEADER:
+        assert requests, f"no vote requests while {core.role}"
+        for peer, _, args in requests:
+            assert isinstance(args, RequestVoteArgs)
+            voter_term = core.current_term if args.pre_vote else args.term
+            core.on_request_vote_reply(peer, args, RequestVoteReply(voter_term, True))
+            if core.role is Role.LEADER or (core.role is Role.CANDIDATE and args.pre_vote):
+                break
+        requests = core.take_outbox()
+    assert core.current_term == term
+    core.take_storage_ops()
+    outbox = requests + core.take_outbox()
     if synced:
         for peer, _, args in outbox:
             assert isinstance(args, AppendEntriesArgs)

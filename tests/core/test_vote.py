@@ -20,6 +20,7 @@ from .helpers import (
     APPEND_ENTRIES,
     ELECTION_MAX,
     ELECTION_MIN,
+    EXTENDED,
     NARROW,
     REQUEST_VOTE,
     ae,
@@ -331,3 +332,180 @@ def test_is_leader_property() -> None:
     assert make_leader(term=1).is_leader
     assert not make_core().is_leader
     assert isinstance(make_core(), RaftCore)
+
+
+# --- pre-vote (Raft thesis 9.6) and check-quorum (thesis 6.2), on top of §5.2 ---------
+
+
+def pv(term: int, candidate: int, last_index: int, last_term: int) -> RequestVoteArgs:
+    return RequestVoteArgs(term, candidate, last_index, last_term, pre_vote=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "hears_leader", "granted"),
+    [
+        # a pre-vote for the next term with an up-to-date log is granted
+        (pv(3, 1, 2, 2), False, True),
+        (pv(7, 1, 1, 3), False, True),
+        # §5.4.1 applies to pre-votes too
+        (pv(3, 1, 1, 2), False, False),
+        (pv(3, 1, 9, 1), False, False),
+        # the term it would campaign in must be above ours
+        (pv(2, 1, 2, 2), False, False),
+        # while a leader is heard from, nobody is let to disrupt it
+        (pv(3, 1, 2, 2), True, False),
+    ],
+)
+def test_handle_pre_vote(args: RequestVoteArgs, hears_leader: bool, granted: bool) -> None:
+    """Thesis 9.6 (on §5.2): a pre-vote is answered as a vote would be, but changes nothing."""
+    core = make_core([1, 2], term=2, config=EXTENDED)
+    if hears_leader:
+        core.handle_append_entries(ae(2, 2, 2, leader=2))
+    drain(core)
+
+    reply = core.handle_request_vote(args)
+
+    assert reply == RequestVoteReply(2, granted)
+    assert (core.current_term, core.voted_for, core.role) == (2, None, Role.FOLLOWER)
+    assert drain(core) == ([], [])
+
+
+def test_leader_refuses_pre_vote_and_keeps_its_term() -> None:
+    """Thesis 9.6: a peer rejoining with a higher term cannot depose a healthy leader."""
+    core = make_leader([1], term=2, config=EXTENDED)
+
+    reply = core.handle_request_vote(pv(9, 1, 5, 5))
+
+    assert reply == RequestVoteReply(2, False)
+    assert (core.role, core.current_term) == (Role.LEADER, 2)
+    assert drain(core)[0] == []
+
+
+def test_pre_campaign_changes_no_durable_state() -> None:
+    """Thesis 9.6: on timeout a follower asks for pre-votes for term + 1 without adopting it."""
+    core = make_core([1, 2], term=2, peers=3, config=EXTENDED)
+
+    outbox = campaign(core)
+
+    assert (core.role, core.current_term, core.voted_for, core.leader_id) == (
+        Role.PRE_CANDIDATE,
+        2,
+        None,
+        None,
+    )
+    assert core.take_storage_ops() == []
+    args = pv(3, 0, 2, 2)
+    assert outbox == [(1, REQUEST_VOTE, args), (2, REQUEST_VOTE, args)]
+
+
+def test_pre_vote_majority_starts_the_real_election() -> None:
+    """Thesis 9.6 then §5.2: with a majority of pre-votes the peer campaigns for real."""
+    core = make_core([1, 2], term=2, peers=3, config=EXTENDED)
+    args = campaign(core)[0][2]
+    assert isinstance(args, RequestVoteArgs)
+
+    core.on_request_vote_reply(1, args, RequestVoteReply(2, True))
+
+    assert (core.role, core.current_term, core.voted_for) == (Role.CANDIDATE, 3, 0)
+    real = rv(3, 0, 2, 2)
+    assert drain(core) == (
+        [("hard_state", 3, 0)],
+        [(1, REQUEST_VOTE, real), (2, REQUEST_VOTE, real)],
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "role", "term", "ops"),
+    [
+        # refused at our term: keep waiting, nothing changes
+        (RequestVoteReply(2, False), Role.PRE_CANDIDATE, 2, []),
+        # §5.1: refused by a peer of a higher term: adopt it
+        (RequestVoteReply(4, False), Role.FOLLOWER, 4, [("hard_state", 4, None)]),
+        # lost
+        (None, Role.PRE_CANDIDATE, 2, []),
+    ],
+)
+def test_pre_vote_refusals(
+    reply: RequestVoteReply | None, role: Role, term: int, ops: list[tuple[object, ...]]
+) -> None:
+    """Thesis 9.6: only granted pre-votes from a majority lead to an election."""
+    core = make_core([1, 2], term=2, peers=5, config=EXTENDED)
+    args = campaign(core)[0][2]
+    assert isinstance(args, RequestVoteArgs)
+
+    for peer in (1, 2, 3):
+        core.on_request_vote_reply(peer, args, reply)
+
+    assert (core.role, core.current_term) == (role, term)
+    assert drain(core) == (ops, [])
+
+
+def test_stale_pre_vote_reply_ignored_once_candidate() -> None:
+    """Thesis 9.6: a pre-vote arriving after the real election began is not a vote."""
+    core = make_core([1], term=1, peers=5, config=EXTENDED)
+    pre = campaign(core)[0][2]
+    assert isinstance(pre, RequestVoteArgs)
+    for peer in (1, 2):
+        core.on_request_vote_reply(peer, pre, RequestVoteReply(1, True))
+    assert core.role is Role.CANDIDATE
+    drain(core)
+
+    core.on_request_vote_reply(3, pre, RequestVoteReply(1, True))
+    core.on_request_vote_reply(4, pre, RequestVoteReply(1, True))
+
+    assert core.role is Role.CANDIDATE
+    assert drain(core) == ([], [])
+
+
+def heard_from(core: RaftCore, peers: list[int], ticks: int) -> None:
+    """Tick a leader; `peers` answer every heartbeat it sends them."""
+    for _ in range(ticks):
+        core.tick()
+        for peer, _, args in core.take_outbox():
+            if peer in peers and isinstance(args, AppendEntriesArgs):
+                match = args.prev_log_index + len(args.entries)
+                reply = AppendEntriesReply(args.term, True, match)
+                core.on_append_entries_reply(peer, args, reply)
+
+
+@pytest.mark.parametrize(
+    ("peers", "answering", "leader"),
+    [
+        # with itself, a majority answers: stays leader
+        (3, [1, 2], True),
+        (3, [2], True),
+        (5, [1, 4], True),
+        # no majority answers within an election timeout: steps down
+        (3, [], False),
+        (5, [3], False),
+    ],
+)
+def test_check_quorum(peers: int, answering: list[int], leader: bool) -> None:
+    """Thesis 6.2: a leader that has not heard from a majority for a timeout steps down."""
+    core = make_leader([1], term=2, peers=peers, config=EXTENDED)
+    heard_from(core, answering, ELECTION_MIN - 1)
+    assert core.role is Role.LEADER
+
+    heard_from(core, answering, 1)
+
+    assert (core.role, core.current_term) == (Role.LEADER if leader else Role.FOLLOWER, 2)
+    assert core.take_storage_ops() == []
+    if leader:
+        heard_from(core, answering, 3 * ELECTION_MIN)
+        assert core.role is Role.LEADER
+
+
+def test_step_down() -> None:
+    """Thesis 6.2: a leader asked to step down becomes a follower of the same term."""
+    core = make_leader([1], term=2)
+
+    core.step_down()
+
+    assert (core.role, core.current_term, core.voted_for, core.leader_id) == (
+        Role.FOLLOWER,
+        2,
+        0,
+        None,
+    )
+    assert core.progress == {}
+    assert drain(core) == ([], [])
