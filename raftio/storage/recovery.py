@@ -216,14 +216,13 @@ def _find_checkpoint(directory: str, segments: list[int]) -> int:
 
 def _replay(directory: str, live: list[int]) -> tuple[LogState, list[int]]:
     state = LogState()
-    sizes = []
+    sizes: list[int] = []
     for i, seq in enumerate(live):
         path = os.path.join(directory, wal.segment_name(seq))
         with open(path, "rb") as f:
             data = f.read()
-        tail = wal.scan_segment(
-            path, data, last=i == len(live) - 1, on_record=_Replayer(state, seq).apply
-        )
+        replayer = _Replayer(state, seq, sizes[-1] if sizes else 0)
+        tail = wal.scan_segment(path, data, last=i == len(live) - 1, on_record=replayer.apply)
         if tail.torn is not None:
             logger.warning(
                 "%s at offset %d: %s, a write cut short by a crash; truncating %d bytes",
@@ -249,6 +248,7 @@ class _Replayer:
 
     state: LogState
     seq: int
+    prev_size: int  # bytes in the segment before this one
 
     def apply(self, record: wal.Record, first: bool) -> None:
         kind = type(record).__name__
@@ -257,6 +257,11 @@ class _Replayer:
                 raise ValueError(f"{kind} record in the middle of a segment")
             if record.seq != self.seq:
                 raise ValueError(f"{kind} record says segment {record.seq}, file name {self.seq}")
+            if isinstance(record, wal.SegmentStart) and record.prev_size != self.prev_size:
+                raise ValueError(
+                    f"{wal.segment_name(self.seq - 1)} should hold {record.prev_size} bytes "
+                    f"of records, it holds {self.prev_size}"
+                )
         elif first:
             raise ValueError(f"segment starts with a {kind} record, not a segment start")
         if isinstance(record, Checkpoint):

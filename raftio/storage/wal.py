@@ -19,7 +19,7 @@ checksum means a flipped length is never mistaken for a torn tail. The
 body is a msgpack array (codec.pack) whose first item is the record kind:
 
     [0, seq, term, vote, snap_index, snap_term, snap_file, [[t, d], ...]]  checkpoint
-    [1, seq]                                  segment start
+    [1, seq, prev_size]                       segment start (bytes in segment seq - 1)
     [2, term, vote]                           hard state
     [3, first_index, [[t, d], ...]]           entries (replace the log from first_index)
     [4, first_index]                          truncation (drop entries >= first_index)
@@ -80,6 +80,7 @@ class Checkpoint:
 @dataclass(slots=True, frozen=True)
 class SegmentStart:
     seq: int
+    prev_size: int  # the previous segment's length: a segment cut short is caught
 
 
 @dataclass(slots=True, frozen=True)
@@ -133,8 +134,8 @@ def encode_snapshot_mark(index: int, term: int, file: str) -> bytes:
     return frame(codec.pack([_SNAPSHOT, index, term, file]))
 
 
-def encode_segment_start(seq: int) -> bytes:
-    return frame(codec.pack([_SEGMENT, seq]))
+def encode_segment_start(seq: int, prev_size: int) -> bytes:
+    return frame(codec.pack([_SEGMENT, seq, prev_size]))
 
 
 def encode_checkpoint(cp: Checkpoint) -> bytes:
@@ -149,7 +150,7 @@ def encode_checkpoint(cp: Checkpoint) -> bytes:
 
 _SHAPES: dict[int, tuple[type | tuple[type, ...], ...]] = {
     _CHECKPOINT: (int, int, (int, type(None)), int, int, str, list),
-    _SEGMENT: (int,),
+    _SEGMENT: (int, int),
     _HARD_STATE: (int, (int, type(None))),
     _ENTRIES: (int, list),
     _TRUNCATE: (int,),
@@ -176,7 +177,7 @@ def _build(kind: int, f: list[Any]) -> Record:
     if kind == _CHECKPOINT:
         return Checkpoint(f[0], f[1], f[2], f[3], f[4], f[5], _entries(f[6]))
     if kind == _SEGMENT:
-        return SegmentStart(f[0])
+        return SegmentStart(f[0], f[1])
     if kind == _HARD_STATE:
         return HardState(f[0], f[1])
     if kind == _ENTRIES:

@@ -137,7 +137,7 @@ class WalWriter:
             )
             self._delete_old_segments()
         elif self._size >= self.segment_size:
-            self._start_segment(wal.encode_segment_start(self._segments[-1] + 1))
+            self._start_segment(wal.encode_segment_start(self._segments[-1] + 1, self._size))
         if snapshots or checkpoint is not None:
             self._delete_snapshots(keep)
         return self.wal_bytes

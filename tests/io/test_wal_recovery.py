@@ -1,0 +1,419 @@
+"""Recovery from damaged directories: torn tails at every byte, flipped bytes at every
+offset, missing and garbled files, and a crash at every step of a snapshot batch."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from raftio.messages import Entry
+from raftio.storage import wal
+from raftio.storage.base import DurableState, StorageError
+from raftio.storage.file import Disk, FileStorage
+from raftio.storage.memory import MemoryStorage
+from raftio.testing import run
+
+State = tuple[DurableState, bytes]
+
+# Each op writes exactly one record, so states[i] is the state after i records
+# (record 0 is the segment's checkpoint: the empty state).
+SCRIPT: list[Callable[[MemoryStorage | FileStorage], None]] = [
+    lambda s: s.save_hard_state(1, 0),
+    lambda s: s.append_entries(1, [Entry(1, b"one"), Entry(1, b"two"), Entry(1, b"three")]),
+    lambda s: s.save_hard_state(2, 1),
+    lambda s: s.append_entries(3, [Entry(2, b"THREE"), Entry(2, b"four")]),
+    lambda s: s.append_entries(4, []),  # a truncation record
+    lambda s: s.save_snapshot(2, 1, b"snapshot through 2"),
+    lambda s: s.append_entries(4, [Entry(2, b"four again")]),
+    lambda s: s.save_hard_state(3, None),
+    lambda s: s.append_entries(5, [Entry(3, b"five"), Entry(3, b"six")]),
+]
+
+
+def build(
+    directory: Path, segment_size: int = 64 << 20, compact_min_bytes: int = 1 << 20
+) -> list[State]:
+    """Write SCRIPT with a sync after each op; return the state after each record."""
+
+    async def write() -> list[State]:
+        mem = MemoryStorage()
+        states = [(mem.load(), mem.read_snapshot())]
+        with FileStorage(
+            directory, segment_size=segment_size, compact_min_bytes=compact_min_bytes
+        ) as storage:
+            for op in SCRIPT:
+                op(mem)
+                op(storage)
+                pending = storage.sync()
+                assert pending is not None
+                await pending
+                states.append((mem.load(), mem.read_snapshot()))
+        return states
+
+    return run(write())
+
+
+def record_ends(path: Path) -> list[int]:
+    """Offsets where each record of a segment ends."""
+    data, ends, off = path.read_bytes(), [], 0
+    while off < len(data):
+        off += wal.HEADER_SIZE + struct.unpack_from("<I", data, off)[0]
+        ends.append(off)
+    return ends
+
+
+def states_before(files: list[Path]) -> list[list[int]]:
+    """For each record of each segment, the index in `states` of the state before it.
+
+    A segment's first record (checkpoint or segment start) changes nothing;
+    every other record is one op of SCRIPT.
+    """
+    out, count = [], 0
+    for path in files:
+        before = []
+        for i in range(len(record_ends(path))):
+            before.append(count)
+            count += i > 0
+        out.append(before)
+    return out
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("wal-*.log"))
+
+
+def reopen(directory: Path) -> State:
+    with FileStorage(directory) as storage:
+        return storage.load(), storage.read_snapshot()
+
+
+def reopen_or_error(directory: Path) -> State | StorageError:
+    try:
+        return reopen(directory)
+    except StorageError as exc:
+        return exc
+
+
+def damaged_copy(src: Path, dst: Path, name: str, damage: Callable[[bytearray], None]) -> Path:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    path = dst / name
+    data = bytearray(path.read_bytes())
+    damage(data)
+    path.write_bytes(data)
+    return dst
+
+
+# --- torn tails -----------------------------------------------------------------
+
+
+def test_a_cut_at_every_byte_recovers_the_complete_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    states = build(tmp_path / "log")
+    (segment,) = segments(tmp_path / "log")
+    ends = record_ends(segment)
+    assert len(ends) == len(states)
+
+    for cut in range(segment.stat().st_size + 1):
+        caplog.clear()
+        copy = damaged_copy(tmp_path / "log", tmp_path / "cut", segment.name, cut_at(cut))
+        complete = sum(1 for end in ends if end <= cut)
+        if complete == 0:
+            # The checkpoint is gone but a snapshot file shows the log existed:
+            # no crash does that (the first segment is synced before anything else).
+            with pytest.raises(StorageError, match=r"snapshot files .* but no log"):
+                reopen(copy)
+            continue
+
+        recovered = reopen(copy)
+
+        assert recovered == states[complete - 1], f"cut at {cut}"
+        torn = cut not in ends
+        assert ("cut short by a crash" in caplog.text or "torn" in caplog.text) == torn, cut
+        if torn:
+            assert f"{segment.name} at offset" in caplog.text
+
+
+def cut_at(offset: int) -> Callable[[bytearray], None]:
+    def damage(data: bytearray) -> None:
+        del data[offset:]
+
+    return damage
+
+
+def test_a_cut_in_the_newest_of_several_segments_is_a_torn_tail(tmp_path: Path) -> None:
+    states = build(tmp_path / "log", segment_size=60)
+    files = segments(tmp_path / "log")
+    assert len(files) >= 4
+    newest, before = files[-1], states_before(files)[-1]
+
+    for cut in range(newest.stat().st_size + 1):
+        copy = damaged_copy(tmp_path / "log", tmp_path / "cut", newest.name, cut_at(cut))
+
+        recovered = reopen(copy)
+
+        complete = [i for i, end in enumerate(record_ends(newest)) if end <= cut]
+        expected = before[complete[-1]] + (complete[-1] > 0) if complete else before[0]
+        assert recovered == states[expected], f"cut at {cut}"
+
+
+def test_a_cut_in_an_older_segment_is_corruption(tmp_path: Path) -> None:
+    build(tmp_path / "log", segment_size=60)
+    older = segments(tmp_path / "log")[:-1]
+
+    for segment in older:
+        for cut in range(segment.stat().st_size):
+            copy = damaged_copy(tmp_path / "log", tmp_path / "cut", segment.name, cut_at(cut))
+            with pytest.raises(StorageError, match=segment.name):
+                reopen(copy)
+
+
+def test_a_zero_filled_tail_is_cut_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    states = build(tmp_path / "log")
+    (segment,) = segments(tmp_path / "log")
+    size = segment.stat().st_size
+    with segment.open("ab") as f:
+        f.write(bytes(4096))  # a crash after the file grew but before the data landed
+
+    assert reopen(tmp_path / "log") == states[-1]
+
+    assert f"{segment.name} at offset {size}: zero-filled tail" in caplog.text
+    assert segment.stat().st_size == size
+
+
+def test_garbage_after_the_last_record_is_corruption(tmp_path: Path) -> None:
+    build(tmp_path / "log")
+    (segment,) = segments(tmp_path / "log")
+    with segment.open("ab") as f:
+        f.write(b"not a record header at all")
+
+    with pytest.raises(StorageError, match="header checksum mismatch"):
+        reopen(tmp_path / "log")
+
+
+# --- flipped bytes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("segment_size", [64 << 20, 60])
+def test_a_flipped_byte_anywhere_is_an_error_or_drops_only_the_final_record(
+    tmp_path: Path, segment_size: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    states = build(tmp_path / "log", segment_size=segment_size)
+    files = segments(tmp_path / "log")
+    final_start = ([0, *record_ends(files[-1])])[-2]
+    without_final = states[states_before(files)[-1][-1]]
+
+    for segment in files:
+        for offset in range(segment.stat().st_size):
+            caplog.clear()
+            copy = damaged_copy(tmp_path / "log", tmp_path / "flip", segment.name, flip(offset))
+            recovered = reopen_or_error(copy)
+            if isinstance(recovered, StorageError):
+                assert f"{segment.name} at offset" in str(recovered)
+                continue
+            # Only the newest segment's final record may be dropped as a torn write.
+            assert segment == files[-1], f"{segment.name}@{offset}"
+            assert offset >= final_start, f"{segment.name}@{offset}"
+            assert recovered == without_final
+            assert f"{segment.name} at offset {final_start}" in caplog.text
+
+
+def flip(offset: int) -> Callable[[bytearray], None]:
+    def damage(data: bytearray) -> None:
+        data[offset] ^= 0xFF
+
+    return damage
+
+
+def test_a_record_that_contradicts_the_log_is_an_error(tmp_path: Path) -> None:
+    build(tmp_path / "log")
+    (segment,) = segments(tmp_path / "log")
+    with segment.open("ab") as f:
+        f.write(wal.encode_entries(40, [Entry(3, b"after a gap")]))  # valid checksums
+
+    with pytest.raises(StorageError, match=rf"{segment.name} at offset \d+: append at 40"):
+        reopen(tmp_path / "log")
+
+
+# --- missing and garbled files ------------------------------------------------------
+
+
+def snapshot_file(directory: Path) -> Path:
+    (path,) = directory.glob("snap-*.snap")
+    return path
+
+
+def test_a_missing_snapshot_is_an_error(tmp_path: Path) -> None:
+    build(tmp_path)
+    snapshot_file(tmp_path).unlink()
+
+    with pytest.raises(StorageError, match="snapshot file named by the log is missing"):
+        reopen(tmp_path)
+
+
+def test_a_garbled_snapshot_is_an_error_at_every_byte(tmp_path: Path) -> None:
+    build(tmp_path / "log")
+    name = snapshot_file(tmp_path / "log").name
+
+    for offset in range(snapshot_file(tmp_path / "log").stat().st_size):
+        copy = damaged_copy(tmp_path / "log", tmp_path / "flip", name, flip(offset))
+        with pytest.raises(StorageError, match=name):
+            reopen(copy)
+
+
+def test_a_missing_middle_segment_is_an_error(tmp_path: Path) -> None:
+    build(tmp_path, segment_size=60)
+    segments(tmp_path)[2].unlink()
+
+    with pytest.raises(StorageError, match=r"segment wal-0000000000000003\.log is missing"):
+        reopen(tmp_path)
+
+
+def test_a_segment_under_the_wrong_name_is_an_error(tmp_path: Path) -> None:
+    build(tmp_path, segment_size=60)
+    files = segments(tmp_path)
+    files[-1].unlink()
+    shutil.copy(files[-2], files[-1])
+
+    with pytest.raises(StorageError, match="says segment"):
+        reopen(tmp_path)
+
+
+def test_snapshots_without_a_log_are_an_error(tmp_path: Path) -> None:
+    build(tmp_path)
+    for segment in segments(tmp_path):
+        segment.unlink()
+
+    with pytest.raises(StorageError, match="but no log"):
+        reopen(tmp_path)
+
+
+def test_crash_leftovers_are_removed(tmp_path: Path) -> None:
+    states = build(tmp_path)
+    leftovers = ["snap-00000000000000ff-0000000000000009.snap", "snap-x.snap.tmp"]
+    for name in leftovers:
+        (tmp_path / name).write_bytes(b"half written")
+
+    assert reopen(tmp_path) == states[-1]
+
+    assert not any((tmp_path / name).exists() for name in leftovers)
+
+
+def test_a_torn_first_record_removes_the_newest_segment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    states = build(tmp_path, segment_size=60)
+    newest = segments(tmp_path)[-1]
+    seq = int(newest.name[4:20], 16)
+    (tmp_path / wal.segment_name(seq + 1)).write_bytes(wal.encode_segment_start(seq + 1, 0)[:7])
+
+    assert reopen(tmp_path) == states[-1]
+
+    assert "first record torn by a crash; removing the segment" in caplog.text
+    assert segments(tmp_path)[-1] == newest
+
+
+# --- a crash at every step of a snapshot batch ----------------------------------------
+
+
+class CrashingDisk(Disk):
+    """Every call after the first `budget` ones fails, as if the process died there."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.calls = 0
+
+    def _step(self) -> None:
+        self.calls += 1
+        if self.calls > self.budget:
+            raise OSError("simulated crash")
+
+    def open(self, path: str, flags: int) -> int:
+        self._step()
+        return super().open(path, flags)
+
+    def write(self, fd: int, data: bytes | bytearray) -> None:
+        self._step()
+        super().write(fd, data)
+
+    def fdatasync(self, fd: int) -> None:
+        self._step()
+        super().fdatasync(fd)
+
+    def fsync_dir(self, fd: int) -> None:
+        self._step()
+        super().fsync_dir(fd)
+
+    def rename(self, src: str, dst: str) -> None:
+        self._step()
+        super().rename(src, dst)
+
+    def unlink(self, path: str) -> None:
+        self._step()
+        super().unlink(path)
+
+
+def snapshot_batch(storage: MemoryStorage | FileStorage, step: int) -> None:
+    """The ops of one batch: entries, a snapshot that triggers compaction, more entries."""
+    ops: list[Callable[[], None]] = [
+        lambda: storage.append_entries(7, [Entry(4, b"seven"), Entry(4, b"eight")]),
+        lambda: storage.save_snapshot(8, 4, b"new snapshot"),
+        lambda: storage.save_hard_state(5, 2),
+        lambda: storage.append_entries(9, [Entry(5, b"nine")]),
+    ]
+    ops[step]()
+
+
+def test_a_crash_at_any_step_of_a_snapshot_batch_recovers_a_prefix(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    build(base, segment_size=150, compact_min_bytes=0)
+    with FileStorage(base) as storage:
+        mem = MemoryStorage()
+        mem.save_snapshot(2, 1, storage.read_snapshot())
+        mem.save_hard_state(storage.load().current_term, storage.load().voted_for)
+        mem.append_entries(3, storage.load().entries)
+    prefixes = [(mem.load(), mem.read_snapshot())]
+    for step in range(4):
+        snapshot_batch(mem, step)
+        prefixes.append((mem.load(), mem.read_snapshot()))
+
+    seen = set()
+    for budget in range(100):
+        copy = tmp_path / "crash"
+        if copy.exists():
+            shutil.rmtree(copy)
+        shutil.copytree(base, copy)
+        completed = run(crash_during_batch(copy, budget))
+
+        recovered = reopen(copy)
+
+        assert recovered in prefixes, f"crash after {budget} disk calls"
+        assert not list(copy.glob("*.tmp"))
+        seen.add(prefixes.index(recovered))
+        if completed:
+            assert recovered == prefixes[-1]
+            break
+    else:
+        pytest.fail("the batch never completed")
+    # A batch is not atomic: a crash keeps what was written before it, in order.
+    assert seen == {0, 1, 4}
+
+
+async def crash_during_batch(directory: Path, budget: int) -> bool:
+    disk = CrashingDisk(budget)
+    with FileStorage(directory, disk=disk, segment_size=150, compact_min_bytes=0) as storage:
+        for step in range(4):
+            snapshot_batch(storage, step)
+        pending = storage.sync()
+        assert pending is not None
+        try:
+            await pending
+        except StorageError:
+            return False
+        return True
