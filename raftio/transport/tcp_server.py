@@ -82,6 +82,9 @@ async def serve(
         max_inflight=max_inflight,
     )
     loop = asyncio.get_running_loop()
+    # With ssl, the loop runs the TLS handshake before our protocol sees the
+    # connection; a failed one is the loop's to log (at debug level), and the
+    # client logs why it could not connect.
     server._listener = await loop.create_server(
         server._new_connection,
         host,
