@@ -357,6 +357,19 @@ class FrameProtocol(asyncio.Protocol):
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
+    def send_now(self, header: bytes, payload: bytes) -> None:
+        """Write at once if nothing is queued before it, else `send`."""
+        if self._out or self._flush_scheduled or self._transport is None:
+            self.send(header, payload)
+        else:
+            self._transport.writelines((header, payload))
+
+    def flush_soon(self) -> None:
+        """Flush once the callbacks queued so far have run (they may send more)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         out, self._out = self._out, []

@@ -207,11 +207,17 @@ class TcpClientEnd:
         header = HEADER.pack(len(payload) + 5, rpc.kind, request_id)
         future: asyncio.Future[Any] = loop.create_future()
         deadline = loop.time() + self._timeout
+        idle = not self._pending
         self._pending[request_id] = (future, deadline, rpc.reply_cls)
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._expire)
         if conn is not None:
-            conn.send(header, payload)
+            # Alone on the connection: write now, a loop iteration sooner.
+            # Busy: coalesce with the other calls of this iteration.
+            if idle:
+                conn.send_now(header, payload)
+            else:
+                conn.send(header, payload)
         else:
             self._queued.append((request_id, header, payload))
             self._ensure_connecting()
