@@ -20,6 +20,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import replace
 
+from hypothesis import settings
+
 from raftio import codec
 from raftio.config import RaftConfig
 from raftio.core import Outgoing, RaftCore, Role, StorageOp
@@ -40,6 +42,10 @@ HEARTBEAT = CONFIG.heartbeat_ticks  # 10
 ELECTION_MIN, ELECTION_MAX = CONFIG.election_ticks  # 30, 60
 NARROW = replace(CONFIG, election_timeout_max=0.31)  # timeout 30 or 31 ticks
 
+# Property tests: enough examples to find boundary cases, few enough that the
+# whole layer stays a couple of seconds; no deadline, so a loaded machine cannot flake.
+PROPERTY = settings(max_examples=40, deadline=None)
+
 __all__ = [
     "APPEND_ENTRIES",
     "CONFIG",
@@ -49,6 +55,7 @@ __all__ = [
     "HEARTBEAT",
     "INSTALL_SNAPSHOT",
     "NARROW",
+    "PROPERTY",
     "REQUEST_VOTE",
     "ack",
     "ae",

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from raftio.log import Log
 from raftio.messages import Entry
 
+from .helpers import PROPERTY
+
 SNAP_TERMS = (2, 3, 3, 5)  # indexes 6..9
 
 
@@ -209,6 +211,7 @@ def models(draw: st.DrawFn) -> Model:
     return Model(snapshot_index, snapshot_term, rows)
 
 
+@PROPERTY
 @given(models())
 def test_property_index_arithmetic(model: Model) -> None:
     """§5.3/§7: last_index, last_term, term_at and entry agree with the model everywhere."""
@@ -222,6 +225,7 @@ def test_property_index_arithmetic(model: Model) -> None:
         assert log.entry(index) == Entry(term, data)
 
 
+@PROPERTY
 @given(models(), st.data())
 def test_property_slice(model: Model, data: st.DataObject) -> None:
     """§5.3: slice takes entries while their bytes fit the budget, at least one."""
@@ -243,6 +247,7 @@ def test_property_slice(model: Model, data: st.DataObject) -> None:
     assert got == want
 
 
+@PROPERTY
 @given(models(), st.data())
 def test_property_truncate_from(model: Model, data: st.DataObject) -> None:
     """§5.3: truncate_from(i) keeps exactly the entries before i."""
@@ -255,6 +260,7 @@ def test_property_truncate_from(model: Model, data: st.DataObject) -> None:
     assert log.last_index == min(index - 1, model.last_index)
 
 
+@PROPERTY
 @given(models(), st.data())
 def test_property_compact(model: Model, data: st.DataObject) -> None:
     """§7: compact keeps the suffix iff the log has the snapshot's term at its index."""
@@ -270,6 +276,7 @@ def test_property_compact(model: Model, data: st.DataObject) -> None:
     assert log.entries == (suffix if keep else [])
 
 
+@PROPERTY
 @given(models(), st.data())
 def test_property_first_index_of_term(model: Model, data: st.DataObject) -> None:
     """Lab 2 fast backup: bisect finds the first index after the snapshot of a term."""
@@ -285,6 +292,7 @@ def test_property_first_index_of_term(model: Model, data: st.DataObject) -> None
     assert log.first_index_of_term(index) == first
 
 
+@PROPERTY
 @given(models(), st.integers(0, 12))
 def test_property_last_index_of_term(model: Model, term: int) -> None:
     """Lab 2 fast backup: bisect finds the last entry of a term, None if there is none."""
