@@ -100,7 +100,7 @@ class Demo:
         elapsed = self._loop.time() - started
         self.check(ok, f"{self.writes} writes acknowledged in {elapsed:.2f} s, "
                        "each answered with the expected value")  # fmt: skip
-        self.view.show_table()
+        await self._show_table()
 
     async def _failover_phase(self, client: KVClient, victim: int) -> None:
         writer = _Writer(self, client, victim)
@@ -119,9 +119,9 @@ class Demo:
         finally:
             writer.stop = True
             await task
-        self._report_failover(writer, victim)
+        await self._report_failover(writer, victim)
 
-    def _report_failover(self, writer: _Writer, victim: int) -> None:
+    async def _report_failover(self, writer: _Writer, victim: int) -> None:
         assert writer.resumed_after is not None
         failover = writer.resumed_after
         self.result.failover = failover
@@ -129,7 +129,7 @@ class Demo:
                               "with the expected value")  # fmt: skip
         self.check(True, f"failover: SIGKILL of node {victim} -> first write acknowledged "
                          f"by node {writer.new_leader} in {failover:.3f} s")  # fmt: skip
-        self.view.show_table()
+        await self._show_table()
 
     async def _read_back(self, client: KVClient) -> None:
         missing = []
@@ -146,12 +146,12 @@ class Demo:
         proc = self.cluster.start(victim)
         self.states.pop(victim, None)
         self.view.event(f"restarted node {victim} (pid {proc.pid})")
-        statuses = await self._wait_caught_up(victim)
+        statuses = await self._wait_caught_up()
         leader = next(s for s in statuses if s["role"] == "leader")
         self.check(True, f"node {victim} caught up in {self._loop.time() - started:.2f} s: "
                          f"applied index {leader['applied_index']} = leader's, "
                          f"digest {leader['digest']} on every node")  # fmt: skip
-        self.view.show_table()
+        await self._show_table()
 
     # ------------------------------------------------------------------ waiting
 
@@ -163,13 +163,18 @@ class Demo:
                         return i, int(status["term"])
                 await asyncio.sleep(_POLL / 2)
 
-    async def _wait_caught_up(self, victim: int) -> list[dict[str, Any]]:
+    async def _wait_caught_up(self) -> list[dict[str, Any]]:
         async with asyncio.timeout(_WAIT):
             while True:
                 statuses = await self._collect()
-                if _caught_up(statuses, victim):
+                if _caught_up(statuses):
                     return [s for s in statuses if s is not None]
                 await asyncio.sleep(_POLL / 2)
+
+    async def _show_table(self) -> None:
+        if not self.view.live:
+            await self._collect()
+            self.view.show_table()
 
     async def _poll_forever(self) -> None:
         try:
@@ -238,19 +243,15 @@ class _Writer:
                 self.more_done.set()
 
 
-def _caught_up(statuses: list[dict[str, Any] | None], victim: int) -> bool:
-    if any(s is None for s in statuses):
-        return False
+def _caught_up(statuses: list[dict[str, Any] | None]) -> bool:
+    """Every node up, one leader, every applied index equal to its, one digest."""
     live = [s for s in statuses if s is not None]
     leaders = [s for s in live if s["role"] == "leader"]
-    if len(leaders) != 1:
+    if len(live) != len(statuses) or len(leaders) != 1:
         return False
     applied = leaders[0]["applied_index"]
-    return (
-        all(s["applied_index"] == applied for s in live)
-        and len({s["digest"] for s in live}) == 1
-        and statuses[victim] is not None
-    )
+    same_index = all(s["applied_index"] == applied for s in live)
+    return same_index and len({s["digest"] for s in live}) == 1
 
 
 def _size(value: str | None) -> str:

@@ -8,6 +8,7 @@ events are printed as they happen and tables only when asked.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
@@ -81,7 +82,9 @@ class LiveView:
     def _redraw(self) -> None:
         erase = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
         events = "".join(f"{line}\n" for line in self._pending)
-        table = "".join(f"  {line}\n" for line in self._table)
+        # A wrapped line would break the cursor arithmetic: cut lines to the width.
+        width = shutil.get_terminal_size().columns - 1
+        table = "".join(f"  {line}"[:width] + "\n" for line in self._table)
         self.out.write(erase + events + table)
         self.out.flush()
         self._pending.clear()
