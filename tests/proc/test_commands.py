@@ -1,0 +1,81 @@
+"""The command line as users run it: `python -m raftio demo`, `cluster up/down`, `kv`, `status`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import raftio
+from raftio.kv.local import ClusterSpec, running_detached
+
+from .conftest import run_raftio
+
+
+def test_demo_passes_and_reports_the_failover_time() -> None:
+    done = run_raftio("demo", "--writes", "50")
+
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0
+    assert "demo PASSED: 6/6 checks passed" in done.stdout
+    failover = re.search(r"failover time: (\d+\.\d+) s", done.stdout)
+    assert failover is not None
+    assert float(failover.group(1)) < 5.0
+
+
+def test_version() -> None:
+    done = run_raftio("--version")
+
+    assert done.stdout.strip() == f"raftio {raftio.__version__}"
+
+
+@pytest.fixture
+def cluster_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory for `raftio cluster up`; its nodes are stopped afterwards, whatever happened."""
+    try:
+        yield tmp_path
+    finally:
+        if (tmp_path / "cluster.json").exists():
+            run_raftio("cluster", "down", "--dir", str(tmp_path))
+            assert running_detached(ClusterSpec.load(tmp_path)) == {}
+
+
+def test_cluster_up_kv_status_down(cluster_dir: Path) -> None:
+    d = str(cluster_dir)
+    up = run_raftio("cluster", "up", "-n", "3", "--dir", d)
+    pids = running_detached(ClusterSpec.load(cluster_dir))
+
+    put = run_raftio("kv", "--dir", d, "put", "greeting", "hello")
+    append = run_raftio("kv", "--dir", d, "append", "greeting", ", world")
+    get = run_raftio("kv", "--dir", d, "get", "greeting")
+    missing = run_raftio("kv", "--dir", d, "get", "nothing-here")
+    status = run_raftio("status", "--dir", d)
+    down = run_raftio("cluster", "down", "--dir", d)
+    after = run_raftio("status", "--dir", d)
+
+    assert up.returncode == 0, up.stderr
+    assert sorted(pids) == [0, 1, 2]
+    assert (put.returncode, put.stdout) == (0, "hello\n")
+    assert (append.returncode, append.stdout) == (0, "hello, world\n")
+    assert (get.returncode, get.stdout) == (0, "hello, world\n")
+    assert (missing.returncode, missing.stderr) == (1, "(nil)\n")
+    assert status.returncode == 0
+    rows = status.stdout.splitlines()[1:]
+    assert len(rows) == 3
+    assert sum(" leader " in row for row in rows) == 1
+    assert all(" up " in row for row in rows)
+    assert down.returncode == 0
+    assert sorted(down.stdout.splitlines()) == [
+        f"node {i} (pid {pids[i]}) stopped" for i in range(3)
+    ]
+    assert after.returncode == 1
+    assert all(" down " in row for row in after.stdout.splitlines()[1:])
+
+
+def test_kv_without_a_cluster_fails_fast() -> None:
+    done = run_raftio("kv", "--peers", "127.0.0.1:1", "--timeout", "1", "put", "k", "v")
+
+    assert done.returncode == 1
+    assert "gave up" in done.stderr

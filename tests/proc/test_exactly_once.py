@@ -1,0 +1,117 @@
+"""A write retried with the same (client, seq) is applied once, over the wire and in snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from raftio.kv import KVClient, KVStateMachine
+from raftio.kv.local import LocalCluster
+from raftio.kv.machine import write_command
+from raftio.kv.protocol import encode_frame, read_frame
+from raftio.node import parse_address
+
+from .conftest import wait_leader
+
+
+async def leader_address(cluster: LocalCluster) -> str:
+    return cluster.spec.client_peers[await wait_leader(cluster)]
+
+
+async def send_frames(address: str, requests: list[dict[str, Any]]) -> list[Any]:
+    """One connection; each request then its reply, in turn."""
+    reader, writer = await asyncio.open_connection(*parse_address(address))
+    try:
+        replies = []
+        for request in requests:
+            writer.write(encode_frame(request))
+            replies.append(await read_frame(reader))
+        return replies
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+class ReplyDropper:
+    """A proxy to one node that forwards requests but loses the first `drops` replies.
+
+    Losing a reply closes the client's connection, as a crash or network cut
+    would after the node applied the write.
+    """
+
+    def __init__(self, target: str, drops: int) -> None:
+        self.target, self.drops = target, drops
+        self.requests: list[Any] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        node_r, node_w = await asyncio.open_connection(*parse_address(self.target))
+        try:
+            while (request := await read_frame(client_r)) is not None:
+                self.requests.append(request)
+                node_w.write(encode_frame(request))
+                reply = await read_frame(node_r)
+                if self.drops > 0:
+                    self.drops -= 1
+                    return
+                client_w.write(encode_frame(reply))
+                await client_w.drain()
+        finally:
+            for writer in (client_w, node_w):
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+
+
+async def test_a_duplicated_request_applies_once(shared_cluster: LocalCluster) -> None:
+    address = await leader_address(shared_cluster)
+    write = {"op": "append", "key": "dup", "value": "x", "client": "dup-test", "seq": 1}
+    second = {**write, "value": "y", "seq": 2}
+
+    replies = await send_frames(address, [write, write, second, write, {"op": "get", "key": "dup"}])
+
+    ok = [{"ok": True, "value": v} for v in ("x", "x", "xy", None, "xy")]
+    assert replies == ok  # the stale copy of seq 1 after seq 2 answers None and changes nothing
+
+
+async def test_client_retries_a_lost_reply_and_the_write_applies_once(
+    shared_cluster: LocalCluster,
+) -> None:
+    leader = await leader_address(shared_cluster)
+    dropper = ReplyDropper(leader, drops=2)
+
+    async with dropper as proxy, KVClient([proxy]) as client:
+        first = await client.append("lost-replies", "a")
+        second = await client.append("lost-replies", "b")
+    async with KVClient(shared_cluster.spec.client_peers) as reader:
+        value = await reader.get("lost-replies")
+
+    seqs = [r["seq"] for r in dropper.requests]
+    assert seqs == [1, 1, 1, 2]  # three sends of the first write, one of the second
+    assert (first, second, value) == ("a", "ab", "ab")
+
+
+def test_the_duplicate_table_survives_a_snapshot() -> None:
+    machine = KVStateMachine()
+    machine.apply(write_command("append", "k", "a", "c1", 1))
+    machine.apply(write_command("append", "k", "b", "c1", 2))
+
+    restored = KVStateMachine()
+    restored.restore(machine.snapshot())
+    retry = restored.apply(write_command("append", "k", "b", "c1", 2))
+    fresh = restored.apply(write_command("append", "k", "c", "c1", 3))
+
+    assert retry == "ab"
+    assert fresh == "abc"
+    assert restored.data == {"k": "abc"}
+    assert restored.sessions == {"c1": (3, "abc")}
