@@ -79,7 +79,7 @@ class Lab:
         try:
             run(self._main_body(body), loop=self.loop_kind)
         except BaseException as exc:
-            print(f"FAILED (seed={self.seed}, loop={self.loop_kind})\nrerun: {self.rerun}")
+            print(f"rerun: {self.rerun}")
             exc.add_note(f"rerun: {self.rerun}")
             raise
 
@@ -112,6 +112,7 @@ class Lab:
 
     def fatal(self, msg: str) -> NoReturn:
         """Fail the test now, from the test body or from any task of it."""
+        __tracebackhide__ = True
         if self._failure is None:
             self._failure = msg
         self._stop_main()
