@@ -7,7 +7,6 @@ per follower, and elections that finish well inside 5 seconds.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 
@@ -75,5 +74,5 @@ class RaftConfig:
     def election_ticks(self) -> tuple[int, int]:
         """(min, max) election timeout in ticks, inclusive."""
         low = max(self.heartbeat_ticks + 1, round(self.election_timeout_min / self.tick_interval))
-        high = max(low + 1, math.floor(self.election_timeout_max / self.tick_interval))
+        high = max(low + 1, round(self.election_timeout_max / self.tick_interval))
         return low, high
