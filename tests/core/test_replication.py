@@ -121,6 +121,25 @@ def test_answer_frees_a_slot_for_the_next_batch() -> None:
     assert (pr.match_index, pr.next_index, pr.inflight) == (2, 5, 2)
 
 
+def test_full_pipeline_holds_new_entries_until_an_answer() -> None:
+    """§5.3: with max_inflight unanswered, new entries wait for a free slot."""
+    core = synced_leader(max_inflight=2, max_batch_bytes=1)
+    core.start("a")
+    core.start("b")
+    sent = [args for peer, _, args in core.take_outbox() if peer == 1]
+    assert len(sent) == 2
+
+    core.start("c")
+    held = core.take_outbox()
+    assert isinstance(sent[0], AppendEntriesArgs)
+    succeed(core, 1, sent[0])
+    freed = core.take_outbox()
+
+    assert held == []
+    assert freed == [(1, APPEND_ENTRIES, append_args(core, 3, 3))]
+    assert [core.progress[p].inflight for p in (1, 2)] == [2, 2]
+
+
 def test_probe_success_switches_to_replicate_and_streams() -> None:
     """§5.3: once a probe finds the match point, the follower gets all pending entries."""
     core = make_leader([1, 1], term=2)

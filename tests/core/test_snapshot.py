@@ -92,6 +92,18 @@ def test_compact_past_applied_raises(index: int) -> None:
     assert core.take_storage_ops() == []
 
 
+def test_compact_committed_but_not_applied_raises() -> None:
+    """§7: committed is not enough; the service must have applied the entries it snapshots."""
+    core = make_core([1, 1, 2, 2, 3], term=3)
+    core.handle_append_entries(ae(3, 5, 3, commit=4))
+    assert len(core.take_applicable(2)) == 2
+
+    with pytest.raises(ValueError, match="past the last index handed to the service"):
+        core.compact(3, b"state")
+
+    assert core.compact(2, b"state") is True
+
+
 def test_compact_past_restored_snapshot_needs_applying_first() -> None:
     """§7: after a restart only the snapshot counts as applied."""
     core = make_core([2, 2], term=2, snapshot=(5, 2))
@@ -126,6 +138,27 @@ def test_leader_sends_snapshot_when_next_index_is_compacted() -> None:
     pr = core.progress[1]
     assert (pr.state, pr.next_index, pr.match_index) == (Replication.SNAPSHOT, 3, 0)
     assert core.progress[2].state is Replication.PROBE
+
+
+@pytest.mark.parametrize(
+    ("x_len", "sent"),
+    [
+        # next_index at or below the snapshot index: the entry is gone, send the snapshot
+        (3, (INSTALL_SNAPSHOT, INSTALL)),
+        (5, (INSTALL_SNAPSHOT, INSTALL)),
+        # next_index just after it: prev is the snapshot's last entry, append from there
+        (6, (APPEND_ENTRIES, AppendEntriesArgs(3, 0, 5, 1, entries(6, 1, 1), 5))),
+        (7, (APPEND_ENTRIES, AppendEntriesArgs(3, 0, 6, 1, entries(7, 1), 5))),
+    ],
+)
+def test_snapshot_boundary(x_len: int, sent: tuple[str, object]) -> None:
+    """§7: InstallSnapshot exactly when next_index <= snapshot index."""
+    core = snapshot_leader()
+    probe = AppendEntriesArgs(3, 0, 7, 1, [], 5)
+
+    core.on_append_entries_reply(1, probe, AppendEntriesReply(3, False, 0, 0, 0, x_len))
+
+    assert drain(core) == ([], [(1, *sent)])
 
 
 def test_leader_sends_snapshot_after_compacting_past_a_lagging_follower() -> None:

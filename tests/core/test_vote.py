@@ -475,9 +475,12 @@ def heard_from(core: RaftCore, peers: list[int], ticks: int) -> None:
         (3, [1, 2], True),
         (3, [2], True),
         (5, [1, 4], True),
+        (4, [1, 3], True),
         # no majority answers within an election timeout: steps down
         (3, [], False),
         (5, [3], False),
+        # half is not a majority
+        (4, [2], False),
     ],
 )
 def test_check_quorum(peers: int, answering: list[int], leader: bool) -> None:
