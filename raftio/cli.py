@@ -30,6 +30,7 @@ from raftio.kv.demo import Demo, DemoResult
 from raftio.kv.display import LiveView, status_table
 from raftio.kv.local import ClusterSpec, LocalCluster, running_detached, stop_detached
 from raftio.kv.service import KVNode
+from raftio.storage.base import StorageError
 
 __all__ = ["build_parser", "main"]
 
@@ -156,7 +157,7 @@ def cmd_node(args: argparse.Namespace) -> int:
                 secret=secret, snapshot_bytes=args.snapshot_bytes)  # fmt: skip
     try:
         asyncio.run(_serve_node(kv, args.data, args.parent_pid))
-    except OSError as exc:
+    except (OSError, StorageError) as exc:
         logger.error("node %d cannot run: %s", args.id, exc)
         return 1
     return 0
@@ -198,6 +199,10 @@ async def _watch_parent(parent_pid: int | None, stop: asyncio.Event) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format=_LOG_FORMAT)
+    if args.n < 3:
+        print("raftio demo: -n must be at least 3 (a majority must survive the kill)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     with tempfile.TemporaryDirectory(prefix="raftio-demo-") as tmp:
         directory = Path(args.dir) if args.dir else Path(tmp)
         if directory.exists() and any(directory.iterdir()):

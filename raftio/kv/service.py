@@ -45,10 +45,11 @@ class KVNode:
         self.server = KVServer(self.node, self.machine, client_peers, timeout=client_timeout)
 
     async def start(self) -> None:
-        await self.node.start()
         try:
+            await self.node.start()
             await self.server.start()
         except BaseException:
+            # Node.start may fail after starting its peer (a Raft port in use).
             await self.node.close()
             raise
 
