@@ -173,6 +173,7 @@ async def _serve_node(kv: KVNode, data: str, parent_pid: int | None) -> None:
         logger.info("node %d ready: raft %s, clients %s, data %s", node.node_id, node.address,
                     kv.server.client_addresses[node.node_id], data)  # fmt: skip
         watcher = loop.create_task(_watch_parent(parent_pid, stop), name="parent-watcher")
+        watcher.add_done_callback(_log_failure)
         try:
             await stop.wait()
         finally:
@@ -180,6 +181,11 @@ async def _serve_node(kv: KVNode, data: str, parent_pid: int | None) -> None:
             await asyncio.gather(watcher, return_exceptions=True)
         logger.info("node %d stopping", node.node_id)
     logger.info("node %d stopped", node.node_id)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("task %s failed", task.get_name(), exc_info=task.exception())
 
 
 async def _watch_parent(parent_pid: int | None, stop: asyncio.Event) -> None:
