@@ -15,6 +15,10 @@ guarding thread work is not fired early.
 
 Only this module may read a real clock (`time.monotonic`), and only to
 measure those real waits.
+
+`set_step_hook(callback)` (optional, off by default) calls `callback()` after
+every iteration of the loop, once the ready callbacks of that iteration have
+run: simulations use it to check invariants after every step.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ class VirtualClockEventLoop(asyncio.SelectorEventLoop):
     def __init__(self, start: float = 0.0) -> None:
         self._virtual_now = float(start)
         self._executor_jobs = 0
+        self._step_hook: Callable[[], None] | None = None
         selector = _VirtualSelector(selectors.DefaultSelector())
         super().__init__(selector)
         selector.loop = self
@@ -98,6 +103,20 @@ class VirtualClockEventLoop(asyncio.SelectorEventLoop):
         """Move the virtual clock forward (the selector calls this when it would sleep)."""
         if seconds > 0:
             self._virtual_now += seconds
+
+    def set_step_hook(self, hook: Callable[[], None] | None) -> None:
+        """Call `hook()` after every loop iteration (None removes it).
+
+        The hook runs outside any task; an exception it raises propagates out
+        of `run_forever`, so a hook should record failures rather than raise.
+        """
+        self._step_hook = hook
+
+    def _run_once(self) -> None:
+        super()._run_once()  # type: ignore[misc]
+        hook = self._step_hook
+        if hook is not None:
+            hook()
 
     @property
     def executor_jobs(self) -> int:

@@ -28,6 +28,14 @@ Semantics (labrpc's, with its constants):
 * A handler that returns None, raises (logged with its traceback) or is
   asked for an unknown method makes the call return None.
 
+Optional per-link rules (`set_link_faults`, off by default): an object with
+`request(end, server, method)` returning the delays after which copies of a
+request reach the server (none: the request is lost; two or more: it is
+duplicated, and only the first copy's reply counts), and
+`reply(end, server, method)` returning the delay before the reply arrives
+(None: the reply is lost). Simulations build partitions (one-way links,
+bridges), loss, delay, duplication and reordering from them.
+
 All randomness comes from one `random.Random(seed)` and all timing from the
 running loop (`asyncio.sleep`), so on a virtual clock a seed replays the same
 faults. Every background task is kept in a set; `cleanup()` cancels them and
@@ -39,15 +47,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Coroutine, Hashable
+from collections.abc import Coroutine, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from raftio import codec
 from raftio.messages import Message
 from raftio.transport.base import METHODS, RpcHandler
 
-__all__ = ["MemoryClientEnd", "Network"]
+__all__ = ["LinkFaults", "MemoryClientEnd", "Network"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +72,18 @@ _REORDER_BASE_MS = 200
 _REORDER_SPREAD_MS = 2000
 # How often a caller re-checks, while a handler runs, that its server still lives.
 _DEAD_SERVER_POLL = 0.1
+
+
+class LinkFaults(Protocol):
+    """Per-link fault rules a `Network` consults for every call (see `set_link_faults`)."""
+
+    def request(self, end_name: Hashable, server_name: Hashable, method: str) -> Sequence[float]:
+        """Delays (seconds) of the copies of a request: () loses it, 2+ duplicate it."""
+        ...
+
+    def reply(self, end_name: Hashable, server_name: Hashable, method: str) -> float | None:
+        """Delay (seconds) before a reply is delivered, or None to lose it."""
+        ...
 
 
 @dataclass(eq=False, slots=True)
@@ -114,6 +134,7 @@ class Network:
         self._count = 0
         self._bytes = 0
         self._closed = False
+        self._link_faults: LinkFaults | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending: set[asyncio.Future[bytes | None]] = set()
 
@@ -161,6 +182,14 @@ class Network:
     def set_long_reordering(self, long_reordering: bool) -> None:
         """True: hold about 2/3 of replies for 200 ms to 2.2 s."""
         self._long_reordering = long_reordering
+
+    def set_link_faults(self, faults: LinkFaults | None) -> None:
+        """Consult `faults` for every request and reply that reaches a live server.
+
+        Applies after the faults above (disabled ends, unreliable mode); None
+        (the default) turns the rules off.
+        """
+        self._link_faults = faults
 
     # --- statistics ----------------------------------------------------------
 
@@ -237,12 +266,30 @@ class Network:
                 _resolve(future, None)  # request lost
                 return
 
+        faults = self._link_faults
+        if faults is not None:
+            delays = faults.request(end_name, server.name, method)
+            if not delays:
+                _resolve(future, None)  # request lost on this link
+                return
+            for extra in delays[1:]:
+                self._spawn(self._duplicate(server, method, request, extra))
+            if delays[0] > 0:
+                await asyncio.sleep(delays[0])
+
         reply = await self._handle(end_name, server, method, request)
         if reply is None or self._is_server_dead(end_name, server):
             _resolve(future, None)
         elif not reliable and self._rng.randrange(1000) < _DROP_PER_MILLE:
             _resolve(future, None)  # reply lost
         else:
+            if faults is not None:
+                delay = faults.reply(end_name, server.name, method)
+                if delay is None:
+                    _resolve(future, None)  # reply lost on this link
+                    return
+                if delay > 0:
+                    await asyncio.sleep(delay)
             if long_reordering and self._rng.randrange(_REORDER_OUT_OF) < _REORDER_BELOW:
                 spread = 1 + self._rng.randrange(_REORDER_SPREAD_MS)
                 await _sleep_ms(_REORDER_BASE_MS + self._rng.randrange(spread))
@@ -261,6 +308,13 @@ class Network:
                 return handling.result()
             if self._is_server_dead(end_name, server):
                 return None  # the handler runs on; its reply is dropped
+
+    async def _duplicate(self, server: _Server, method: str, request: bytes, delay: float) -> None:
+        """A duplicate of a request: handled if its server still lives, reply discarded."""
+        await asyncio.sleep(delay)
+        if self._servers.get(server.name) is server:
+            server.count += 1
+            await self._run_handler(server, method, request)
 
     async def _run_handler(self, server: _Server, method: str, request: bytes) -> bytes | None:
         try:

@@ -1,0 +1,93 @@
+"""A simulated service: one peer's apply_ch consumer and state machine.
+
+The state machine is a hash chain: after applying index i its state is
+``(i, digest_i)`` with ``digest_i = blake2b(digest_{i-1}, i, term, command)``,
+so two services agree on the digest at i only if they applied the same
+commands at every index up to i. Every `snapshot_every` entries the service
+hands Raft a snapshot of its state (``rf.snapshot``), from inside the
+consumer as a real service would. Every apply and snapshot install goes to
+the `InvariantChecker` (state machine safety).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import raftio
+from raftio import codec
+from raftio.messages import ApplyMsg
+from raftio.testing.invariants import InvariantChecker
+
+
+def encode_state(index: int, digest: bytes) -> bytes:
+    return codec.encode_command([index, digest])
+
+
+def decode_state(snapshot: bytes) -> tuple[int, bytes]:
+    """The (index, digest) a snapshot holds; (0, b"") for no snapshot."""
+    if not snapshot:
+        return 0, b""
+    index, digest = codec.decode_command(snapshot)
+    assert isinstance(index, int)
+    assert isinstance(digest, bytes)
+    return index, digest
+
+
+class Service:
+    """Consumes one peer incarnation's apply_ch."""
+
+    def __init__(
+        self,
+        me: int,
+        rf: raftio.Raft,
+        apply_ch: asyncio.Queue[ApplyMsg],
+        checker: InvariantChecker,
+        snapshot_every: int,
+        restored: bytes,
+    ) -> None:
+        self.me = me
+        self._rf = rf
+        self._apply_ch = apply_ch
+        self._checker = checker
+        self._snapshot_every = snapshot_every
+        self.last_index, self.digest = decode_state(restored)
+        self.applied = 0  # commands applied by this incarnation
+
+    async def run(self) -> None:
+        while True:
+            self.handle(await self._apply_ch.get())
+
+    def drain(self) -> None:
+        """What the peer put on apply_ch before it died was delivered: apply it too."""
+        while not self._apply_ch.empty():
+            self.handle(self._apply_ch.get_nowait())
+
+    def handle(self, msg: ApplyMsg) -> None:
+        if msg.snapshot_valid:
+            self._install(msg)
+        elif msg.command_valid:
+            self._apply(msg.command_index, msg.command_term, msg.command)
+
+    def _install(self, msg: ApplyMsg) -> None:
+        index, digest = decode_state(msg.snapshot)
+        if index != msg.snapshot_index:
+            self._checker.fail(
+                "snapshot", f"S{self.me} got a snapshot of {index} labelled {msg.snapshot_index}"
+            )
+        self.last_index, self.digest = index, digest
+        self._checker.on_snapshot(self.me, index, digest)
+
+    def _apply(self, index: int, term: int, command: Any) -> None:
+        if index != self.last_index + 1:
+            self._checker.fail(
+                "apply order", f"S{self.me} applied index {index} after {self.last_index}"
+            )
+        chain = hashlib.blake2b(self.digest, digest_size=16)
+        chain.update(codec.encode_command([index, term, command]))
+        self.last_index, self.digest = index, chain.digest()
+        self.applied += 1
+        self._checker.on_applied(self.me, index, term, command, self.digest)
+        if index % self._snapshot_every == 0:
+            self._rf.snapshot(index, encode_state(index, self.digest))

@@ -1,0 +1,33 @@
+"""Deliberately broken versions of raftio, to prove the simulation catches them.
+
+Each mutant is a drop-in replacement for one method; tests install it with
+pytest's monkeypatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from raftio.core import RaftCore, majority_match
+from raftio.raft import Raft
+
+
+def commit_by_counting_any_term(self: RaftCore) -> None:
+    """RaftCore._maybe_commit without §5.4.2's current-term check (Figure 8's bug)."""
+    matches = [pr.match_index for pr in self.progress.values()]
+    matches.append(self.durable_index)
+    candidate = majority_match(matches)
+    if candidate > self.commit_index:
+        self.commit_index = candidate
+
+
+async def answer_before_sync(self: Raft, handle: Callable[[Any], Any], args: Any) -> Any:
+    """Raft._answer that replies without waiting for storage to sync."""
+    try:
+        reply = handle(args)
+    except Exception:
+        self._fail("handling")
+        return None
+    self._drain()
+    return None if self._killed else reply
