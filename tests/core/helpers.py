@@ -158,13 +158,13 @@ def make_leader(
         config=config,
     )
     requests = campaign(core)
-    while core.role is not Role.LEADER:
+    while not core.is_leader:
         assert requests, f"no vote requests while {core.role}"
         for peer, _, args in requests:
             assert isinstance(args, RequestVoteArgs)
             voter_term = core.current_term if args.pre_vote else args.term
             core.on_request_vote_reply(peer, args, RequestVoteReply(voter_term, True))
-            if core.role is Role.LEADER or (core.role is Role.CANDIDATE and args.pre_vote):
+            if core.is_leader or (core.role is Role.CANDIDATE and args.pre_vote):
                 break
         requests = core.take_outbox()
     assert core.current_term == term

@@ -83,8 +83,9 @@ def test_backup_walks_figure_7_f_to_agreement() -> None:
         outbox = leader.take_outbox()
         if not outbox:
             break
-        ((_, _, args),) = outbox
-        assert isinstance(args, AppendEntriesArgs)
+        ((_, _, sent),) = outbox
+        assert isinstance(sent, AppendEntriesArgs)
+        args = sent
 
     assert [e.term for e in follower.log.entries] == FIG7
     assert follower.log.entries == entries(1, *FIG7)

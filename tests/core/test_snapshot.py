@@ -342,6 +342,7 @@ def test_handle_install_snapshot(
     assert (core.log.snapshot_index, core.log.snapshot_term) == snapshot
     assert terms_of(core) == remaining
     assert drain(core) == (ops, [])
+    assert core.durable_index <= core.log.last_index  # a dropped log is no longer durable
     if installed:
         assert core.snapshot == b"s"
         assert (core.commit_index, core.applied_index) == (snapshot[0], snapshot[0])

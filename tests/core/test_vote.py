@@ -282,6 +282,7 @@ def test_stale_vote_from_an_earlier_election_is_ignored() -> None:
     """§5.1: a vote granted for an earlier term says nothing about this one."""
     core = make_core([1], term=1, config=NARROW)
     old = campaign(core)[0][2]
+    assert isinstance(old, RequestVoteArgs)
     for _ in range(31):
         core.tick()  # election for term 2 times out; now campaigning in term 3
     drain(core)
