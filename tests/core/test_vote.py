@@ -332,7 +332,6 @@ def test_is_leader_property() -> None:
     """§5.2: is_leader reflects the role."""
     assert make_leader(term=1).is_leader
     assert not make_core().is_leader
-    assert isinstance(make_core(), RaftCore)
 
 
 # --- pre-vote (Raft thesis 9.6) and check-quorum (thesis 6.2), on top of §5.2 ---------
