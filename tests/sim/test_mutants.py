@@ -1,0 +1,58 @@
+"""The fuzzer catches deliberately reintroduced bugs within a bounded number of seeds.
+
+* Figure 8's bug: a leader commits an entry of an earlier term by counting
+  replicas (§5.4.2 forbids it). The "figure8" profile builds the scenario.
+* Replying before sync: a follower acknowledges (or votes) before its write
+  is durable; a crash that loses unsynced writes then breaks a promise.
+
+Each test runs seeds in order until one finds a violation; the run is a pure
+function of its seed, so the first finding seed is stable until raftio or
+the simulation changes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from raftio.core import RaftCore
+from raftio.raft import Raft
+from raftio.testing.sim import SimParams, SimResult, run_simulation
+
+from .mutants import answer_before_sync, commit_by_counting_any_term
+
+SEED_BOUND = 20
+
+
+def first_violation(profile: str, expected: set[str]) -> SimResult:
+    tried = []
+    for seed in range(1, SEED_BOUND + 1):
+        result = run_simulation(SimParams(seed=seed, duration=20.0, profile=profile))
+        tried.append(seed)
+        if not result.ok:
+            assert result.violation is not None
+            assert result.violation.kind in expected, result.report()
+            print(f"caught at seed {seed}: {result.violation}")
+            return result
+    raise AssertionError(f"no violation in seeds {tried} of profile {profile}")
+
+
+def test_committing_an_old_term_entry_by_counting_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(RaftCore, "_maybe_commit", commit_by_counting_any_term)
+
+    first_violation(
+        "figure8",
+        {"leader completeness", "committed entry changed", "state machine safety", "fail-stop"},
+    )
+
+
+def test_replying_before_sync_is_caught_by_crashes_that_lose_unsynced_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Raft, "_answer", answer_before_sync)
+
+    first_violation(
+        "mixed",
+        {"durability", "election safety", "committed entry changed", "state machine safety"},
+    )
