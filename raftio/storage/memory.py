@@ -20,12 +20,14 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._state = DurableState()
         self._snapshot = b""
+        self._entry_bytes = 0  # encoded size of the entries, kept current on every write
 
     def copy(self) -> MemoryStorage:
         """A new MemoryStorage holding the durable state as of now."""
         twin = MemoryStorage()
         twin._state = self.load()
         twin._snapshot = self._snapshot
+        twin._entry_bytes = self._entry_bytes
         return twin
 
     def load(self) -> DurableState:
@@ -49,6 +51,7 @@ class MemoryStorage:
                 f"append at {first_index} leaves a gap or rewrites the snapshot "
                 f"(snapshot_index={s.snapshot_index}, entries={len(s.entries)})"
             )
+        self._entry_bytes += _size(entries) - _size(s.entries[offset:])
         del s.entries[offset:]
         s.entries.extend(entries)
 
@@ -57,6 +60,7 @@ class MemoryStorage:
         if index <= s.snapshot_index:
             return
         drop = index - s.snapshot_index
+        self._entry_bytes -= _size(s.entries[:drop])
         s.entries = s.entries[drop:]  # a fresh list: no references to discarded entries
         s.snapshot_index, s.snapshot_term = index, term
         self._snapshot = bytes(data)
@@ -67,10 +71,14 @@ class MemoryStorage:
     def raft_state_size(self) -> int:
         s = self._state
         header = codec.pack([s.current_term, s.voted_for, s.snapshot_index, s.snapshot_term])
-        return len(header) + sum(len(codec.pack([e.term, e.data])) for e in s.entries)
+        return len(header) + self._entry_bytes
 
     def snapshot_size(self) -> int:
         return len(self._snapshot)
 
     def close(self) -> None:
         """Nothing to release; a killed peer stops writing on its own."""
+
+
+def _size(entries: Sequence[Entry]) -> int:
+    return sum(len(codec.pack([e.term, e.data])) for e in entries)
