@@ -78,12 +78,11 @@ class FileStorage:
         self.directory = os.fspath(directory)
         self.sync_delay = sync_delay
         self._compact_min_bytes = compact_min_bytes
-        make_directory(self.directory)
+        disk = disk or Disk()
+        make_directory(self.directory, disk)
         self._lock_fd = lock_directory(self.directory)
         try:
-            self._state, self._snapshot, self._writer = recover(
-                self.directory, disk or Disk(), segment_size
-            )
+            self._state, self._snapshot, self._writer = recover(self.directory, disk, segment_size)
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -136,16 +135,16 @@ class FileStorage:
     def save_hard_state(self, current_term: int, voted_for: int | None) -> None:
         self._check_usable()
         self._state.current_term, self._state.voted_for = current_term, voted_for
-        self._append(wal.encode_hard_state(current_term, voted_for))
+        self._append(wal.hard_state_body(current_term, voted_for))
 
     def append_entries(self, first_index: int, entries: Sequence[Entry]) -> None:
         self._check_usable()
         truncates = first_index <= self._state.last_index
         self._state.append(first_index, entries)
         if entries:
-            self._append(wal.encode_entries(first_index, entries))
+            self._append(wal.entries_body(first_index, entries))
         elif truncates:
-            self._append(wal.encode_truncate(first_index))
+            self._append(wal.truncate_body(first_index))
 
     def save_snapshot(self, index: int, term: int, data: bytes) -> None:
         self._check_usable()
@@ -158,17 +157,19 @@ class FileStorage:
             self._items.append(self._buf)
             self._buf = bytearray()
         self._items.append(SnapshotFile(name, index, term, self._snapshot))
-        self._append(wal.encode_snapshot_mark(index, term, name))
+        self._append(wal.snapshot_mark_body(index, term, name))
 
     def _check_usable(self) -> None:
+        if self._error is None and not self._closed:
+            return
         if self._closed:
             raise StorageError(f"{self.directory}: storage is closed")
         if self._error is not None:
             raise StorageError(f"{self.directory}: storage failed earlier: {self._error}")
 
-    def _append(self, record: bytes) -> None:
+    def _append(self, body: bytes) -> None:
         self.written_version += 1
-        self._buf += record
+        wal.frame_into(self._buf, body)
         if len(self._buf) >= _EAGER_FLUSH_BYTES and self._flusher is None:
             try:
                 asyncio.get_running_loop()

@@ -68,17 +68,19 @@ class LogState:
     def append(self, first_index: int, entries: Sequence[Entry]) -> None:
         """Replace the log from `first_index` on; ValueError (and no change) on a gap."""
         offset = first_index - self.snapshot_index - 1
-        if offset < 0 or offset > len(self.entries):
-            raise ValueError(
-                f"append at {first_index} leaves a gap or rewrites the snapshot "
-                f"(snapshot_index={self.snapshot_index}, entries={len(self.entries)})"
-            )
-        del self.entries[offset:]
-        del self._ends[offset:]
-        total = self._ends[-1] if self._ends else self._base
+        ends = self._ends
+        if offset != len(ends):  # not a plain append (the hot path)
+            if offset < 0 or offset > len(ends):
+                raise ValueError(
+                    f"append at {first_index} leaves a gap or rewrites the snapshot "
+                    f"(snapshot_index={self.snapshot_index}, entries={len(self.entries)})"
+                )
+            del self.entries[offset:]
+            del ends[offset:]
+        total = ends[-1] if ends else self._base
         for entry in entries:
             total += entry_size(entry)
-            self._ends.append(total)
+            ends.append(total)
         self.entries.extend(entries)
 
     def compact(self, index: int, term: int, file: str) -> bool:
@@ -124,19 +126,15 @@ class LogState:
         )  # fmt: skip
 
 
-def make_directory(directory: str) -> None:
+def make_directory(directory: str, disk: Disk) -> None:
     if os.path.isdir(directory):
         return
     os.makedirs(directory)
-    _fsync_directory(os.path.dirname(os.path.abspath(directory)))  # the new name is durable
-
-
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    parent = os.open(os.path.dirname(os.path.abspath(directory)), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        disk.fsync_dir(parent)  # the new directory's name is durable
     finally:
-        os.close(fd)
+        os.close(parent)
 
 
 def lock_directory(directory: str) -> int:
@@ -169,7 +167,7 @@ def recover(directory: str, disk: Disk, segment_size: int) -> tuple[LogState, by
         return LogState(), b"", writer
     start = _find_checkpoint(directory, segments)
     live = segments[start:]
-    state, sizes = _replay(directory, live)
+    state, sizes = _replay(directory, live, disk)
     snapshot = b""
     if state.snapshot_index:
         path = os.path.join(directory, state.snapshot_file)
@@ -214,7 +212,7 @@ def _find_checkpoint(directory: str, segments: list[int]) -> int:
     raise StorageError(f"{directory}: no segment starts with a checkpoint; the log's start is lost")
 
 
-def _replay(directory: str, live: list[int]) -> tuple[LogState, list[int]]:
+def _replay(directory: str, live: list[int], disk: Disk) -> tuple[LogState, list[int]]:
     state = LogState()
     sizes: list[int] = []
     for i, seq in enumerate(live):
@@ -228,16 +226,16 @@ def _replay(directory: str, live: list[int]) -> tuple[LogState, list[int]]:
                 "%s at offset %d: %s, a write cut short by a crash; truncating %d bytes",
                 path, tail.end, tail.torn, len(data) - tail.end,
             )  # fmt: skip
-            _truncate(path, tail.end)
+            _truncate(path, tail.end, disk)
         sizes.append(tail.end)
     return state, sizes
 
 
-def _truncate(path: str, size: int) -> None:
+def _truncate(path: str, size: int, disk: Disk) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
         os.ftruncate(fd, size)
-        os.fdatasync(fd)
+        disk.fdatasync(fd)
     finally:
         os.close(fd)
 

@@ -110,28 +110,41 @@ class SnapshotMark:
 Record = Checkpoint | SegmentStart | HardState | Entries | Truncate | SnapshotMark
 
 
-def frame(body: bytes) -> bytes:
-    """Wrap a record body in its 12-byte header."""
+def frame_into(buf: bytearray, body: bytes) -> None:
+    """Append a record body, with its 12-byte header, to `buf` (the hot path: no copies)."""
     if len(body) > _MAX_BODY:
         raise StorageError(f"a record of {len(body)} bytes does not fit a 32-bit length")
     head = _HEAD.pack(len(body), zlib.crc32(body))
-    return head + _U32.pack(zlib.crc32(head)) + body
+    buf += head
+    buf += _U32.pack(zlib.crc32(head))
+    buf += body
 
 
-def encode_hard_state(current_term: int, voted_for: int | None) -> bytes:
-    return frame(codec.pack([_HARD_STATE, current_term, voted_for]))
+def frame(body: bytes) -> bytes:
+    """A record body with its 12-byte header."""
+    buf = bytearray()
+    frame_into(buf, body)
+    return bytes(buf)
+
+
+def hard_state_body(current_term: int, voted_for: int | None) -> bytes:
+    return codec.pack([_HARD_STATE, current_term, voted_for])
+
+
+def entries_body(first_index: int, entries: Sequence[Entry]) -> bytes:
+    return codec.pack([_ENTRIES, first_index, [[e.term, e.data] for e in entries]])
+
+
+def truncate_body(first_index: int) -> bytes:
+    return codec.pack([_TRUNCATE, first_index])
+
+
+def snapshot_mark_body(index: int, term: int, file: str) -> bytes:
+    return codec.pack([_SNAPSHOT, index, term, file])
 
 
 def encode_entries(first_index: int, entries: Sequence[Entry]) -> bytes:
-    return frame(codec.pack([_ENTRIES, first_index, [[e.term, e.data] for e in entries]]))
-
-
-def encode_truncate(first_index: int) -> bytes:
-    return frame(codec.pack([_TRUNCATE, first_index]))
-
-
-def encode_snapshot_mark(index: int, term: int, file: str) -> bytes:
-    return frame(codec.pack([_SNAPSHOT, index, term, file]))
+    return frame(entries_body(first_index, entries))
 
 
 def encode_segment_start(seq: int, prev_size: int) -> bytes:

@@ -23,9 +23,9 @@ from raftio.storage.wal import Checkpoint
 class Disk:
     """The system calls that change the directory; tests subclass it to inject faults.
 
-    Every write, fsync, create, rename and delete the writer makes after
-    opening goes through one of these methods, so a test can fail or stall
-    any single step (a crash between two steps is a failure at the second).
+    Every fsync FileStorage makes, and every write, create, rename and delete
+    of the writer, goes through one of these methods, so a test can fail or
+    stall any single step (a crash between two steps is a failure at the second).
     """
 
     def open(self, path: str, flags: int) -> int:

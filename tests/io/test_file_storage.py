@@ -29,6 +29,18 @@ from raftio.testing import run
 
 # --- equivalence with MemoryStorage -------------------------------------------------
 
+
+class NoFsyncDisk(Disk):
+    """Real files without fsync: these tests are about what is written, not when it
+    is durable, and a busy disk's fsync would make hundreds of examples slow."""
+
+    def fdatasync(self, fd: int) -> None:
+        pass
+
+    def fsync_dir(self, fd: int) -> None:
+        pass
+
+
 Op = tuple[Any, ...]
 
 ops_strategy = st.lists(
@@ -72,6 +84,7 @@ def assert_same(file: FileStorage, mem: MemoryStorage) -> None:
 
 
 async def run_equivalence(directory: str, ops: list[Op], **options: Any) -> None:
+    options["disk"] = NoFsyncDisk()
     mem = MemoryStorage()
     file = FileStorage(directory, **options)
     try:

@@ -19,6 +19,18 @@ from raftio.testing import run
 
 State = tuple[DurableState, bytes]
 
+
+class NoFsyncDisk(Disk):
+    """Real files without fsync: these tests are about what is on disk after a
+    crash, which fsync does not change, and they reopen hundreds of times."""
+
+    def fdatasync(self, fd: int) -> None:
+        pass
+
+    def fsync_dir(self, fd: int) -> None:
+        pass
+
+
 # Each op writes exactly one record, so states[i] is the state after i records
 # (record 0 is the segment's checkpoint: the empty state).
 SCRIPT: list[Callable[[MemoryStorage | FileStorage], None]] = [
@@ -43,7 +55,10 @@ def build(
         mem = MemoryStorage()
         states = [(mem.load(), mem.read_snapshot())]
         with FileStorage(
-            directory, segment_size=segment_size, compact_min_bytes=compact_min_bytes
+            directory,
+            segment_size=segment_size,
+            compact_min_bytes=compact_min_bytes,
+            disk=NoFsyncDisk(),
         ) as storage:
             for op in SCRIPT:
                 op(mem)
@@ -87,7 +102,7 @@ def segments(directory: Path) -> list[Path]:
 
 
 def reopen(directory: Path) -> State:
-    with FileStorage(directory) as storage:
+    with FileStorage(directory, disk=NoFsyncDisk()) as storage:
         return storage.load(), storage.read_snapshot()
 
 
@@ -322,7 +337,7 @@ def test_a_torn_first_record_removes_the_newest_segment(
 # --- a crash at every step of a snapshot batch ----------------------------------------
 
 
-class CrashingDisk(Disk):
+class CrashingDisk(NoFsyncDisk):
     """Every call after the first `budget` ones fails, as if the process died there."""
 
     def __init__(self, budget: int) -> None:
