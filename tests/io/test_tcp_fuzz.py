@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 from collections.abc import Callable, Iterator
@@ -161,10 +162,11 @@ class StrictHandler:
 
     def _check(self, args: Any, cls: type) -> None:
         self.calls += 1
-        fields = [getattr(args, name) for name in cls.__slots__]
-        if type(args) is not cls or any(
-            type(value) not in (int, bool, bytes, list) for value in fields
-        ):
+        if type(args) is not cls:
+            self.malformed.append(args)
+            return
+        values = [getattr(args, field.name) for field in dataclasses.fields(args)]
+        if any(type(value) not in (int, bool, bytes, list) for value in values):
             self.malformed.append(args)
 
     async def request_vote(self, args: RequestVoteArgs) -> RequestVoteReply:
