@@ -89,7 +89,7 @@ class Scripted:
                 return False  # another command took that index: start again
             services = [self.cluster.peers[i].service for i in peers]
             if all(s is not None and s.last_index >= index for s in services):
-                return self.checker.applied_command(index) == command
+                return bool(self.checker.applied_command(index) == command)
             await asyncio.sleep(0.01)
         return False
 

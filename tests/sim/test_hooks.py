@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Hashable, Sequence
 
-from raftio.messages import RequestVoteArgs, RequestVoteReply
+from raftio.messages import (
+    AppendEntriesArgs,
+    AppendEntriesReply,
+    InstallSnapshotArgs,
+    InstallSnapshotReply,
+    RequestVoteArgs,
+    RequestVoteReply,
+)
 from raftio.testing import VirtualClockEventLoop, run
 from raftio.transport.memory import Network
 
@@ -17,6 +24,12 @@ class Voter:
     async def request_vote(self, args: RequestVoteArgs) -> RequestVoteReply:
         self.calls += 1
         return RequestVoteReply(args.term, True)
+
+    async def append_entries(self, args: AppendEntriesArgs) -> AppendEntriesReply:
+        return AppendEntriesReply(args.term, False)
+
+    async def install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply:
+        return InstallSnapshotReply(args.term)
 
 
 class Rules:
