@@ -165,7 +165,7 @@ class StrictHandler:
         if type(args) is not cls:
             self.malformed.append(args)
             return
-        values = [getattr(args, field.name) for field in dataclasses.fields(args)]
+        values = [getattr(args, field.name) for field in dataclasses.fields(cls)]
         if any(type(value) not in (int, bool, bytes, list) for value in values):
             self.malformed.append(args)
 
