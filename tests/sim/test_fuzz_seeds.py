@@ -42,6 +42,8 @@ def test_the_cli_reports_what_it_explored(capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("profile", ["mixed", "figure8"])
 def test_many_seeds(profile: str) -> None:
-    assert main(["--seeds", "200", "--start", "1000", "--profile", profile]) == 0
+    args = ["--seeds", "200", "--start", "1000", "--profile", profile, "--jobs", "2"]
+    assert main(args) == 0
