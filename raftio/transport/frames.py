@@ -359,9 +359,10 @@ class FrameProtocol(asyncio.Protocol):
 
     def send_now(self, header: bytes, payload: bytes) -> None:
         """Write at once if nothing is queued before it, else `send`."""
-        if self._out or self._flush_scheduled or self._transport is None:
+        if self._out or self._flush_scheduled or not self.is_open():
             self.send(header, payload)
         else:
+            assert self._transport is not None
             self._transport.writelines((header, payload))
 
     def flush_soon(self) -> None:

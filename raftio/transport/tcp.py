@@ -199,39 +199,42 @@ class TcpClientEnd:
         except Exception:
             logger.exception("%s: cannot encode %s", self.label, method)
             return None
-        loop = self._loop or self._bind_loop()
-        conn = self._conn
-        if not self._may_send(conn, len(payload)):
+        if not self._may_send(len(payload)):
             return None
+        request_id, future = self._submit(rpc, payload)
+        try:
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    def _submit(self, rpc: frames.Rpc, payload: bytes) -> tuple[int, asyncio.Future[Any]]:
+        """Register a call and hand its frame to the connection (or the dial queue)."""
+        loop = self._loop or self._bind_loop()
         request_id = self._last_id = self._last_id % frames.MAX_REQUEST_ID + 1
-        header = HEADER.pack(len(payload) + 5, rpc.kind, request_id)
+        header = HEADER.pack(len(payload) + frames.BODY_MIN, rpc.kind, request_id)
         future: asyncio.Future[Any] = loop.create_future()
         deadline = loop.time() + self._timeout
         idle = not self._pending
         self._pending[request_id] = (future, deadline, rpc.reply_cls)
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._expire)
-        if conn is not None:
-            # Alone on the connection: write now, a loop iteration sooner.
-            # Busy: coalesce with the other calls of this iteration.
-            if idle:
-                conn.send_now(header, payload)
-            else:
-                conn.send(header, payload)
-        else:
+        conn = self._conn
+        if conn is None:
             self._queued.append((request_id, header, payload))
             self._ensure_connecting()
-        try:
-            return await future
-        finally:
-            self._pending.pop(request_id, None)
+        elif idle:
+            conn.send_now(header, payload)  # alone: a loop iteration sooner
+        else:
+            conn.send(header, payload)  # busy: one write with this iteration's others
+        return request_id, future
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         self._loop = asyncio.get_running_loop()
         return self._loop
 
-    def _may_send(self, conn: _ClientConnection | None, size: int) -> bool:
-        if size + 5 > self._peer_max_frame:
+    def _may_send(self, size: int) -> bool:
+        conn = self._conn
+        if size + frames.BODY_MIN > self._peer_max_frame:
             logger.warning(
                 "%s: request of %d bytes exceeds the peer's max_frame %d",
                 self.label,

@@ -172,10 +172,14 @@ class TcpServer:
     async def wait_closed(self) -> None:
         if self._listener is not None:
             await self._listener.wait_closed()
-        while self.connections or self._tasks:
-            await asyncio.wait(
-                [conn.closed for conn in self.connections] + list(self._tasks),
-            )
+        while True:
+            # A task cancelled before it started never ran its own cleanup.
+            self._tasks = {task for task in self._tasks if not task.done()}
+            closing = [conn.closed for conn in self.connections if not conn.closed.done()]
+            waiting = closing + list(self._tasks)
+            if not waiting:
+                return
+            await asyncio.wait(waiting)
 
     async def __aenter__(self) -> TcpServer:
         return self
