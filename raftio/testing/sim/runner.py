@@ -55,7 +55,7 @@ class SimParams:
         return (
             f"python -m raftio.testing.fuzz --start {self.seed} --seeds 1 "
             f"--peers {self.peers[0]}-{self.peers[1]} --duration {self.duration:g} "
-            f"--profile {self.profile} --trace-lines 400"
+            f"--profile {self.profile} --liveness-bound {self.liveness_bound:g} --trace-lines 400"
         )
 
 
