@@ -264,6 +264,9 @@ class InvariantChecker:
     def _on_commit(self, view: _PeerView, old: int, new: int) -> None:
         log = view.core.log
         snap = log.snapshot_index
+        if new > log.last_index:
+            self._fail("commit index", f"S{view.me} commit={new} past last={log.last_index}")
+            return
         if new <= snap:
             return  # jumped to an installed snapshot; its entries were checked by their owners
         for index in range(max(old, snap) + 1, new + 1):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,7 +125,7 @@ class _Simulation:
         handler, propagate = _ErrorLogs(self.checker), logger.propagate
         logger.addHandler(handler)
         logger.propagate = False
-        loop.set_step_hook(self.checker.step)
+        loop.set_step_hook(self._step)
         try:
             await self._phases(loop)
         except asyncio.CancelledError:
@@ -254,6 +255,12 @@ class _Simulation:
                 f"last={core.log.last_index} applied={peer.service.last_index}"
             )
         return ", ".join(parts)
+
+    def _step(self) -> None:
+        try:
+            self.checker.step()
+        except Exception as exc:  # a checker bug must not abort a whole fuzzing session
+            self.checker.fail("checker error", "".join(traceback.format_exception(exc)))
 
     def _on_violation(self, violation: Violation) -> None:
         self.trace.event("violation", str(violation))
