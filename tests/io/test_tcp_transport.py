@@ -160,6 +160,18 @@ def test_each_rpc_round_trips(run: Runner) -> None:
     run(main())
 
 
+def test_ipv6_loopback(run: Runner) -> None:
+    async def main() -> None:
+        async with (
+            await serve(Handler(), "::1", 0, cluster_id=CLUSTER, node_id=1) as server,
+            TcpClientEnd("::1", server.port, cluster_id=CLUSTER, node_id=0) as end,
+        ):
+            assert server.address[0] == "::1"
+            assert await end.call("request_vote", RV) == RequestVoteReply(3, True)
+
+    run(main())
+
+
 def test_many_calls_in_flight_are_matched_by_id(run: Runner) -> None:
     async def main() -> None:
         async with serving(Handler()) as server, end_to(server.port) as end:
