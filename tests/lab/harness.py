@@ -65,6 +65,7 @@ class Lab:
         self._main: asyncio.Task[Any] | None = None
         self._failure: str | None = None
         self._tearing_down = False
+        self.max_lag = 0.0  # worst lateness of a 10 ms timer: CPU starvation on real loops
 
     def raft_rng(self) -> random.Random:
         """A seeded rng for one Raft peer incarnation."""
@@ -80,12 +81,14 @@ class Lab:
             run(self._main_body(body), loop=self.loop_kind)
         except BaseException as exc:
             print(f"rerun: {self.rerun}")
+            exc.add_note(f"max event-loop lag: {self.max_lag * 1000:.0f} ms")
             exc.add_note(f"rerun: {self.rerun}")
             raise
 
     async def _main_body(self, body: Callable[[Lab], Awaitable[None]]) -> None:
         main = self._main = asyncio.current_task()
         assert main is not None
+        self.spawn(self._watch_lag())
         try:
             async with asyncio.timeout(TEST_TIME_LIMIT):
                 await body(self)
@@ -103,6 +106,13 @@ class Lab:
             if main.cancelling():
                 main.uncancel()
             raise LabFailure(self._failure)
+
+    async def _watch_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.010)
+            self.max_lag = max(self.max_lag, loop.time() - before - 0.010)
 
     def make_config(self, n: int, unreliable: bool, snapshot: bool) -> Config:
         """config.go's make_config: n connected peers, cleaned up when the test ends."""
@@ -586,6 +596,7 @@ class Config:
         print(
             f"  ... Passed --  {t:4.1f}  {self.n} {nrpc:4d} {nbytes:7d} {ncmds:4d}"
             f"  seed={self.lab.seed} loop={self.lab.loop_kind} wall={wall:.1f}s"
+            f" lag={self.lab.max_lag * 1000:.0f}ms"
         )
 
     def check_timeout(self) -> None:
