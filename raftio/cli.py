@@ -47,7 +47,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except CommandError as exc:
+        print(f"raftio {args.command}: {exc}", file=sys.stderr)
+        return 2
     return code
+
+
+class CommandError(Exception):
+    """A command cannot run as asked; main() prints it and exits 2."""
+
+
+def _load_spec(directory: str | Path) -> ClusterSpec:
+    try:
+        return ClusterSpec.load(directory)
+    except FileNotFoundError:
+        raise CommandError(f"no cluster in {directory} (no cluster.json)") from None
 
 
 # --------------------------------------------------------------------------- parser
@@ -103,7 +117,7 @@ def _add_cluster(commands: Any) -> None:
     p = commands.add_parser("cluster", help="start or stop detached node processes")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     up = actions.add_parser("up", help="start the nodes of --dir in the background")
-    up.add_argument("-n", type=int, default=3, help="nodes of a new cluster (default 3)")
+    up.add_argument("-n", type=int, help="nodes of a new cluster (default 3)")
     up.add_argument("--dir", required=True, help="cluster directory (cluster.json, data, logs)")
     up.add_argument(
         "--base-port",
@@ -141,7 +155,7 @@ def _add_status(commands: Any) -> None:
 def _client_addresses(args: argparse.Namespace) -> list[str]:
     if args.peers:
         return list(args.peers)
-    return ClusterSpec.load(args.dir).client_peers
+    return _load_spec(args.dir).client_peers
 
 
 # --------------------------------------------------------------------------- node
@@ -252,12 +266,14 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
     return asyncio.run(_cluster_up(Path(args.dir), args.n, args.base_port))
 
 
-async def _cluster_up(directory: Path, n: int, base_port: int | None) -> int:
+async def _cluster_up(directory: Path, n: int | None, base_port: int | None) -> int:
     try:
         spec = ClusterSpec.load(directory)
     except FileNotFoundError:
-        spec = ClusterSpec.create(directory, n, base_port=base_port)
+        spec = ClusterSpec.create(directory, n or 3, base_port=base_port)
         spec.save()
+    if n is not None and n != spec.n:
+        raise CommandError(f"{directory} holds a cluster of {spec.n}, not {n}")
     running = running_detached(spec)
     cluster = LocalCluster(spec, detached=True)
     for i in range(spec.n):
@@ -289,7 +305,7 @@ async def _wait_for_leader(addresses: list[str], timeout: float) -> list[dict[st
 
 
 def cmd_cluster_down(args: argparse.Namespace) -> int:
-    spec = ClusterSpec.load(args.dir)
+    spec = _load_spec(args.dir)
     stopped = asyncio.run(stop_detached(spec))
     for i, pid in stopped:
         print(f"node {i} (pid {pid}) stopped")
@@ -331,7 +347,7 @@ async def _kv(
 
 def cmd_status(args: argparse.Namespace) -> int:
     addresses = _client_addresses(args)
-    pids = running_detached(ClusterSpec.load(args.dir)) if args.dir else {}
+    pids = running_detached(_load_spec(args.dir)) if args.dir else {}
     statuses = asyncio.run(_status(addresses))
     _print_table(statuses, pids)
     return 0 if any(statuses) else 1

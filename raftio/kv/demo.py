@@ -125,6 +125,8 @@ class Demo:
         assert writer.resumed_after is not None
         failover = writer.resumed_after
         self.result.failover = failover
+        leader, term = await self._wait_leader(exclude=victim)
+        self.view.event(f"node {leader} is the new leader, term {term}")
         self.check(writer.ok, f"{writer.count} writes during the failover, each answered "
                               "with the expected value")  # fmt: skip
         self.check(True, f"failover: SIGKILL of node {victim} -> first write acknowledged "
