@@ -82,3 +82,20 @@ async def wait_leader(cluster: LocalCluster, timeout: float = 10.0) -> int:
                 if status is not None and status["role"] == "leader":
                     return i
             await asyncio.sleep(0.05)
+
+
+async def caught_up(addresses: list[str], timeout: float) -> list[dict[str, Any]]:
+    """Statuses once every node is up and has applied the leader's index, one digest."""
+    async with asyncio.timeout(timeout):
+        while True:
+            found = await statuses(addresses)
+            live = [s for s in found if s is not None]
+            leader = [s for s in live if s["role"] == "leader"]
+            if len(live) == len(found) and len(leader) == 1:
+                applied = {s["applied_index"] for s in live}
+                if (
+                    applied == {leader[0]["applied_index"]}
+                    and len({s["digest"] for s in live}) == 1
+                ):
+                    return live
+            await asyncio.sleep(0.05)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-from typing import Any
 
 from raftio.kv import KVClient
 from raftio.kv.local import LocalCluster
 
-from .conftest import statuses, wait_leader
+from .conftest import caught_up, wait_leader
 
 
 class Writer:
@@ -41,23 +40,6 @@ class Writer:
     async def run(self, count: int) -> None:
         for _ in range(count):
             await self.append()
-
-
-async def caught_up(addresses: list[str], timeout: float) -> list[dict[str, Any]]:
-    """Statuses once every node is up and has applied the leader's index, one digest."""
-    async with asyncio.timeout(timeout):
-        while True:
-            found = await statuses(addresses)
-            live = [s for s in found if s is not None]
-            leader = [s for s in live if s["role"] == "leader"]
-            if len(live) == len(found) and len(leader) == 1:
-                applied = {s["applied_index"] for s in live}
-                if (
-                    applied == {leader[0]["applied_index"]}
-                    and len({s["digest"] for s in live}) == 1
-                ):
-                    return live
-            await asyncio.sleep(0.05)
 
 
 async def test_sigkill_leader_writes_resume_and_none_is_lost(

@@ -1,0 +1,53 @@
+"""KVClient against real node processes: redirects, status, giving up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from raftio.kv import KVClient, KVUnavailableError
+from raftio.kv.local import LocalCluster, free_ports
+
+from .conftest import wait_leader
+
+
+async def test_a_follower_redirects_the_client_to_the_leader(shared_cluster: LocalCluster) -> None:
+    addresses = shared_cluster.spec.client_peers
+    leader = await wait_leader(shared_cluster)
+    follower = addresses[(leader + 1) % len(addresses)]
+
+    async with KVClient([follower]) as client:
+        value = await client.put("redirected", "yes")
+        answered_by = client.leader
+
+    assert value == "yes"
+    assert answered_by == addresses[leader]
+
+
+async def test_status_reports_every_node(shared_cluster: LocalCluster) -> None:
+    addresses = shared_cluster.spec.client_peers
+    await wait_leader(shared_cluster)
+
+    async with KVClient(addresses) as client:
+        found = [await client.status(address) for address in addresses]
+
+    assert [s["node_id"] for s in found] == [0, 1, 2]
+    assert [s["client_address"] for s in found] == addresses
+    assert [s["address"] for s in found] == shared_cluster.spec.peers
+    assert sum(s["role"] == "leader" for s in found) <= 1
+    assert all(s["applied_index"] <= s["commit_index"] <= s["last_index"] for s in found)
+
+
+async def test_with_no_node_listening_the_client_gives_up_at_its_deadline() -> None:
+    nowhere = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    async with KVClient(nowhere, deadline=0.5) as client:
+        with pytest.raises(KVUnavailableError, match="ConnectionRefusedError"):
+            await client.put("k", "v")
+    elapsed = loop.time() - started
+
+    assert 0.2 < elapsed <= 0.6
+    assert client.seq == 1
