@@ -21,9 +21,10 @@ from typing import Any
 
 from raftio.codec import pack, unpack
 
-__all__ = ["WRITE_OPS", "KVStateMachine", "write_command"]
+__all__ = ["MAX_VALUE", "WRITE_OPS", "KVStateMachine", "write_command"]
 
 WRITE_OPS = frozenset({"put", "append"})
+MAX_VALUE = 128 * 1024  # characters (<= 512 KiB of UTF-8): any reply fits in one frame
 
 
 def write_command(op: str, key: str, value: str, client: str, seq: int) -> tuple[Any, ...]:
@@ -47,11 +48,12 @@ class KVStateMachine:
             # A retry of the last write answers as it did; an older one is a
             # stray the client no longer waits for, and changes nothing.
             return last_result if seq == last_seq else None
-        if op == "put":
-            self.data[key] = value
-        else:
-            self.data[key] = self.data.get(key, "") + value
-        result = self.data[key]
+        result = value if op == "put" else self.data.get(key, "") + value
+        if len(result) > MAX_VALUE:
+            # Refused the same way on every replica; not recorded, so a retry
+            # is judged afresh (its sender only ever sees one outcome).
+            raise ValueError(f"{key!r:.40} would hold {len(result)} characters, over {MAX_VALUE}")
+        self.data[key] = result
         self.sessions[client] = (seq, result)
         return result
 

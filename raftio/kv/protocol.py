@@ -13,7 +13,8 @@ Requests are maps:
     {"op": "status"}
 
 Keys, values and client ids are str; `seq` is the client's write number,
-counting from 1. Replies are maps:
+counting from 1. A write that would leave a value longer than
+`raftio.kv.machine.MAX_VALUE` characters is refused (`failed`). Replies are maps:
 
     {"ok": true,  "value": <the key's value, or a status map>}
     {"ok": false, "error": <one of ERRORS>, "leader": "host:port" | null, "message": str}

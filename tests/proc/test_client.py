@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from raftio.kv import KVClient, KVUnavailableError
+from raftio.kv import KVClient, KVRequestError, KVUnavailableError
 from raftio.kv.local import LocalCluster, free_ports
+from raftio.kv.machine import MAX_VALUE
 
 from .conftest import wait_leader
 
@@ -37,6 +38,19 @@ async def test_status_reports_every_node(shared_cluster: LocalCluster) -> None:
     assert [s["address"] for s in found] == shared_cluster.spec.peers
     assert sum(s["role"] == "leader" for s in found) <= 1
     assert all(s["applied_index"] <= s["commit_index"] <= s["last_index"] for s in found)
+
+
+async def test_a_value_past_the_limit_is_refused_and_changes_nothing(
+    shared_cluster: LocalCluster,
+) -> None:
+    async with KVClient(shared_cluster.spec.client_peers) as client:
+        await client.put("big", "x" * (MAX_VALUE - 1))
+
+        with pytest.raises(KVRequestError, match="failed"):
+            await client.append("big", "yy")
+        after = await client.append("big", "y")
+
+    assert after == "x" * (MAX_VALUE - 1) + "y"
 
 
 async def test_with_no_node_listening_the_client_gives_up_at_its_deadline() -> None:
