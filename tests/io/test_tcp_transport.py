@@ -408,7 +408,7 @@ def test_reconnect_attempts_back_off(run: Runner) -> None:
 
             # 20 ms doubling to a 1 s cap, jittered down by at most half:
             # 6 to 8 dials fit in a second, however hard we call.
-            assert 4 <= accepted <= 9
+            assert 3 <= accepted <= 9
             assert calls <= accepted + 1
 
     run(main())
@@ -423,7 +423,7 @@ def test_dead_peer_does_not_stall_calls_to_others(run: Runner) -> None:
             async with (
                 serving(Handler()) as server,
                 end_to(server.port) as good,
-                end_to(hole.getsockname()[1], timeout=0.5) as dead,
+                end_to(hole.getsockname()[1], timeout=1.0) as dead,
             ):
                 stuck = asyncio.ensure_future(dead.call("request_vote", RV))
 
@@ -892,7 +892,8 @@ def test_a_flooding_client_is_not_read_past_max_inflight(run: Runner) -> None:
             request = _frame(frames.REQUEST_VOTE_KIND, codec.encode_message(RV))
             writer.write(request * 1000)
 
-            await asyncio.sleep(0.2)
+            await handler.wait_calls(8)
+            await asyncio.sleep(0.1)  # room for a ninth, were the cap not kept
             assert len(handler.calls) == 8  # the rest wait, unread
             (conn,) = server.connections
             assert conn._reading_paused
