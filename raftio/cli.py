@@ -100,7 +100,8 @@ def _add_node(commands: Any) -> None:
     p.add_argument("--snapshot-bytes", type=int, default=8 << 20,
                    help="snapshot once the log passes this many bytes")  # fmt: skip
     p.add_argument("--parent-pid", type=int, help="exit when this process is no longer the parent")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    p.add_argument("--log-level", default="INFO", type=str.upper,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")  # fmt: skip
     p.set_defaults(run=cmd_node)
 
 
@@ -162,11 +163,11 @@ def _client_addresses(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT)
+    logging.basicConfig(level=args.log_level, format=_LOG_FORMAT)
     if not 0 <= args.id < len(args.peers) or len(args.client_peers) != len(args.peers):
         print("raftio node: --id must index --peers; --client-peers must match it", file=sys.stderr)
         return 2
-    secret = Path(args.secret_file).read_bytes().strip() if args.secret_file else None
+    secret = _read_secret(args.secret_file) if args.secret_file else None
     kv = KVNode(args.id, args.peers, args.client_peers, args.data, cluster_id=args.cluster_id,
                 secret=secret, snapshot_bytes=args.snapshot_bytes)  # fmt: skip
     try:
@@ -175,6 +176,16 @@ def cmd_node(args: argparse.Namespace) -> int:
         logger.error("node %d cannot run: %s", args.id, exc)
         return 1
     return 0
+
+
+def _read_secret(path: str) -> bytes:
+    try:
+        secret = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise CommandError(f"cannot read the secret file: {exc}") from None
+    if not secret:
+        raise CommandError(f"the secret file {path} is empty")
+    return secret
 
 
 async def _serve_node(kv: KVNode, data: str, parent_pid: int | None) -> None:
