@@ -163,7 +163,11 @@ def recover(directory: str, disk: Disk, segment_size: int) -> tuple[LogState, by
         if listing.snapshots:
             raise StorageError(f"{directory}: snapshot files {listing.snapshots} but no log")
         writer = WalWriter(directory, disk, segment_size, [], [])
-        writer.start_first_segment(wal.encode_checkpoint(Checkpoint(1, 0, None, 0, 0, "", [])))
+        try:
+            writer.start_first_segment(wal.encode_checkpoint(Checkpoint(1, 0, None, 0, 0, "", [])))
+        except BaseException:
+            writer.close()
+            raise
         return LogState(), b"", writer
     start = _find_checkpoint(directory, segments)
     live = segments[start:]

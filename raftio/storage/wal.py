@@ -244,7 +244,8 @@ def _next_frame(path: str, data: bytes, off: int, *, last: bool) -> bytes | Tail
         raise corrupt(path, off, "record header checksum mismatch")
     end = off + HEADER_SIZE + length
     if end > size:
-        return _torn(path, off, last, f"record of {length} bytes cut off at {size - off - 12}")
+        have = size - off - HEADER_SIZE
+        return _torn(path, off, last, f"record of {length} bytes cut short after {have}")
     body = data[off + HEADER_SIZE : end]
     if zlib.crc32(body) != body_crc:
         if end == size:
@@ -285,7 +286,9 @@ def read_first(path: str, *, last: bool) -> Record | None:
     with open(path, "rb") as f:
         data = f.read() if last else f.read(HEADER_SIZE)
         if not last and len(data) == HEADER_SIZE:
-            data += f.read(_HEAD.unpack_from(data)[0])
+            # Never trust an unchecked length for an allocation: cap it at the file size.
+            size = os.fstat(f.fileno()).st_size
+            data += f.read(min(_HEAD.unpack_from(data)[0], size - HEADER_SIZE))
     body = _next_frame(path, data, 0, last=last)
     if isinstance(body, Tail):
         return None

@@ -471,3 +471,17 @@ def test_sync_delay_runs_on_the_loop_clock(tmp_path: Path) -> None:
 
     assert not early
     assert 30.0 <= elapsed < 31.0
+
+
+async def test_a_large_unsynced_buffer_is_written_without_a_sync(tmp_path: Path) -> None:
+    with FileStorage(tmp_path) as storage:
+        for index in range(1, 5001):  # 5 MiB, more than the 4 MiB eager threshold
+            storage.append_entries(index, [Entry(1, bytes(1024))])
+
+        for _ in range(500):
+            if storage.durable_version:
+                break
+            await asyncio.sleep(0.01)
+
+        assert storage.durable_version >= 4000
+        assert storage.fsync_count >= 3  # the first segment's two, and this batch's
