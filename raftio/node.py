@@ -24,7 +24,7 @@ import ssl as ssl_module
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from raftio.config import RaftConfig
 from raftio.errors import (
@@ -37,6 +37,9 @@ from raftio.messages import ApplyMsg
 from raftio.raft import Raft, make
 from raftio.storage.base import Storage
 from raftio.transport.base import ClientEnd
+
+if TYPE_CHECKING:
+    from raftio.transport.tcp import TcpClientEnd
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +142,7 @@ class Node:
         self._peers = list(peers) if peers is not None else None
         self._raft: Raft | None = None
         self._server: Any = None
-        self._ends: list[Any] = []
+        self._ends: list[TcpClientEnd] = []
         self._apply_ch: asyncio.Queue[ApplyMsg] = asyncio.Queue()
         self._applier: asyncio.Task[None] | None = None
         self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
@@ -234,9 +237,9 @@ class Node:
             self._server.close()
             await self._server.wait_closed()
         for end in self._ends:
-            result = end.close()
-            if asyncio.iscoroutine(result):
-                await result
+            end.close()
+        for end in self._ends:
+            await end.wait_closed()
         self._fail_all(NodeClosedError("the node was closed"))
 
     # ------------------------------------------------------------------ service API
