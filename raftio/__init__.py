@@ -5,8 +5,8 @@ The public names of CONTRACT.md, re-exported; nothing else lives here.
 
 from raftio.config import RaftConfig
 from raftio.messages import ApplyMsg
-from raftio.raft import Raft, make
 from raftio.node import Node, StateMachine
+from raftio.raft import Raft, make
 from raftio.storage.file import FileStorage
 from raftio.storage.memory import MemoryStorage
 
