@@ -78,3 +78,4 @@ async def test_sigkill_leader_writes_resume_and_none_is_lost(
     assert sum((v or "").count(",") for v in values.values()) == len(writer.acks)
     assert len({(s["applied_index"], s["digest"]) for s in final}) == 1
     assert {s["node_id"] for s in final} == {0, 1, 2}
+    assert all(s["snapshot_index"] > 0 for s in final)  # the logs were compacted on the way
