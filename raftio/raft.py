@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -101,8 +102,8 @@ class Raft:
         return index, term, is_leader
 
     def get_state(self) -> tuple[int, bool]:
-        """(current_term, is_leader)."""
-        return self._core.current_term, self._core.is_leader
+        """(current_term, is_leader); a killed peer is never the leader."""
+        return self._core.current_term, self._core.is_leader and not self._killed
 
     def snapshot(self, index: int, snapshot: bytes) -> None:
         """The service's state through `index` is `snapshot`: compact the log up to it."""
@@ -291,7 +292,7 @@ class Raft:
 
     def _fail(self, what: str) -> None:
         """Fail-stop: a peer that cannot trust its own state must not act on it."""
-        logger.critical("S%d stopping: %s", self.me, what, exc_info=True)
+        logger.critical("S%d stopping: %s", self.me, what, exc_info=sys.exc_info()[0] is not None)
         if self._trace:
             self._trace("error", what)
         self.kill()
