@@ -135,6 +135,7 @@ class RaftCore:
         self._election_timeout = self._random_election_timeout()
         self._heartbeat_elapsed = 0
         self._quorum_elapsed = 0
+        self.term_start_index = 0  # leader only: the first index of its term
 
         # Outputs waiting for the shell.
         self._storage_ops: list[StorageOp] = []
@@ -526,7 +527,7 @@ class RaftCore:
         self.leader_id = self.me
         self._heartbeat_elapsed = 0
         self._quorum_elapsed = 0
-        next_index = self.log.last_index + 1
+        self.term_start_index = next_index = self.log.last_index + 1
         self.progress = {
             peer: Progress(next_index) for peer in range(self.peer_count) if peer != self.me
         }
@@ -581,7 +582,7 @@ class RaftCore:
 
     def can_serve_reads(self) -> bool:
         """§8: a leader knows the commit index only once an entry of its term is committed."""
-        return self.role is Role.LEADER and self.log.term_at(self.commit_index) == self.current_term
+        return self.role is Role.LEADER and self.commit_index >= self.term_start_index
 
     def _heartbeat(self, peer: int) -> None:
         pr = self.progress[peer]

@@ -182,7 +182,11 @@ class Node:
         self.applied_index = self._snapshot_index = self._raft.status().snapshot_index
         self._applier = asyncio.get_running_loop().create_task(self._apply_loop())
         if self._peers is None:
-            await self._serve()
+            try:
+                await self._serve()
+            except BaseException:
+                await self.close()  # release the peer and the storage lock
+                raise
 
     def _open_storage(self) -> Storage:
         from raftio.storage.file import FileStorage  # only nodes on disk need it
@@ -259,6 +263,9 @@ class Node:
         if not is_leader:
             raise self._not_leader()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        older = self._waiters.get(index)
+        if older is not None:  # our earlier entry at this index was truncated away
+            _settle(older[1], exc=ProposalLostError("leadership changed before commit"))
         self._waiters[index] = (term, future)
         try:
             async with asyncio.timeout(self._timeout if timeout is None else timeout):
@@ -279,6 +286,10 @@ class Node:
         raft = self._live_raft()
         try:
             async with asyncio.timeout(self._timeout if timeout is None else timeout):
+                status = raft.status()
+                if status.role == "leader" and status.commit_index < status.term_start_index:
+                    # A new leader serves reads once its no-op has committed (§8).
+                    await self._wait_applied(status.term_start_index)
                 try:
                     index = await raft.read_index()
                 except NotLeaderError:

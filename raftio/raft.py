@@ -135,6 +135,7 @@ class Raft:
             commit_index=core.commit_index,
             last_index=core.log.last_index,
             snapshot_index=core.log.snapshot_index,
+            term_start_index=core.term_start_index,
             match_index={peer: pr.match_index for peer, pr in core.progress.items()},
         )
 
@@ -383,6 +384,7 @@ class RaftStatus:
     commit_index: int
     last_index: int
     snapshot_index: int
+    term_start_index: int  # a leader's first index of its term (0 if not leader)
     match_index: dict[int, int]
 
 
