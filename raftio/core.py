@@ -136,6 +136,8 @@ class RaftCore:
         self._heartbeat_elapsed = 0
         self._quorum_elapsed = 0
         self.term_start_index = 0  # leader only: the first index of its term
+        self.elections = 0  # campaigns started (real elections, not pre-votes)
+        self.terms_led = 0  # elections won
 
         # Outputs waiting for the shell.
         self._storage_ops: list[StorageOp] = []
@@ -508,6 +510,7 @@ class RaftCore:
             self._become_follower(self.current_term, None)
 
     def _campaign(self) -> None:
+        self.elections += 1
         self.current_term += 1
         self.role = Role.CANDIDATE
         self.voted_for = self.me
@@ -523,6 +526,7 @@ class RaftCore:
         self._request_votes(self.current_term, pre_vote=False)
 
     def _become_leader(self) -> None:
+        self.terms_led += 1
         self.role = Role.LEADER
         self.leader_id = self.me
         self._heartbeat_elapsed = 0

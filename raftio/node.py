@@ -34,6 +34,7 @@ from raftio.errors import (
     ProposalTimeoutError,
 )
 from raftio.messages import ApplyMsg
+from raftio.metrics import Histogram
 from raftio.raft import Raft, make
 from raftio.storage.base import Storage
 from raftio.transport.base import ClientEnd
@@ -151,6 +152,9 @@ class Node:
         self.applied_index = 0
         self._snapshot_index = 0
         self._closed = False
+        self._snapshots_taken = 0
+        self._last_snapshot_bytes = 0
+        self._snapshot_seconds = Histogram()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -302,6 +306,16 @@ class Node:
             return None
         return query_fn(query)
 
+    def metrics(self) -> dict[str, float]:
+        """The peer's metrics plus the node's (applied index, snapshots taken)."""
+        out = self.raft.metrics()
+        out["raftio_node_applied_index"] = self.applied_index
+        out["raftio_node_snapshots_total"] = self._snapshots_taken
+        out["raftio_node_snapshot_bytes"] = self._last_snapshot_bytes
+        out["raftio_node_log_bytes"] = self._storage.raft_state_size() if self._storage else 0
+        self._snapshot_seconds.export("raftio_node_snapshot_seconds", "", out)
+        return out
+
     def status(self) -> NodeStatus:
         raft = self.raft
         st = raft.status()
@@ -368,8 +382,14 @@ class Node:
         if storage is None or raft is None or self.applied_index <= self._snapshot_index:
             return
         if storage.raft_state_size() >= self._snapshot_bytes:
-            raft.snapshot(self.applied_index, self._sm.snapshot())
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            data = self._sm.snapshot()
+            raft.snapshot(self.applied_index, data)
             self._snapshot_index = self.applied_index
+            self._snapshots_taken += 1
+            self._last_snapshot_bytes = len(data)
+            self._snapshot_seconds.observe(loop.time() - started)
 
     async def _wait_applied(self, index: int) -> None:
         if self.applied_index >= index:

@@ -36,6 +36,7 @@ from raftio.messages import (
     RequestVoteReply,
     describe,
 )
+from raftio.metrics import PeerMetrics
 from raftio.storage.base import Storage, StorageError
 from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, ClientEnd
 
@@ -72,6 +73,7 @@ class Raft:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._read_round: asyncio.Future[bool] | None = None
         self._syncs: dict[asyncio.Future[None], float] = {}  # pending syncs -> start time
+        self._metrics = PeerMetrics()
         self._drain_scheduled = False
         self._apply_wakeup = asyncio.Event()
         self._trace = make_tracer(me, self._loop.time, self._status)
@@ -139,6 +141,22 @@ class Raft:
             match_index={peer: pr.match_index for peer, pr in core.progress.items()},
         )
 
+    def metrics(self) -> dict[str, float]:
+        """Counters and gauges, keyed by Prometheus sample name (see raftio.metrics)."""
+        core = self._core
+        out: dict[str, float] = {
+            "raftio_term": core.current_term,
+            "raftio_is_leader": int(core.is_leader and not self._killed),
+            "raftio_commit_index": core.commit_index,
+            "raftio_last_index": core.log.last_index,
+            "raftio_snapshot_index": core.log.snapshot_index,
+            "raftio_applied_index": core.applied_index,
+            "raftio_elections_total": core.elections,
+            "raftio_terms_led_total": core.terms_led,
+        }
+        self._metrics.export(out)
+        return out
+
     async def read_index(self) -> int:
         """Linearizable read barrier (ReadIndex, Raft thesis 6.4).
 
@@ -203,6 +221,7 @@ class Raft:
         """Run a core handler, then reply only once the state it promises is durable."""
         if self._trace:
             self._trace("recv", describe(args))
+        self._metrics.received(handle.__name__.removeprefix("handle_"))
         try:
             reply = handle(args)
         except Exception:
@@ -265,17 +284,21 @@ class Raft:
 
     def _persist(self, ops: list[StorageOp]) -> None:
         storage = self._storage
+        self._metrics.writes += len(ops)
         for op in ops:
             kind = op[0]
             if kind == "append":
                 storage.append_entries(op[1], op[2])
+                self._metrics.entries_written += len(op[2])
             elif kind == "hard_state":
                 storage.save_hard_state(op[1], op[2])
             else:
                 storage.save_snapshot(op[1], op[2], op[3])
 
     def _on_synced(self, fut: asyncio.Future[None], mark: tuple[int, int]) -> None:
-        self._syncs.pop(fut, None)
+        started = self._syncs.pop(fut, None)
+        if started is not None:
+            self._metrics.sync_latency.observe(self._loop.time() - started)
         if self._killed or fut.cancelled():
             return
         exc = fut.exception()
@@ -307,9 +330,11 @@ class Raft:
 
     async def _call(self, peer: int, method: str, args: Any) -> Any:
         """Make one RPC and feed its outcome to the core; returns the (validated) reply."""
+        started = self._loop.time()
         reply: Any = await self._peers[peer].call(method, args)
         if self._killed:
             return None
+        self._metrics.sent(method, self._loop.time() - started, reply is None)
         if reply is not None and not isinstance(reply, _REPLY_TYPES[method]):
             logger.warning("S%d: ignoring a %s reply to %s", self.me, type(reply).__name__, method)
             reply = None
