@@ -27,7 +27,7 @@ from typing import Any
 import raftio
 from raftio.kv.client import KVClient, KVRequestError, KVUnavailableError
 from raftio.kv.demo import Demo, DemoResult
-from raftio.kv.display import LiveView, status_table
+from raftio.kv.display import LiveView, metrics_table, status_table
 from raftio.kv.local import ClusterSpec, LocalCluster, running_detached, stop_detached
 from raftio.kv.service import KVNode
 from raftio.storage.base import StorageError
@@ -150,6 +150,7 @@ def _add_kv(commands: Any) -> None:
 def _add_status(commands: Any) -> None:
     p = commands.add_parser("status", help="a table of every node's status")
     _add_target(p)
+    p.add_argument("--metrics", action="store_true", help="also a table of each node's metrics")
     p.set_defaults(run=cmd_status)
 
 
@@ -361,6 +362,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     pids = running_detached(_load_spec(args.dir)) if args.dir else {}
     statuses = asyncio.run(_status(addresses))
     _print_table(statuses, pids)
+    if args.metrics:
+        print()
+        for line in metrics_table(statuses):
+            print(line)
     return 0 if any(statuses) else 1
 
 

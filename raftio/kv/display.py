@@ -12,7 +12,19 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["LiveView", "status_table"]
+__all__ = ["LiveView", "metrics_table", "status_table"]
+
+# (column, metric sample) shown by `raftio status --metrics`
+_METRIC_COLUMNS = (
+    ("elections", "raftio_elections_total"),
+    ("led", "raftio_terms_led_total"),
+    ("ae_sent", 'raftio_rpc_sent_total{method="append_entries"}'),
+    ("ae_failed", 'raftio_rpc_failed_total{method="append_entries"}'),
+    ("ae_recv", 'raftio_rpc_received_total{method="append_entries"}'),
+    ("syncs", "raftio_storage_sync_seconds_count"),
+    ("snapshots", "raftio_node_snapshots_total"),
+    ("log_bytes", "raftio_node_log_bytes"),
+)
 
 _COLUMNS = (
     ("node", "node"), ("pid", "pid"), ("state", "state"), ("role", "role"),
@@ -89,3 +101,27 @@ class LiveView:
         self.out.flush()
         self._pending.clear()
         self._drawn = len(self._table)
+
+
+def metrics_table(statuses: Sequence[Mapping[str, Any] | None]) -> list[str]:
+    """One line per node of its main counters, plus mean sync and AppendEntries latency."""
+    header = ["node", *(name for name, _ in _METRIC_COLUMNS), "sync_ms", "ae_rtt_ms"]
+    rows = [header]
+    for i, status in enumerate(statuses):
+        metrics: Mapping[str, float] = (status or {}).get("metrics") or {}
+        row = [str(i)]
+        row += [_cell(int(metrics[key])) if key in metrics else "-" for _, key in _METRIC_COLUMNS]
+        row.append(_mean_ms(metrics, "raftio_storage_sync_seconds", ""))
+        row.append(_mean_ms(metrics, "raftio_rpc_latency_seconds", '{method="append_entries"}'))
+        rows.append(row)
+    widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+
+
+def _mean_ms(metrics: Mapping[str, float], name: str, labels: str) -> str:
+    count = metrics.get(f"{name}_count{labels}", 0)
+    if not count:
+        return "-"
+    return f"{1000 * metrics[f'{name}_sum{labels}'] / count:.2f}"

@@ -189,6 +189,7 @@ class KVServer:
         status["leader_client_address"] = self._client_address(status["leader_id"])
         status["keys"] = len(self.machine.data)
         status["digest"] = self.machine.digest()
+        status["metrics"] = self.node.metrics()
         return status
 
     def _client_address(self, node_id: int | None) -> str | None:
