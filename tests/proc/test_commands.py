@@ -52,6 +52,7 @@ def test_cluster_up_kv_status_down(cluster_dir: Path) -> None:
     get = run_raftio("kv", "--dir", d, "get", "greeting")
     missing = run_raftio("kv", "--dir", d, "get", "nothing-here")
     status = run_raftio("status", "--dir", d)
+    metrics = run_raftio("status", "--dir", d, "--metrics")
     down = run_raftio("cluster", "down", "--dir", d)
     after = run_raftio("status", "--dir", d)
 
@@ -66,6 +67,12 @@ def test_cluster_up_kv_status_down(cluster_dir: Path) -> None:
     assert len(rows) == 3
     assert sum(" leader " in row for row in rows) == 1
     assert all(" up " in row for row in rows)
+    metric_lines = metrics.stdout.split("\n\n", 1)[1].splitlines()
+    header = metric_lines[0].split()
+    by_node = [dict(zip(header, line.split(), strict=True)) for line in metric_lines[1:]]
+    assert len(by_node) == 3
+    assert sum(int(row["led"]) for row in by_node) >= 1
+    assert all(int(row["syncs"]) >= 1 for row in by_node)
     assert down.returncode == 0
     assert sorted(down.stdout.splitlines()) == [
         f"node {i} (pid {pids[i]}) stopped" for i in range(3)
