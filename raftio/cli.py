@@ -9,6 +9,7 @@ clusters and the demo). Commands:
     raftio cluster up -n N --dir D [--base-port P]  N detached nodes; `cluster down --dir D`
     raftio kv (--dir D | --peers ...) get|put|append KEY [VALUE]
     raftio status (--dir D | --peers ...)
+    raftio logview [FILE|-] [--peers 0,2] [--topics role,vote] [--from T] [--to T]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import raftio
+from raftio import logview
 from raftio.kv.client import KVClient, KVRequestError, KVUnavailableError
 from raftio.kv.demo import Demo, DemoResult
 from raftio.kv.display import LiveView, metrics_table, status_table
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster(commands)
     _add_kv(commands)
     _add_status(commands)
+    logview.add_parser(commands)
     return parser
 
 
