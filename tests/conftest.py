@@ -25,6 +25,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="event loop for loop-driven tests: virtual (default), asyncio or uvloop",
     )
     group.addoption(
+        "--storage",
+        choices=("memory", "file"),
+        default="memory",
+        help="storage of the lab suite's peers: memory (default) or file (FileStorage)",
+    )
+    group.addoption(
         "--seed",
         type=int,
         default=None,

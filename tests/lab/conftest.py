@@ -11,4 +11,5 @@ from .harness import Lab
 
 @pytest.fixture
 def lab(request: pytest.FixtureRequest, seed: int, loop_kind: LoopKind) -> Lab:
-    return Lab(request.node.nodeid, seed, loop_kind)
+    storage_kind: str = request.config.getoption("--storage")
+    return Lab(request.node.nodeid, seed, loop_kind, storage_kind)

@@ -17,7 +17,10 @@ telling how to replay the run.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
@@ -25,6 +28,7 @@ from typing import Any, NoReturn, TypeVar
 import raftio
 from raftio import codec
 from raftio.messages import ApplyMsg
+from raftio.storage.base import Storage
 from raftio.testing import LoopKind, run
 from raftio.transport.memory import MemoryClientEnd, Network
 
@@ -52,10 +56,13 @@ class Lab:
     the test's own choices (`rng`) and each Raft peer's (`raft_rng()`).
     """
 
-    def __init__(self, nodeid: str, seed: int, loop_kind: LoopKind) -> None:
+    def __init__(
+        self, nodeid: str, seed: int, loop_kind: LoopKind, storage_kind: str = "memory"
+    ) -> None:
         self.nodeid = nodeid
         self.seed = seed
         self.loop_kind = loop_kind
+        self.storage_kind = storage_kind  # "memory" or "file" (FileStorage in a temp dir)
         streams = random.Random(seed)
         self.net_seed = streams.getrandbits(63)
         self.rng = random.Random(streams.getrandbits(63))
@@ -73,7 +80,8 @@ class Lab:
 
     @property
     def rerun(self) -> str:
-        return f"pytest {self.nodeid} --seed {self.seed} --loop {self.loop_kind}"
+        rerun = f"pytest {self.nodeid} --seed {self.seed} --loop {self.loop_kind}"
+        return rerun if self.storage_kind == "memory" else f"{rerun} --storage {self.storage_kind}"
 
     def run(self, body: Callable[[Lab], Awaitable[None]]) -> None:
         """Run a test body on a fresh loop of the chosen kind; on failure, say how to replay."""
@@ -197,7 +205,12 @@ class Config:
         self.apply_err = [""] * n  # from apply channel readers
         self.rafts: list[raftio.Raft | None] = [None] * n
         self.connected = [False] * n  # whether each server is on the net
-        self.saved: list[raftio.MemoryStorage | None] = [None] * n
+        self.saved: list[Storage | None] = [None] * n
+        # With --storage file each peer keeps its state in a directory of its own,
+        # and a crash is kill() (unsynced writes are lost) + reopening it.
+        self._file_root = (
+            tempfile.mkdtemp(prefix="raftio-lab-") if lab.storage_kind == "file" else None
+        )
         self.endnames: list[list[str] | None] = [None] * n  # the ends each sends to
         self.logs: list[dict[int, Any]] = [{} for _ in range(n)]  # committed entries
         self.last_applied = [0] * n
@@ -239,7 +252,7 @@ class Config:
         self,
         ends: list[MemoryClientEnd],
         i: int,
-        storage: raftio.MemoryStorage,
+        storage: Storage,
         apply_ch: asyncio.Queue[ApplyMsg],
     ) -> raftio.Raft:
         """The one place peers are made: each incarnation gets its own seeded rng."""
@@ -255,12 +268,12 @@ class Config:
         # A fresh storage, in case the old instance continues to update the old
         # one, holding exactly what was durable at the crash.
         saved = self.saved[i]
-        if saved is not None:
+        if isinstance(saved, raftio.MemoryStorage):
             self.saved[i] = saved.copy()
 
         rf = self.rafts[i]
         if rf is not None:
-            rf.kill()
+            rf.kill()  # releases a FileStorage: what it had not synced is lost
             self.rafts[i] = None
         self._stop_applier(i)
 
@@ -282,16 +295,18 @@ class Config:
         # A fresh storage, so the old instance doesn't overwrite the new one's
         # state, holding the last persisted state.
         saved = self.saved[i]
-        if saved is not None:
+        if self._file_root is not None:
+            saved = self.saved[i] = raftio.FileStorage(os.path.join(self._file_root, f"peer{i}"))
+        elif isinstance(saved, raftio.MemoryStorage):
             saved = self.saved[i] = saved.copy()
-            snapshot = saved.read_snapshot()
-            if snapshot:
-                # mimic the k/v server and process the snapshot now.
-                err = self.ingest_snap(i, snapshot, -1)
-                if err:
-                    self.lab.fatal(err)
         else:
             saved = self.saved[i] = raftio.MemoryStorage()
+        snapshot = saved.read_snapshot()
+        if snapshot:
+            # mimic the k/v server and process the snapshot now.
+            err = self.ingest_snap(i, snapshot, -1)
+            if err:
+                self.lab.fatal(err)
 
         apply_ch: asyncio.Queue[ApplyMsg] = asyncio.Queue()
         rf = self.make_raft(ends, i, saved, apply_ch)
@@ -616,3 +631,5 @@ class Config:
             if entry is not None:
                 entry[0].cancel()
         self.net.cleanup()
+        if self._file_root is not None:
+            shutil.rmtree(self._file_root, ignore_errors=True)
