@@ -1,0 +1,1 @@
+"""The systems raftio is compared with: PySyncObj peer processes and etcd members."""

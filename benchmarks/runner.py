@@ -1,0 +1,372 @@
+"""`raftio bench`: run every series at every point, then write the results directory.
+
+Order of a run: probes (fdatasync, loopback RTT, machine facts), then one
+cluster at a time (raftio fsync on: embedded and end-to-end; raftio fsync
+off; PySyncObj in memory; PySyncObj with its journal; etcd), each point
+`repeat` times (the median run by throughput is kept, with every run's
+throughput beside it), then an optional profiled run of the raftio leader,
+then `results.json`, `results.md` and the plots (`benchmarks.report`).
+
+Every process is a child of a `ProcessGroup` that stops them all when the
+run ends, fails, or is interrupted (Ctrl-C, SIGTERM); the cluster data
+lives in a temporary directory that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import datetime
+import json
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import probes, report
+from benchmarks.control import run_loop
+from benchmarks.procs import ChildError, ProcessGroup, child_env
+from benchmarks.progress import Progress
+from benchmarks.stats import median_run
+from benchmarks.workloads import (
+    SERIES,
+    Cluster,
+    EtcdCluster,
+    PySyncObjCluster,
+    RaftioCluster,
+    RunContext,
+    etcd_available,
+    pysyncobj_available,
+)
+
+__all__ = ["DEFAULTS", "PACKAGE_ROOT", "QUICK", "SERIES", "Settings", "command_line", "main", "run"]
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the checkout holding benchmarks/
+INSTALL_HINT = "run scripts/install_bench_peers.sh (or pip install 'raftio[bench]' for PySyncObj)"
+
+# PySyncObj's fastest settings here (docs/benchmarks.md, "Settings"): batched
+# AppendEntries sent every 5 ms instead of every 100 ms, a 5 ms tick.
+PYSYNCOBJ_FAST = {"batch": "on", "append-period": "0.005", "tick": "0.005"}
+
+
+@dataclass(slots=True)
+class Settings:
+    concurrency: list[int] = field(default_factory=lambda: [1, 16, 256, 4096])
+    payloads: list[int] = field(default_factory=lambda: [16, 1024])
+    duration: float = 5.0
+    warmup: float = 1.0
+    repeat: int = 1
+    only: str | None = None  # raftio | pysyncobj | etcd
+    series: list[str] | None = None  # a subset of SERIES keys
+    out: Path | None = None
+    profile: bool = False
+    profile_concurrency: int = 256
+    loop: str = "uvloop"
+    quick: bool = False
+    command: str = ""
+
+
+DEFAULTS = Settings()
+QUICK = {"concurrency": [1, 256], "payloads": [16], "duration": 2.0, "warmup": 0.5}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One cluster and the series measured on it."""
+
+    name: str
+    system: str
+    series: tuple[str, ...]
+    make: Callable[[RunContext], Cluster]
+    available: Callable[[], str | None]  # None, or why it cannot run
+
+
+def _needs_pysyncobj() -> str | None:
+    return None if pysyncobj_available() else f"PySyncObj is not installed; {INSTALL_HINT}"
+
+
+def _needs_etcd() -> str | None:
+    return None if etcd_available() else f"etcd is not on PATH; {INSTALL_HINT}"
+
+
+PLANS = (
+    Plan(
+        "raftio",
+        "raftio",
+        ("raftio-embedded", "raftio-e2e"),
+        lambda ctx: RaftioCluster(ctx, fsync=True),
+        lambda: None,
+    ),
+    Plan(
+        "raftio-nofsync",
+        "raftio",
+        ("raftio-embedded-nofsync",),
+        lambda ctx: RaftioCluster(ctx, fsync=False),
+        lambda: None,
+    ),
+    Plan(
+        "pysyncobj",
+        "pysyncobj",
+        ("pysyncobj",),
+        lambda ctx: PySyncObjCluster(ctx, journal=False),
+        _needs_pysyncobj,
+    ),
+    Plan(
+        "pysyncobj-journal",
+        "pysyncobj",
+        ("pysyncobj-journal",),
+        lambda ctx: PySyncObjCluster(ctx, journal=True),
+        _needs_pysyncobj,
+    ),
+    Plan("etcd", "etcd", ("etcd",), lambda ctx: EtcdCluster(ctx), _needs_etcd),
+)
+
+
+def selected_plans(settings: Settings) -> list[tuple[Plan, tuple[str, ...]]]:
+    """The plans to run and, for each, the series of it that were asked for."""
+    chosen = []
+    for plan in PLANS:
+        if settings.only is not None and plan.system != settings.only:
+            continue
+        series = tuple(s for s in plan.series if settings.series is None or s in settings.series)
+        if series:
+            chosen.append((plan, series))
+    return chosen
+
+
+def default_out() -> Path:
+    return Path("results") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _summary_line(point: dict[str, Any]) -> str:
+    lat = point["latency"]
+    cpu = point["leader"].get("cpu_us_per_entry")
+    errors = sum(point["errors"].values())
+    text = (
+        f"{SERIES[point['series']].label:28} C={point['concurrency']:<5} "
+        f"{point['payload']:>5} B: {point['throughput']:>9,.0f} ops/s  "
+        f"p50 {lat.get('p50_us', float('nan')) / 1e3:7.2f} ms  "
+        f"p99 {lat.get('p99_us', float('nan')) / 1e3:7.2f} ms"
+    )
+    if cpu is not None:
+        text += f"  leader CPU {cpu:6.1f} us/entry"
+    if errors:
+        text += f"  errors {errors} ({point['first_error'][:60]})"
+    return text
+
+
+class Run:
+    """One invocation: its settings, its results so far, its processes."""
+
+    def __init__(self, settings: Settings, out: Path) -> None:
+        self.settings = settings
+        self.out = out
+        self.plans = selected_plans(settings)
+        points = sum(len(series) for _, series in self.plans)
+        points *= len(settings.concurrency) * len(settings.payloads)
+        self.progress = Progress(points + (1 if self._profiling() else 0))
+        self.results: dict[str, Any] = {
+            "version": 1,
+            "command": settings.command,
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "settings": {**asdict(settings), "out": str(out), "pysyncobj": PYSYNCOBJ_FAST},
+            "series": {key: asdict(s) for key, s in SERIES.items()},
+            "skipped": {},
+            "failed": {},
+            "points": [],
+        }
+
+    def _profiling(self) -> bool:
+        return self.settings.profile and any(
+            plan.name == "raftio" and "raftio-embedded" in series for plan, series in self.plans
+        )
+
+    async def execute(self) -> None:
+        workdir = Path(tempfile.mkdtemp(prefix="raftio-bench-"))
+        logs = self.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        group = ProcessGroup()
+        atexit.register(group.kill_now)
+        try:
+            ctx = RunContext(
+                group,
+                workdir,
+                child_env(PACKAGE_ROOT),
+                self.settings.loop,
+                self.settings.warmup,
+                self.settings.duration,
+                logs,
+                dict(PYSYNCOBJ_FAST),
+            )
+            await self._probes(ctx)
+            for plan, series in self.plans:
+                await self._run_plan(ctx, plan, series)
+        finally:
+            await self.progress.close()
+            await group.close()
+            atexit.unregister(group.kill_now)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _probes(self, ctx: RunContext) -> None:
+        self.progress.note("probing: machine, fdatasync latency, loopback RTT")
+        self.results["machine"] = probes.machine_facts(PACKAGE_ROOT)
+        fsync = probes.fdatasync_latency(ctx.workdir)
+        rtt = await probes.loopback_rtt(
+            ctx.group, [sys.executable, "-m"], ctx.env, ctx.logs / "echo.log"
+        )
+        self.results["probes"] = {"fdatasync": fsync, "rtt": rtt}
+        self.progress.note(
+            f"fdatasync p50 {fsync['p50_us']:.0f} us, loopback RTT p50 {rtt['p50_us']:.0f} us"
+        )
+
+    async def _run_plan(self, ctx: RunContext, plan: Plan, series: Sequence[str]) -> None:
+        missing = plan.available()
+        if missing is not None:
+            for key in series:
+                self.results["skipped"][key] = missing
+                self.progress.done += len(self.settings.concurrency) * len(self.settings.payloads)
+            self.progress.note(f"skipping {plan.name}: {missing}")
+            return
+        self.progress.note(f"starting {plan.name}: 3 processes on 127.0.0.1")
+        cluster = plan.make(ctx)
+        try:
+            await cluster.start()
+            for payload in self.settings.payloads:
+                for concurrency in self.settings.concurrency:
+                    for key in series:
+                        await self._run_point(cluster, key, concurrency, payload)
+            if plan.name == "raftio" and "raftio-embedded" in series and self.settings.profile:
+                await self._profile(cluster)
+        except (ChildError, OSError, RuntimeError) as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            for key in series:
+                self.results["failed"][key] = message
+            self.progress.note(f"{plan.name} failed: {message}")
+        finally:
+            await cluster.stop()
+
+    async def _run_point(self, cluster: Cluster, key: str, concurrency: int, payload: int) -> None:
+        label = f"{SERIES[key].label} C={concurrency} {payload} B"
+        runs = []
+        for i in range(self.settings.repeat):
+            suffix = f" (run {i + 1}/{self.settings.repeat})" if self.settings.repeat > 1 else ""
+            self.progress.begin(label + suffix, self.settings.warmup + self.settings.duration)
+            runs.append(await cluster.run_point(key, concurrency, payload))
+        point = dict(median_run(runs))
+        point["runs"] = [run["throughput"] for run in runs]
+        self.results["points"].append(point)
+        self.progress.end(_summary_line(point))
+
+    async def _profile(self, cluster: Cluster) -> None:
+        concurrency = self.settings.profile_concurrency
+        payload = 16
+        path = (self.out / "profile-leader.prof").resolve()
+        self.progress.begin(
+            f"profiling the raftio leader, embedded C={concurrency} {payload} B",
+            self.settings.warmup + self.settings.duration,
+        )
+        point = await cluster.run_point("raftio-embedded", concurrency, payload, profile=path)
+        text = point.pop("profile", "")
+        (self.out / "profile-leader.txt").write_text(text)
+        self.results["profile"] = {
+            "concurrency": concurrency,
+            "payload": payload,
+            "throughput_under_profiler": point["throughput"],
+            "file": path.name,
+            "summary_file": "profile-leader.txt",
+            "text": text,
+        }
+        self.progress.end(
+            f"profile: {path.name}, profile-leader.txt "
+            f"({point['throughput']:,.0f} ops/s under cProfile)"
+        )
+
+    def write(self) -> None:
+        self.results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+        self.results["targets"] = report.evaluate_targets(self.results)
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=1) + "\n")
+        plots = report.write_plots(self.results, self.out)
+        self.results["plots"] = plots
+        (self.out / "results.md").write_text(report.markdown(self.results))
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=1) + "\n")
+
+
+async def _run_async(run: Run) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        await run.execute()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def run(settings: Settings) -> int:
+    """Run the benchmark; 0 if every selected series ran (targets met or not)."""
+    out = settings.out or default_out()
+    out.mkdir(parents=True, exist_ok=True)
+    bench = Run(settings, out)
+    started = time.monotonic()
+    interrupted = False
+    try:
+        run_loop(_run_async(bench), settings.loop)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        interrupted = True
+        bench.results["interrupted"] = True
+    finally:
+        if "machine" in bench.results:
+            bench.write()
+    minutes = (time.monotonic() - started) / 60
+    print(
+        f"results in {out}/ (results.md, results.json, plots) after {minutes:.1f} min",
+        file=sys.stderr,
+    )
+    if interrupted:
+        return 130
+    for line in report.target_lines(bench.results):
+        print(line)
+    return 1 if bench.results["failed"] else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m benchmarks [options]`: the same as `raftio bench [options]`."""
+    from raftio.cli import main as raftio_main
+
+    return raftio_main(["bench", *(sys.argv[1:] if argv is None else argv)])
+
+
+def command_line(settings: Settings) -> str:
+    """The command that repeats this run, every setting spelled out."""
+    argv = ["raftio", "bench"]
+    if settings.only:
+        argv += ["--only", settings.only]
+    if settings.series:
+        argv += ["--series", ",".join(settings.series)]
+    argv += [
+        "--concurrency",
+        ",".join(map(str, settings.concurrency)),
+        "--payload",
+        ",".join(map(str, settings.payloads)),
+        "--duration",
+        f"{settings.duration:g}",
+        "--warmup",
+        f"{settings.warmup:g}",
+    ]
+    if settings.repeat != 1:
+        argv += ["--repeat", str(settings.repeat)]
+    if settings.profile:
+        argv.append("--profile")
+    if settings.loop != "uvloop":
+        argv += ["--loop", settings.loop]
+    return shlex.join(argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,421 @@
+"""The workloads: which cluster each series runs on, and how one point is measured.
+
+A *series* is one line of the report (raftio embedded with fsync on,
+PySyncObj in memory, etcd...); a *point* is one (concurrency, payload) of a
+series. Every cluster has three processes on 127.0.0.1 and is started once
+per series group; between points only the load changes.
+
+    raftio-embedded          C tasks in the leader call Node.propose     fsync on
+    raftio-embedded-nofsync  the same, FileStorage with a no-op fdatasync
+    raftio-e2e               2 client processes, C/2 KV connections each  fsync on
+    pysyncobj                C callbacks outstanding in the leader        memory
+    pysyncobj-journal        the same with PySyncObj's file journal       (no fsync)
+    etcd                     2 client processes, HTTP/JSON gateway puts   fsync on
+
+A point's result is a plain dict (see `point_result`); the leader's costs
+are the difference of two counter readings taken at the window's edges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.loadgen import wait_until
+from benchmarks.peers.etcd import EtcdMembers, etcd_binary
+from benchmarks.procs import Child, ChildError, ProcessGroup
+from benchmarks.stats import merge_summaries
+from raftio.kv.local import free_ports
+
+__all__ = [
+    "SERIES",
+    "Cluster",
+    "EtcdCluster",
+    "PySyncObjCluster",
+    "RaftioCluster",
+    "RunContext",
+    "Series",
+    "costs",
+    "point_result",
+    "pysyncobj_available",
+]
+
+_LEADER_TIMEOUT = 30.0
+_CLIENT_PROCESSES = 2  # end-to-end load is split over this many processes
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    key: str
+    system: str  # raftio | pysyncobj | etcd
+    label: str
+    workload: str  # embedded | e2e
+    fsync: str  # on | off | journal (no fsync) | memory
+
+
+SERIES: dict[str, Series] = {
+    s.key: s
+    for s in (
+        Series("raftio-embedded", "raftio", "raftio embedded", "embedded", "on"),
+        Series(
+            "raftio-embedded-nofsync", "raftio", "raftio embedded, fsync off", "embedded", "off"
+        ),
+        Series("raftio-e2e", "raftio", "raftio KV end to end", "e2e", "on"),
+        Series("pysyncobj", "pysyncobj", "PySyncObj, memory", "embedded", "memory"),
+        Series(
+            "pysyncobj-journal",
+            "pysyncobj",
+            "PySyncObj, file journal",
+            "embedded",
+            "journal (no fsync)",
+        ),
+        Series("etcd", "etcd", "etcd, HTTP gateway", "e2e", "on"),
+    )
+}
+
+
+@dataclass(slots=True)
+class RunContext:
+    """What every cluster needs from the runner."""
+
+    group: ProcessGroup
+    workdir: Path
+    env: dict[str, str]
+    loop: str
+    warmup: float
+    duration: float
+    logs: Path
+    pysyncobj_settings: dict[str, str] = field(default_factory=dict)
+
+    def python(self, module: str, *args: str) -> list[str]:
+        return [sys.executable, "-m", module, *args, "--parent-pid", str(os.getpid())]
+
+
+def pysyncobj_available() -> bool:
+    try:
+        import pysyncobj  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def costs(before: dict[str, Any], after: dict[str, Any], ops: int) -> dict[str, Any]:
+    """The leader's costs per committed entry between two counter readings."""
+    entries = int(after.get("commit_index", 0) - before.get("commit_index", 0)) or ops
+    seconds = after["t"] - before["t"]
+    cpu = after["cpu"] - before["cpu"]
+    out: dict[str, Any] = {
+        "entries": entries,
+        "cpu_seconds": cpu,
+        "cpu_utilization": cpu / seconds if seconds > 0 else None,
+        "cpu_us_per_entry": cpu / entries * 1e6 if entries else None,
+    }
+    for name in ("rpcs", "fsyncs"):
+        if name in after:
+            out[f"{name}_per_entry"] = (after[name] - before[name]) / entries if entries else None
+    if "wire_sent" in after:
+        wire = after["wire_sent"] - before["wire_sent"] + after["wire_received"]
+        wire -= before["wire_received"]
+        out["bytes_per_entry"] = wire / entries if entries else None
+    if before.get("term") is not None and before.get("term") != after.get("term"):
+        out["leader_changed"] = True
+    return out
+
+
+def point_result(
+    series: str,
+    concurrency: int,
+    payload: int,
+    parts: Sequence[dict[str, Any]],
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> dict[str, Any]:
+    """One point from the load replies of one or more processes and the leader's counters."""
+    ops = sum(int(p["ops"]) for p in parts)
+    seconds = float(parts[0]["seconds"])
+    errors: dict[str, int] = {}
+    for part in parts:
+        for name, count in part.get("errors", {}).items():
+            errors[name] = errors.get(name, 0) + int(count)
+    return {
+        "series": series,
+        "concurrency": concurrency,
+        "payload": payload,
+        "ops": ops,
+        "seconds": seconds,
+        "throughput": ops / seconds if seconds > 0 else 0.0,
+        "latency": merge_summaries([p["samples"] for p in parts]),
+        "leader": costs(before, after, ops),
+        "errors": errors,
+        "first_error": next((p["first_error"] for p in parts if p.get("first_error")), ""),
+    }
+
+
+class Cluster:
+    """Three processes of one system; `run_point` measures one (series, C, payload)."""
+
+    name = "cluster"
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def run_point(
+        self, series: str, concurrency: int, payload: int, profile: Path | None = None
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+
+async def _leader_of(nodes: Sequence[Child], timeout: float) -> int:
+    """Index of the node that leads once every node reports the same term and one leader."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        seen = [await node.request({"cmd": "status"}, 10.0) for node in nodes]
+        leaders = [i for i, s in enumerate(seen) if s["role"] == "leader"]
+        if len(leaders) == 1 and len({s["term"] for s in seen}) == 1:
+            return leaders[0]
+        await asyncio.sleep(0.1)
+    raise ChildError(f"no stable leader within {timeout:.0f} s: {seen}")
+
+
+class _ControlledCluster(Cluster):
+    """Nodes that are control-channel children (raftio, PySyncObj)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.nodes: list[Child] = []
+
+    async def _start_nodes(self, argvs: Sequence[list[str]]) -> None:
+        for i, argv in enumerate(argvs):
+            log = self.ctx.logs / f"{self.name}-{i}.log"
+            self.nodes.append(
+                await self.ctx.group.start(Child(f"{self.name}-{i}", argv, log, env=self.ctx.env))
+            )
+        for node in self.nodes:
+            await node.read_reply(60.0)
+        await _leader_of(self.nodes, _LEADER_TIMEOUT)
+
+    async def leader(self) -> Child:
+        return self.nodes[await _leader_of(self.nodes, _LEADER_TIMEOUT)]
+
+    async def _embedded_point(
+        self, series: str, concurrency: int, payload: int, profile: Path | None
+    ) -> dict[str, Any]:
+        leader = await self.leader()
+        command: dict[str, Any] = {
+            "cmd": "load",
+            "concurrency": concurrency,
+            "payload": payload,
+            "warmup": self.ctx.warmup,
+            "duration": self.ctx.duration,
+        }
+        if profile is not None:
+            command["profile"] = str(profile)
+        reply = await leader.request(command, self.ctx.warmup + self.ctx.duration + 120.0)
+        result = point_result(
+            series, concurrency, payload, [reply], reply["before"], reply["after"]
+        )
+        if reply.get("profile"):
+            result["profile"] = reply["profile"]
+        return result
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            if node.running():
+                try:
+                    await node.request({"cmd": "quit"}, 10.0)
+                except ChildError:
+                    pass
+        await self.ctx.group.stop(self.nodes)
+        self.nodes.clear()
+
+
+class RaftioCluster(_ControlledCluster):
+    """Three `benchmarks.raftio_node` processes; fsync on or off."""
+
+    def __init__(self, ctx: RunContext, fsync: bool) -> None:
+        super().__init__(ctx)
+        self.fsync = fsync
+        self.name = "raftio" if fsync else "raftio-nofsync"
+        self.peers: list[str] = []
+        self.client_peers: list[str] = []
+
+    async def start(self) -> None:
+        ports = free_ports(6)
+        self.peers = [f"127.0.0.1:{p}" for p in ports[:3]]
+        self.client_peers = [f"127.0.0.1:{p}" for p in ports[3:]]
+        data = self.ctx.workdir / self.name
+        argvs = [
+            self.ctx.python(
+                "benchmarks.raftio_node",
+                "--id",
+                str(i),
+                "--peers",
+                ",".join(self.peers),
+                "--client-peers",
+                ",".join(self.client_peers),
+                "--data",
+                str(data / f"n{i}"),
+                "--fsync",
+                "on" if self.fsync else "off",
+                "--loop",
+                self.ctx.loop,
+            )
+            for i in range(3)
+        ]
+        await self._start_nodes(argvs)
+
+    async def run_point(
+        self, series: str, concurrency: int, payload: int, profile: Path | None = None
+    ) -> dict[str, Any]:
+        if SERIES[series].workload == "embedded":
+            return await self._embedded_point(series, concurrency, payload, profile)
+        leader_index = self.nodes.index(await self.leader())
+        leader = self.nodes[leader_index]
+        target = self.client_peers[leader_index]
+        return await e2e_point(
+            self.ctx, series, concurrency, payload, "raftio", target, leader_counters(leader)
+        )
+
+
+class PySyncObjCluster(_ControlledCluster):
+    """Three `benchmarks.peers.pysyncobj_node` processes, in memory or with the journal."""
+
+    def __init__(self, ctx: RunContext, journal: bool) -> None:
+        super().__init__(ctx)
+        self.journal = journal
+        self.name = "pysyncobj-journal" if journal else "pysyncobj"
+
+    async def start(self) -> None:
+        addresses = [f"127.0.0.1:{p}" for p in free_ports(3)]
+        data = self.ctx.workdir / self.name
+        data.mkdir(parents=True, exist_ok=True)
+        argvs = []
+        for i, address in enumerate(addresses):
+            partners = ",".join(a for a in addresses if a != address)
+            argv = self.ctx.python(
+                "benchmarks.peers.pysyncobj_node", "--self", address, "--partners", partners
+            )
+            if self.journal:
+                argv += ["--journal", str(data / f"journal-{i}.bin")]
+            for name, value in self.ctx.pysyncobj_settings.items():
+                argv += [f"--{name}", value]
+            argvs.append(argv)
+        await self._start_nodes(argvs)
+
+    async def run_point(
+        self, series: str, concurrency: int, payload: int, profile: Path | None = None
+    ) -> dict[str, Any]:
+        return await self._embedded_point(series, concurrency, payload, None)
+
+
+class EtcdCluster(Cluster):
+    name = "etcd"
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.members = EtcdMembers(ctx.group, ctx.workdir / "etcd")
+
+    async def start(self) -> None:
+        await self.members.start(_LEADER_TIMEOUT)
+
+    async def run_point(
+        self, series: str, concurrency: int, payload: int, profile: Path | None = None
+    ) -> dict[str, Any]:
+        leader = await self.members.leader(_LEADER_TIMEOUT)
+        target = self.members.client_addresses[leader]
+
+        async def counters() -> dict[str, Any]:
+            return await self.members.counters(leader)
+
+        return await e2e_point(self.ctx, series, concurrency, payload, "etcd", target, counters)
+
+    async def stop(self) -> None:
+        await self.members.stop()
+
+
+def leader_counters(leader: Child) -> Any:
+    async def read() -> dict[str, Any]:
+        return await leader.request({"cmd": "counters"}, 30.0)
+
+    return read
+
+
+async def e2e_point(
+    ctx: RunContext,
+    series: str,
+    concurrency: int,
+    payload: int,
+    protocol: str,
+    target: str,
+    counters: Any,
+) -> dict[str, Any]:
+    """Client processes put through `target`; the leader's counters at the window's edges."""
+    shares = _split(concurrency, _CLIENT_PROCESSES)
+    clients: list[Child] = []
+    tag = f"{series}-c{concurrency}-p{payload}-{time.monotonic_ns() % 10**9}"
+    try:
+        for i, share in enumerate(shares):
+            argv = ctx.python(
+                "benchmarks.kv_client",
+                "--protocol",
+                protocol,
+                "--target",
+                target,
+                "--connections",
+                str(share),
+                "--payload",
+                str(payload),
+                "--name",
+                f"{tag}-{i}",
+                "--loop",
+                ctx.loop,
+            )
+            log = ctx.logs / f"client-{series}-{i}.log"
+            clients.append(await ctx.group.start(Child(f"client-{i}", argv, log, env=ctx.env)))
+        for client in clients:
+            await client.read_reply(120.0)
+        start = time.perf_counter() + ctx.warmup
+        end = start + ctx.duration
+        run = {"cmd": "run", "start": start, "end": end}
+        loads = [
+            asyncio.ensure_future(c.request(run, ctx.warmup + ctx.duration + 120.0))
+            for c in clients
+        ]
+        try:
+            await wait_until(start)
+            before = await counters()
+            await wait_until(end)
+            after = await counters()
+            parts = await asyncio.gather(*loads)
+        finally:
+            for load in loads:
+                load.cancel()
+        return point_result(series, concurrency, payload, parts, before, after)
+    finally:
+        for client in clients:
+            if client.running():
+                try:
+                    await client.request({"cmd": "quit"}, 10.0)
+                except ChildError:
+                    pass
+        await ctx.group.stop(clients)
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """total split into at most `parts` positive shares, as even as possible."""
+    parts = max(1, min(parts, total))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def etcd_available() -> bool:
+    return etcd_binary() is not None
