@@ -115,19 +115,21 @@ def timeline(ops: Sequence[Operation], marked: Operation | None = None) -> list[
     col = {k: 2 * rank for rank, k in enumerate(keys)}
     width = 2 * len(keys) + 2
     rows: dict[int, list[list[str]]] = {}
+    notes: dict[int, str] = {}  # id(line) -> what to say after it
     for label, op in zip(_LABELS, ops, strict=False):
         start = col[call_key(op)]
         stop = width - 1 if op.is_unknown else col[return_key(op)]
         bar = "[" + label + "-" * (stop - start - 2) + (">" if op.is_unknown else "]")
         line = _draw(rows.setdefault(op.client_id, []), start, bar, width)
         if op is marked:
-            line += list(f"   <- {label} cannot be placed")
+            notes[id(line)] = f"   <- {label} cannot be placed"
     first, last = min(k[0] for k in keys), max(k[0] for k in keys)
     name_width = max(len(f"client {c}") for c in rows) + 2
     out = [f"{'':<{name_width}}t={fmt_time(first)} .. t={fmt_time(last)}"]
     for client in sorted(rows):
         for line in rows[client]:
-            out.append(f"{f'client {client}':<{name_width}}" + "".join(line).rstrip())
+            bars = "".join(line).rstrip() + notes.get(id(line), "")
+            out.append(f"{f'client {client}':<{name_width}}{bars}")
     return out
 
 
