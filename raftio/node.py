@@ -20,6 +20,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import random
 import ssl as ssl_module
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -100,6 +101,7 @@ class Node:
         snapshot_bytes: snapshot once the log since the last snapshot passes this.
         propose_timeout: default seconds `propose()` and `read()` wait.
         storage, peers: replace FileStorage / TCP (tests run Nodes in memory).
+        rng: the peer's randomness (seed it for reproducible tests).
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class Node:
         propose_timeout: float = 5.0,
         storage: Storage | None = None,
         peers: Sequence[ClientEnd] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if not 0 <= node_id < len(addresses):
             raise ValueError(f"node_id {node_id} is not an index into {len(addresses)} addresses")
@@ -141,6 +144,7 @@ class Node:
         self._timeout = propose_timeout
         self._storage = storage
         self._peers = list(peers) if peers is not None else None
+        self._rng = rng
         self._raft: Raft | None = None
         self._server: Any = None
         self._ends: list[TcpClientEnd] = []
@@ -176,15 +180,16 @@ class Node:
         """Open storage, restore the state machine, start the peer and serve RPCs."""
         if self._raft is not None or self._closed:
             raise RuntimeError("a Node starts once")
+        self._loop = asyncio.get_running_loop()
         storage = self._storage if self._storage is not None else self._open_storage()
         snapshot = storage.read_snapshot()
         if snapshot:
             self._sm.restore(snapshot)
         peers = self._peers if self._peers is not None else self._connect_peers()
-        self._raft = make(peers, self.node_id, storage, self._apply_ch, self._config)
+        self._raft = make(peers, self.node_id, storage, self._apply_ch, self._config, rng=self._rng)
         self._storage = storage
         self.applied_index = self._snapshot_index = self._raft.status().snapshot_index
-        self._applier = asyncio.get_running_loop().create_task(self._apply_loop())
+        self._applier = self._loop.create_task(self._apply_loop())
         if self._peers is None:
             try:
                 await self._serve()
@@ -266,17 +271,20 @@ class Node:
         index, term, is_leader = raft.start(command)
         if not is_leader:
             raise self._not_leader()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        future: asyncio.Future[Any] = loop.create_future()
         older = self._waiters.get(index)
         if older is not None:  # our earlier entry at this index was truncated away
             _settle(older[1], exc=ProposalLostError("leadership changed before commit"))
         self._waiters[index] = (term, future)
+        # A bare timer is much cheaper than asyncio.timeout() on this hot path.
+        timer = loop.call_later(
+            self._timeout if timeout is None else timeout, _expire_proposal, future, index
+        )
         try:
-            async with asyncio.timeout(self._timeout if timeout is None else timeout):
-                return await future
-        except TimeoutError:
-            raise ProposalTimeoutError(f"command at index {index} not applied in time") from None
+            return await future
         finally:
+            timer.cancel()
             if self._waiters.get(index, (0, None))[1] is future:
                 del self._waiters[index]
 
@@ -423,6 +431,10 @@ class Node:
         for _, _, waiter in self._applied_waiters:
             _settle(waiter, exc=exc)
         self._applied_waiters.clear()
+
+
+def _expire_proposal(future: asyncio.Future[Any], index: int) -> None:
+    _settle(future, exc=ProposalTimeoutError(f"command at index {index} not applied in time"))
 
 
 def _settle(

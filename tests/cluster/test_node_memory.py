@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import raftio
-from raftio.errors import NodeClosedError, NotLeaderError
+from raftio.errors import NodeClosedError, NotLeaderError, ProposalTimeoutError
 from raftio.node import Node
 from raftio.testing import LoopKind, run
 from raftio.transport.memory import Network
@@ -75,6 +75,7 @@ class MemoryCluster:
             peers=ends,
             snapshot_bytes=self.snapshot_bytes,
             propose_timeout=3.0,
+            rng=random.Random(self.rng.random()),
         )
         await node.start()
         self.net.add_server(i, node.raft)
@@ -202,5 +203,25 @@ def test_closed_node_refuses_work(loop_kind: LoopKind, seed: int) -> None:
 
         with pytest.raises(NodeClosedError):
             await leader.propose(("add", "x", 1))
+
+    cluster_test(body, loop_kind, seed)
+
+
+def test_proposal_times_out_when_the_leader_is_cut_off(loop_kind: LoopKind, seed: int) -> None:
+    async def body(c: MemoryCluster) -> None:
+        leader = await c.leader()
+        await leader.propose(("add", "x", 1))
+        for end_name in list(c.net._ends):  # isolate the leader: no link in or out
+            if leader.node_id in (end_name[0], end_name[1]):
+                c.net.enable(end_name, False)
+        loop = asyncio.get_running_loop()
+
+        started = loop.time()
+        with pytest.raises(ProposalTimeoutError):
+            await leader.propose(("add", "x", 1), timeout=0.25)
+        waited = loop.time() - started
+
+        assert 0.25 <= waited < 0.3
+        assert leader._waiters == {}
 
     cluster_test(body, loop_kind, seed)
