@@ -3,7 +3,7 @@
 from raftio.testing.lincheck.check import check
 from raftio.testing.lincheck.history import CallHandle, History, Operation
 from raftio.testing.lincheck.kv import KvModel
-from raftio.testing.lincheck.model import UNKNOWN, Explainer, Model
+from raftio.testing.lincheck.model import UNKNOWN, Explainer, Lookahead, Model, ReadOnlyAware
 from raftio.testing.lincheck.report import CheckResult, Violation, timeline
 
 __all__ = [
@@ -13,8 +13,10 @@ __all__ = [
     "Explainer",
     "History",
     "KvModel",
+    "Lookahead",
     "Model",
     "Operation",
+    "ReadOnlyAware",
     "Violation",
     "check",
     "timeline",

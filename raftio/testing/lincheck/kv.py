@@ -19,7 +19,11 @@ KINDS = ("get", "put", "append")
 
 
 class KvModel:
-    """The key/value model `check()` uses by default; also an `Explainer`."""
+    """The key/value model `check()` uses by default.
+
+    Also `ReadOnlyAware` (gets), `Lookahead` (appends only grow a value) and
+    an `Explainer` (which writes rule a get's result out).
+    """
 
     def init(self) -> str:
         return ""
@@ -34,6 +38,16 @@ class KvModel:
 
     def is_read_only(self, op: Operation) -> bool:
         return op.kind == "get"
+
+    def can_reach(self, state: str, read: Operation, writes: Sequence[Operation]) -> bool:
+        # Appends only grow a value, so the read sees the current state, or the value
+        # of the last put placed before it, followed by appends.
+        seen = read.output
+        if not isinstance(seen, str):
+            return False
+        return seen.startswith(state) or any(
+            w.kind == "put" and seen.startswith(w.value) for w in writes
+        )
 
     def partition(self, operations: Sequence[Operation]) -> dict[Hashable, list[Operation]]:
         parts: dict[Hashable, list[Operation]] = {}
@@ -138,8 +152,9 @@ def _ruled_out(
         return f"{describe_at(model, source)} was called after the get returned", [source]
     for later in writes:
         if precedes(source, later) and precedes(later, get):
-            overwrite = describe_at(model, later)
-            why = f"{describe_at(model, source)} was overwritten by {overwrite}, before the get"
+            verb = "overwritten" if later.kind == "put" else "followed"
+            after = describe_at(model, later)
+            why = f"{describe_at(model, source)} was {verb} by {after}, before the get"
             return why, [source, later]
     return None
 

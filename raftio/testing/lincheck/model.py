@@ -12,7 +12,7 @@ from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 from raftio.testing.lincheck.history import Operation, fmt_time
 
-__all__ = ["UNKNOWN", "Explainer", "Model", "ReadOnlyAware", "describe_at"]
+__all__ = ["UNKNOWN", "Explainer", "Lookahead", "Model", "ReadOnlyAware", "describe_at"]
 
 S = TypeVar("S")
 
@@ -117,6 +117,27 @@ class ReadOnlyAware(Protocol):
 
     def is_read_only(self, op: Operation) -> bool:
         """True only if `step` returns the state unchanged for `op` in every state."""
+        ...
+
+
+@runtime_checkable
+class Lookahead(Protocol):
+    """Optional, with `ReadOnlyAware`: lets a read that returns later prune a prefix now.
+
+    At every step the search asks about the next read to return (placed or
+    not yet called): could it still fit? If not, no continuation of the
+    current prefix works, and the search backs up at once instead of finding
+    out many steps later. For appends this turns a search over orders of
+    concurrent appends into a walk along the one order the reads reveal.
+    """
+
+    def can_reach(self, state: Any, read: Operation, writes: Sequence[Operation]) -> bool:
+        """Could `read` fit after some of `writes`, in some order, are applied to `state`?
+
+        `writes` holds every unplaced operation that is not read-only and may
+        still be placed before `read`. Return True when unsure: False must be
+        certain, or a linearizable history is reported as a violation.
+        """
         ...
 
 

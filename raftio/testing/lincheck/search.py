@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftio.testing.lincheck.history import Operation, call_key, return_key
-from raftio.testing.lincheck.model import UNKNOWN, Model, ReadOnlyAware
+from raftio.testing.lincheck.model import UNKNOWN, Lookahead, Model, ReadOnlyAware
 
 __all__ = ["DeadEnd", "search"]
 
@@ -91,9 +91,13 @@ def search(
     seen: set[tuple[int, int, int, Any]] = set()
     is_read = model.is_read_only if isinstance(model, ReadOnlyAware) else None
     reads = [is_read is not None and is_read(op) for op in ops]
+    can_reach = model.can_reach if isinstance(model, Lookahead) and is_read else None
 
     def candidates(state: Any) -> tuple[int, list[int]]:
-        """The next operation to return, and the pending operations to try placing, in order."""
+        """The next operation to return, and the pending operations to try placing, in order.
+
+        No operations to try means a dead end: the returned operation cannot be placed.
+        """
         entry, calls = nxt[0], []
         while ev_is_call[entry]:
             calls.append(ev_op[entry])
@@ -101,7 +105,24 @@ def search(
         for i in calls:
             if reads[i] and step(state, ops[i], outputs[i])[0]:
                 return ev_op[entry], [i]  # a read that fits now goes now, with no alternative
+        if can_reach is not None:
+            blocked = _next_read_blocked(state, entry, [i for i in calls if not reads[i]])
+            if blocked is not None:
+                return blocked, []
         return ev_op[entry], calls
+
+    def _next_read_blocked(state: Any, entry: int, writes: list[int]) -> int | None:
+        """The first read to return, if the model says no order of what may precede it fits it."""
+        assert can_reach is not None
+        while entry != end:
+            i = ev_op[entry]
+            if ev_is_call[entry]:
+                if not reads[i]:
+                    writes.append(i)
+            elif reads[i] and i < finite:
+                return None if can_reach(state, ops[i], [ops[w] for w in writes]) else i
+            entry = nxt[entry]
+        return None
 
     state: Any = model.init()
     done = bits = unknown_bits = 0
