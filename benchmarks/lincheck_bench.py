@@ -7,7 +7,7 @@ simulated linearizable store where every operation takes effect at a random
 instant inside its interval. Workloads:
 
 * spread:  16 clients over 50 keys, get/put/append, 2% unknown outcomes.
-* one key: 5 clients on a single key, get/put/append, 2% unknown outcomes
+* one key: 8 clients on a single key, get/put/append, 2% unknown outcomes
   (no help from partitioning: the search itself).
 * bad read: "spread" with one get's output corrupted; the search must exhaust
   that key, then explain.
@@ -35,7 +35,7 @@ def spread(rng: random.Random, n: int) -> list[Operation]:
 
 
 def one_key(rng: random.Random, n: int) -> list[Operation]:
-    return linearizable_history(rng, operations=n, keys=1, clients=5, unknown=0.02)
+    return linearizable_history(rng, operations=n, keys=1, clients=8, unknown=0.02)
 
 
 def bad_read(rng: random.Random, n: int) -> list[Operation]:

@@ -11,7 +11,10 @@ end-to-end workload), and a control channel on stdin/stdout
     load       the embedded workload: C tasks in this process call
                `node.propose(("set", key, value))` in a closed loop; returns the
                latency samples and the counters at the window's edges;
-               `profile` names a file to write a cProfile of the window to
+               `profile` names a file to write a cProfile of the window to,
+               `profile_timer` "wall" (default: where the loop's time goes,
+               waits on the GIL and on system calls included) or "cpu" (this
+               thread's CPU time, `time.thread_time`)
     quit
 
 RPCs are counted by wrapping each peer's `TcpClientEnd` (one counter bump
@@ -188,7 +191,7 @@ class BenchNode:
     async def _load(self, request: dict[str, Any]) -> dict[str, Any]:
         """The embedded workload: closed-loop proposals from tasks in this process."""
         concurrency, payload = int(request["concurrency"]), int(request["payload"])
-        window = Window.after(float(request["warmup"]), float(request["duration"]))
+        window = Window(float(request["start"]), float(request["end"]))
         value = "v" * payload
         propose = self.node.propose
 
@@ -196,7 +199,9 @@ class BenchNode:
             command = ("set", f"k{i}", value)
             return lambda: propose(command)
 
-        edges = asyncio.ensure_future(self._edges(window, request.get("profile")))
+        edges = asyncio.ensure_future(
+            self._edges(window, request.get("profile"), request.get("profile_timer", "wall"))
+        )
         result = await closed_loop(make_op, concurrency, window)
         before, after, profile = await edges
         return {
@@ -208,11 +213,13 @@ class BenchNode:
         }
 
     async def _edges(
-        self, window: Window, profile_path: str | None
+        self, window: Window, profile_path: str | None, timer: str
     ) -> tuple[dict[str, Any], dict[str, Any], str]:
         """Counters at the window's start and end; a cProfile of the window if asked."""
         await wait_until(window.start)
-        profiler = cProfile.Profile() if profile_path else None
+        profiler = None
+        if profile_path:
+            profiler = cProfile.Profile(time.thread_time) if timer == "cpu" else cProfile.Profile()
         before = self.counters()
         if profiler is not None:
             profiler.enable()

@@ -178,7 +178,9 @@ def _num(value: float | None, unit: str = "") -> str:
         return f"{value:.0f}"
     if abs(value) >= 10:
         return f"{value:.1f}"
-    return f"{value:.2f}"
+    if abs(value) >= 0.1 or value == 0:
+        return f"{value:.2f}"
+    return f"{value:.2g}"
 
 
 def target_lines(results: dict[str, Any]) -> list[str]:
@@ -251,18 +253,14 @@ def _latency_table(results: dict[str, Any]) -> list[str]:
     return _table(header, rows)
 
 
+def _percent(value: float | None) -> str:
+    return f"{value * 100:.0f}%" if value is not None else "-"
+
+
 def _costs_table(results: dict[str, Any]) -> list[str]:
-    header = [
-        "series",
-        "payload",
-        "C",
-        "CPU us/entry",
-        "leader CPU use",
-        "RPCs/entry",
-        "bytes/entry",
-        "fsyncs/entry",
-        "errors",
-    ]
+    header = ["series", "payload", "C", "leader CPU us/entry", "leader CPU", "RPCs/entry",
+              "bytes/entry", "fsyncs/entry", "cluster CPU us/entry", "cluster CPU",
+              "client CPU", "errors"]  # fmt: skip
     rows = []
     for key in _present(results):
         for payload, c in _grid(results):
@@ -270,19 +268,23 @@ def _costs_table(results: dict[str, Any]) -> list[str]:
             if point is None:
                 continue
             leader = point["leader"]
-            use = leader.get("cpu_utilization")
+            errors = str(sum(point["errors"].values()) or "")
+            if leader.get("leader_changed"):
+                errors += " (leader changed)"
             rows.append(
                 [
                     _label(results, key),
                     f"{payload} B",
                     str(c),
                     _num(leader.get("cpu_us_per_entry")),
-                    f"{use * 100:.0f}%" if use is not None else "-",
+                    _percent(leader.get("cpu_utilization")),
                     _num(leader.get("rpcs_per_entry")),
                     _num(leader.get("bytes_per_entry")),
                     _num(leader.get("fsyncs_per_entry")),
-                    str(sum(point["errors"].values()) or "")
-                    + (" (leader changed)" if leader.get("leader_changed") else ""),
+                    _num(leader.get("cluster_cpu_us_per_entry")),
+                    _percent(leader.get("cluster_cpu_utilization")),
+                    _percent(leader.get("client_cpu_utilization")),
+                    errors,
                 ]
             )
     return _table(header, rows)
@@ -357,9 +359,11 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Leader costs per committed entry",
         "",
-        "CPU is the leader process's (all threads; for embedded series it includes the",
-        "load generator, for etcd the whole server). Bytes are TCP payload on the leader's",
-        "peer connections, both directions. etcd's bytes and fsyncs come from its metrics.",
+        "Leader CPU is the leader process's, all threads (embedded series: with the load",
+        "generator in it); cluster CPU adds the two followers; CPU columns in % are cores",
+        "busy (100% = one core of the 2). Client CPU is the end-to-end load processes'.",
+        "Bytes are TCP payload on the leader's peer connections, both directions; etcd's",
+        "bytes and fsyncs come from its /metrics, PySyncObj counts no RPCs or fsyncs.",
         "",
         *_costs_table(results),
         "",
@@ -378,9 +382,14 @@ def markdown(results: dict[str, Any]) -> str:
             f"## Profile of the leader (embedded C={profile['concurrency']}, "
             f"{profile['payload']} B, fsync on)",
             "",
-            f"{profile['throughput_under_profiler']:,.0f} ops/s under cProfile; "
-            f"full stats in `{profile['file']}`, text in `{profile['summary_file']}`.",
         ]
+        for run in profile["runs"]:
+            what = "wall-clock" if run["timer"] == "wall" else "main-thread CPU time"
+            lines.append(
+                f"- cProfile, {what}: {run['throughput_under_profiler']:,.0f} ops/s while "
+                f"profiled; top 25 by tottime and cumulative in `{run['summary_file']}`, "
+                f"stats in `{run['file']}`"
+            )
     return "\n".join(lines) + "\n"
 
 

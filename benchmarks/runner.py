@@ -4,7 +4,7 @@ Order of a run: probes (fdatasync, loopback RTT, machine facts), then one
 cluster at a time (raftio fsync on: embedded and end-to-end; raftio fsync
 off; PySyncObj in memory; PySyncObj with its journal; etcd), each point
 `repeat` times (the median run by throughput is kept, with every run's
-throughput beside it), then an optional profiled run of the raftio leader,
+throughput beside it), then optional profiled runs of the raftio leader,
 then `results.json`, `results.md` and the plots (`benchmarks.report`).
 
 Every process is a child of a `ProcessGroup` that stops them all when the
@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import datetime
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -38,6 +39,7 @@ from benchmarks.workloads import (
     SERIES,
     Cluster,
     EtcdCluster,
+    ProfileRequest,
     PySyncObjCluster,
     RaftioCluster,
     RunContext,
@@ -51,8 +53,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the checkout holding be
 INSTALL_HINT = "run scripts/install_bench_peers.sh (or pip install 'raftio[bench]' for PySyncObj)"
 
 # PySyncObj's fastest settings here (docs/benchmarks.md, "Settings"): batched
-# AppendEntries sent every 5 ms instead of every 100 ms, a 5 ms tick.
-PYSYNCOBJ_FAST = {"batch": "on", "append-period": "0.005", "tick": "0.005"}
+# AppendEntries sent every 1 ms instead of every 100 ms, a 1 ms tick.
+PYSYNCOBJ_FAST = {"batch": "on", "append-period": "0.001", "tick": "0.001"}
 
 
 @dataclass(slots=True)
@@ -156,6 +158,9 @@ def _summary_line(point: dict[str, Any]) -> str:
     )
     if cpu is not None:
         text += f"  leader CPU {cpu:6.1f} us/entry"
+    if len(point["runs"]) > 1:
+        text += "  runs " + "/".join(f"{r:,.0f}" for r in point["runs"])
+    text += f"  load {point['loadavg']:.1f}"
     if errors:
         text += f"  errors {errors} ({point['first_error'][:60]})"
     return text
@@ -170,7 +175,7 @@ class Run:
         self.plans = selected_plans(settings)
         points = sum(len(series) for _, series in self.plans)
         points *= len(settings.concurrency) * len(settings.payloads)
-        self.progress = Progress(points + (1 if self._profiling() else 0))
+        self.progress = Progress(points + (2 if self._profiling() else 0))
         self.results: dict[str, Any] = {
             "version": 1,
             "command": settings.command,
@@ -260,32 +265,35 @@ class Run:
             runs.append(await cluster.run_point(key, concurrency, payload))
         point = dict(median_run(runs))
         point["runs"] = [run["throughput"] for run in runs]
+        point["loadavg"] = os.getloadavg()[0]  # other tenants of a shared machine show here
         self.results["points"].append(point)
         self.progress.end(_summary_line(point))
 
     async def _profile(self, cluster: Cluster) -> None:
-        concurrency = self.settings.profile_concurrency
-        payload = 16
-        path = (self.out / "profile-leader.prof").resolve()
-        self.progress.begin(
-            f"profiling the raftio leader, embedded C={concurrency} {payload} B",
-            self.settings.warmup + self.settings.duration,
-        )
-        point = await cluster.run_point("raftio-embedded", concurrency, payload, profile=path)
-        text = point.pop("profile", "")
-        (self.out / "profile-leader.txt").write_text(text)
-        self.results["profile"] = {
-            "concurrency": concurrency,
-            "payload": payload,
-            "throughput_under_profiler": point["throughput"],
-            "file": path.name,
-            "summary_file": "profile-leader.txt",
-            "text": text,
-        }
-        self.progress.end(
-            f"profile: {path.name}, profile-leader.txt "
-            f"({point['throughput']:,.0f} ops/s under cProfile)"
-        )
+        """Two profiled runs of the leader: wall-clock time, then this thread's CPU time."""
+        concurrency, payload = self.settings.profile_concurrency, 16
+        runs = []
+        for timer in ("wall", "cpu"):
+            path = (self.out / f"profile-leader-{timer}.prof").resolve()
+            label = f"profiling the raftio leader ({timer}), embedded C={concurrency} {payload} B"
+            self.progress.begin(label, self.settings.warmup + self.settings.duration)
+            request = ProfileRequest(path, timer)
+            point = await cluster.run_point("raftio-embedded", concurrency, payload, request)
+            summary = path.with_suffix(".txt")
+            summary.write_text(point.pop("profile", ""))
+            runs.append(
+                {
+                    "timer": timer,
+                    "throughput_under_profiler": point["throughput"],
+                    "file": path.name,
+                    "summary_file": summary.name,
+                }
+            )
+            self.progress.end(
+                f"profile ({timer}): {path.name}, {summary.name} "
+                f"({point['throughput']:,.0f} ops/s under cProfile)"
+            )
+        self.results["profile"] = {"concurrency": concurrency, "payload": payload, "runs": runs}
 
     def write(self) -> None:
         self.results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")

@@ -19,15 +19,17 @@ are the difference of two counter readings taken at the window's edges.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.loadgen import wait_until
+from benchmarks.counters import cpu_seconds_of
+from benchmarks.loadgen import Window, wait_until
 from benchmarks.peers.etcd import EtcdMembers, etcd_binary
 from benchmarks.procs import Child, ChildError, ProcessGroup
 from benchmarks.stats import merge_summaries
@@ -37,6 +39,7 @@ __all__ = [
     "SERIES",
     "Cluster",
     "EtcdCluster",
+    "ProfileRequest",
     "PySyncObjCluster",
     "RaftioCluster",
     "RunContext",
@@ -80,6 +83,14 @@ SERIES: dict[str, Series] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class ProfileRequest:
+    """cProfile the leader during a point: `timer` "wall" or "cpu" (thread CPU time)."""
+
+    path: Path
+    timer: str = "wall"
+
+
 @dataclass(slots=True)
 class RunContext:
     """What every cluster needs from the runner."""
@@ -98,11 +109,7 @@ class RunContext:
 
 
 def pysyncobj_available() -> bool:
-    try:
-        import pysyncobj  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("pysyncobj") is not None
 
 
 def costs(before: dict[str, Any], after: dict[str, Any], ops: int) -> dict[str, Any]:
@@ -135,14 +142,22 @@ def point_result(
     parts: Sequence[dict[str, Any]],
     before: dict[str, Any],
     after: dict[str, Any],
+    edges: Edges | None = None,
 ) -> dict[str, Any]:
-    """One point from the load replies of one or more processes and the leader's counters."""
+    """One point from the load replies of one or more processes, the leader's counters
+    and the CPU of every process of the point."""
     ops = sum(int(p["ops"]) for p in parts)
     seconds = float(parts[0]["seconds"])
     errors: dict[str, int] = {}
     for part in parts:
         for name, count in part.get("errors", {}).items():
             errors[name] = errors.get(name, 0) + int(count)
+    leader = costs(before, after, ops)
+    if edges is not None and seconds > 0:
+        entries = leader["entries"]
+        leader["cluster_cpu_us_per_entry"] = edges.cluster_cpu / entries * 1e6 if entries else None
+        leader["cluster_cpu_utilization"] = edges.cluster_cpu / seconds
+        leader["client_cpu_utilization"] = edges.client_cpu / seconds if edges.clients else None
     return {
         "series": series,
         "concurrency": concurrency,
@@ -151,10 +166,51 @@ def point_result(
         "seconds": seconds,
         "throughput": ops / seconds if seconds > 0 else 0.0,
         "latency": merge_summaries([p["samples"] for p in parts]),
-        "leader": costs(before, after, ops),
+        "leader": leader,
         "errors": errors,
         "first_error": next((p["first_error"] for p in parts if p.get("first_error")), ""),
     }
+
+
+@dataclass(slots=True)
+class Edges:
+    """CPU seconds every process of a point used inside the window, and the
+    leader's counters at its edges (when the harness reads them)."""
+
+    cluster_cpu: float = 0.0
+    client_cpu: float = 0.0
+    clients: int = 0
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+
+
+def _cpu(pids: Sequence[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds_of(pid)
+        except OSError:
+            pass  # exited: counts nothing more
+    return total
+
+
+async def window_edges(
+    window: Window,
+    servers: Sequence[int],
+    clients: Sequence[int] = (),
+    counters: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+) -> Edges:
+    """Read every process's CPU (and the leader's counters) at the window's edges."""
+    edges = Edges(clients=len(clients))
+    await wait_until(window.start)
+    server0, client0 = _cpu(servers), _cpu(clients)
+    if counters is not None:
+        edges.before = await counters()
+    await wait_until(window.end)
+    edges.cluster_cpu, edges.client_cpu = _cpu(servers) - server0, _cpu(clients) - client0
+    if counters is not None:
+        edges.after = await counters()
+    return edges
 
 
 class Cluster:
@@ -162,11 +218,15 @@ class Cluster:
 
     name = "cluster"
 
+    def pids(self) -> list[int]:
+        """The cluster's processes (for their CPU time)."""
+        raise NotImplementedError
+
     async def start(self) -> None:
         raise NotImplementedError
 
     async def run_point(
-        self, series: str, concurrency: int, payload: int, profile: Path | None = None
+        self, series: str, concurrency: int, payload: int, profile: ProfileRequest | None = None
     ) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -207,22 +267,32 @@ class _ControlledCluster(Cluster):
     async def leader(self) -> Child:
         return self.nodes[await _leader_of(self.nodes, _LEADER_TIMEOUT)]
 
+    def pids(self) -> list[int]:
+        return [node.pid for node in self.nodes]
+
     async def _embedded_point(
-        self, series: str, concurrency: int, payload: int, profile: Path | None
+        self, series: str, concurrency: int, payload: int, profile: ProfileRequest | None
     ) -> dict[str, Any]:
         leader = await self.leader()
+        window = Window.after(self.ctx.warmup, self.ctx.duration)
         command: dict[str, Any] = {
             "cmd": "load",
             "concurrency": concurrency,
             "payload": payload,
-            "warmup": self.ctx.warmup,
-            "duration": self.ctx.duration,
+            "start": window.start,
+            "end": window.end,
         }
         if profile is not None:
-            command["profile"] = str(profile)
-        reply = await leader.request(command, self.ctx.warmup + self.ctx.duration + 120.0)
+            command["profile"] = str(profile.path)
+            command["profile_timer"] = profile.timer
+        edges = asyncio.ensure_future(window_edges(window, self.pids()))
+        try:
+            reply = await leader.request(command, self.ctx.warmup + self.ctx.duration + 120.0)
+            measured = await edges
+        finally:
+            edges.cancel()
         result = point_result(
-            series, concurrency, payload, [reply], reply["before"], reply["after"]
+            series, concurrency, payload, [reply], reply["before"], reply["after"], measured
         )
         if reply.get("profile"):
             result["profile"] = reply["profile"]
@@ -275,7 +345,7 @@ class RaftioCluster(_ControlledCluster):
         await self._start_nodes(argvs)
 
     async def run_point(
-        self, series: str, concurrency: int, payload: int, profile: Path | None = None
+        self, series: str, concurrency: int, payload: int, profile: ProfileRequest | None = None
     ) -> dict[str, Any]:
         if SERIES[series].workload == "embedded":
             return await self._embedded_point(series, concurrency, payload, profile)
@@ -283,7 +353,14 @@ class RaftioCluster(_ControlledCluster):
         leader = self.nodes[leader_index]
         target = self.client_peers[leader_index]
         return await e2e_point(
-            self.ctx, series, concurrency, payload, "raftio", target, leader_counters(leader)
+            self.ctx,
+            series,
+            concurrency,
+            payload,
+            "raftio",
+            target,
+            leader_counters(leader),
+            self.pids(),
         )
 
 
@@ -313,7 +390,7 @@ class PySyncObjCluster(_ControlledCluster):
         await self._start_nodes(argvs)
 
     async def run_point(
-        self, series: str, concurrency: int, payload: int, profile: Path | None = None
+        self, series: str, concurrency: int, payload: int, profile: ProfileRequest | None = None
     ) -> dict[str, Any]:
         return await self._embedded_point(series, concurrency, payload, None)
 
@@ -323,13 +400,13 @@ class EtcdCluster(Cluster):
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.members = EtcdMembers(ctx.group, ctx.workdir / "etcd")
+        self.members = EtcdMembers(ctx.group, ctx.workdir / "etcd", ctx.logs)
 
     async def start(self) -> None:
         await self.members.start(_LEADER_TIMEOUT)
 
     async def run_point(
-        self, series: str, concurrency: int, payload: int, profile: Path | None = None
+        self, series: str, concurrency: int, payload: int, profile: ProfileRequest | None = None
     ) -> dict[str, Any]:
         leader = await self.members.leader(_LEADER_TIMEOUT)
         target = self.members.client_addresses[leader]
@@ -337,13 +414,18 @@ class EtcdCluster(Cluster):
         async def counters() -> dict[str, Any]:
             return await self.members.counters(leader)
 
-        return await e2e_point(self.ctx, series, concurrency, payload, "etcd", target, counters)
+        return await e2e_point(
+            self.ctx, series, concurrency, payload, "etcd", target, counters, self.pids()
+        )
+
+    def pids(self) -> list[int]:
+        return [member.pid for member in self.members.members]
 
     async def stop(self) -> None:
         await self.members.stop()
 
 
-def leader_counters(leader: Child) -> Any:
+def leader_counters(leader: Child) -> Callable[[], Awaitable[dict[str, Any]]]:
     async def read() -> dict[str, Any]:
         return await leader.request({"cmd": "counters"}, 30.0)
 
@@ -357,7 +439,8 @@ async def e2e_point(
     payload: int,
     protocol: str,
     target: str,
-    counters: Any,
+    counters: Callable[[], Awaitable[dict[str, Any]]],
+    servers: Sequence[int],
 ) -> dict[str, Any]:
     """Client processes put through `target`; the leader's counters at the window's edges."""
     shares = _split(concurrency, _CLIENT_PROCESSES)
@@ -384,23 +467,19 @@ async def e2e_point(
             clients.append(await ctx.group.start(Child(f"client-{i}", argv, log, env=ctx.env)))
         for client in clients:
             await client.read_reply(120.0)
-        start = time.perf_counter() + ctx.warmup
-        end = start + ctx.duration
-        run = {"cmd": "run", "start": start, "end": end}
+        window = Window.after(ctx.warmup, ctx.duration)
+        run = {"cmd": "run", "start": window.start, "end": window.end}
         loads = [
             asyncio.ensure_future(c.request(run, ctx.warmup + ctx.duration + 120.0))
             for c in clients
         ]
         try:
-            await wait_until(start)
-            before = await counters()
-            await wait_until(end)
-            after = await counters()
+            edges = await window_edges(window, servers, [c.pid for c in clients], counters)
             parts = await asyncio.gather(*loads)
         finally:
             for load in loads:
                 load.cancel()
-        return point_result(series, concurrency, payload, parts, before, after)
+        return point_result(series, concurrency, payload, parts, edges.before, edges.after, edges)
     finally:
         for client in clients:
             if client.running():

@@ -76,9 +76,10 @@ def _dechunk(data: bytes) -> bytes:
 class EtcdMembers:
     """Three etcd members started in `directory`; `client_addresses[i]` serves clients."""
 
-    def __init__(self, group: ProcessGroup, directory: Path, n: int = 3) -> None:
+    def __init__(self, group: ProcessGroup, directory: Path, logs: Path, n: int = 3) -> None:
         self.group = group
         self.directory = directory
+        self.logs = logs
         ports = free_ports(2 * n)
         self.client_ports, self.peer_ports = ports[:n], ports[n:]
         self.client_addresses = [f"127.0.0.1:{p}" for p in self.client_ports]
@@ -121,7 +122,7 @@ class EtcdMembers:
             raise FileNotFoundError("etcd is not installed")
         self.directory.mkdir(parents=True, exist_ok=True)
         for i in range(self.n):
-            log = self.directory / f"m{i}.log"
+            log = self.logs / f"etcd-m{i}.log"
             child = Child(f"etcd-m{i}", self._argv(i, binary), log, control=False)
             self.members.append(await self.group.start(child))
         await self.leader(timeout)

@@ -9,7 +9,7 @@ outstanding (each callback issues the next), a closed loop like raftio's
 embedded workload.
 
 Control lines on stdin/stdout (`benchmarks.control`, threaded flavour):
-`status`, `counters`, `load {concurrency, payload, warmup, duration}`, `quit`.
+`status`, `counters`, `load {concurrency, payload, start, end}` (perf_counter seconds), `quit`.
 
 PySyncObj's file journal appends to an mmap and never calls fsync or msync
 per entry (0.3.x), so "journal" is not "fsync on": the OS writes it back
@@ -49,7 +49,7 @@ class Store(SyncObj):  # type: ignore[misc]
         super().__init__(self_address, partners, conf)
         self._data: dict[str, str] = {}
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[untyped-decorator]
     def set(self, key: str, value: str) -> None:
         self._data[key] = value
 
@@ -158,7 +158,7 @@ class PeerProcess:
         }
 
     def load(self, request: dict[str, Any]) -> dict[str, Any]:
-        window = Window.after(float(request["warmup"]), float(request["duration"]))
+        window = Window(float(request["start"]), float(request["end"]))
         loop = CallbackLoop(
             self.store, int(request["concurrency"]), int(request["payload"]), window
         )
