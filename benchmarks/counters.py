@@ -50,29 +50,39 @@ def open_fds() -> list[int]:
     return fds
 
 
+def _socket_bytes(
+    fd: int, local_ports: Collection[int], remote_ports: Collection[int]
+) -> tuple[int, int] | None:
+    """(sent, received) of fd if it is a TCP socket on one of the ports, else None."""
+    try:
+        if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+            return None
+        dup = os.dup(fd)
+    except OSError:
+        return None  # closed meanwhile
+    try:
+        sock = socket.socket(fileno=dup)  # owns dup from here on
+    except OSError:
+        os.close(dup)
+        return None
+    with sock:
+        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        try:
+            local, remote = sock.getsockname()[1], sock.getpeername()[1]
+            if local not in local_ports and remote not in remote_ports:
+                return None
+            return _tcp_bytes(sock)
+        except OSError:
+            return None  # a listening socket has no peer; a socket may close meanwhile
+
+
 def wire_bytes(local_ports: Collection[int], remote_ports: Collection[int]) -> WireBytes:
     """Bytes sent and received on this process's TCP sockets that either listen-side
     serve one of `local_ports` or are connected to one of `remote_ports`."""
     sent = received = count = 0
     for fd in open_fds():
-        try:
-            sock = socket.socket(fileno=os.dup(fd))
-        except OSError:
-            continue
-        try:
-            if sock.type != socket.SOCK_STREAM or sock.family not in (
-                socket.AF_INET,
-                socket.AF_INET6,
-            ):
-                continue
-            local, remote = sock.getsockname()[1], sock.getpeername()[1]
-            if local not in local_ports and remote not in remote_ports:
-                continue
-            got = _tcp_bytes(sock)
-        except OSError:
-            continue  # a listening socket has no peer; a socket may close meanwhile
-        finally:
-            sock.close()
+        got = _socket_bytes(fd, local_ports, remote_ports)
         if got is not None:
             sent, received, count = sent + got[0], received + got[1], count + 1
     return WireBytes(sent, received, count)

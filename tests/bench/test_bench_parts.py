@@ -5,6 +5,7 @@ Fast and deterministic; the real run is test_bench_smoke.py.
 
 from __future__ import annotations
 
+import os
 import socket
 from array import array
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from benchmarks import report
-from benchmarks.counters import wire_bytes
+from benchmarks.counters import open_fds, wire_bytes
 from benchmarks.kv_client import etcd_put_request, parse_etcd, parse_raftio
 from benchmarks.stats import decode_samples, encode_samples, median_run, percentile, summarize
 from benchmarks.workloads import _split, costs
@@ -167,6 +168,21 @@ def test_wire_bytes_reads_tcp_info_of_matching_sockets_only() -> None:
     assert end.sent - start.sent == 5000  # the client side: connected to `port`
     assert end.received - start.received == 700
     assert unrelated.sockets == 0
+
+
+def test_wire_bytes_leaves_no_descriptor_behind() -> None:
+    read_end, write_end = os.pipe()  # not a socket: skipped, not leaked
+    try:
+        before = len(open_fds())
+        for _ in range(5):
+            wire_bytes({1}, {1})
+
+        after = len(open_fds())
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+    assert after == before
 
 
 # --- report -----------------------------------------------------------------------
