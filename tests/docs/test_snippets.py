@@ -28,7 +28,9 @@ SHELL = [(f, argv) for f in ALL_FENCES if f.lang != PYTHON for argv in shell_com
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAFTIO_DEBUG", "NO_COLOR")}
+    # Pages promise their output as shown: no trace lines, colors or asyncio debug warnings.
+    unset = ("RAFTIO_DEBUG", "NO_COLOR", "PYTHONASYNCIODEBUG")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
