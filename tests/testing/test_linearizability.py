@@ -592,6 +592,16 @@ def test_a_custom_model_checks_a_counter() -> None:
     assert "state 1, where it does not fit" in result.violations[0].reason
 
 
+def test_kv_model_drops_unknown_writes_no_read_saw() -> None:
+    seen, unseen = put(1, "x", "a", 0), append(2, "x", "b", 0)
+    ops = [seen, unseen, get(3, "x", "a", 1, 2), get(3, "x", None, 3)]
+
+    parts = KvModel().partition(ops)
+
+    # Unseen can always go last; the unknown get promises nothing.
+    assert parts == {"x": [seen, ops[2]]}
+
+
 def test_kv_model_describes_operations() -> None:
     model = KvModel()
 
