@@ -96,7 +96,9 @@ def _run_pytest(group: Group, tmp_path: Path) -> None:
     module = tmp_path / "test_snippet.py"
     module.write_text(group.code)
 
-    options = ["-q", "-p", "no:cacheprovider", "-W", "error", "--rootdir", str(tmp_path)]
+    # The page's tests are plain functions that call raftio.testing.run: no plugin needed.
+    plugins = ["-p", "no:cacheprovider", "-p", "no:asyncio"]
+    options = ["-q", *plugins, "-W", "error", "--rootdir", str(tmp_path)]
     done = subprocess.run(
         [sys.executable, "-m", "pytest", *options, str(module)],
         cwd=tmp_path,
