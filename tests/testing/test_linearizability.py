@@ -6,11 +6,9 @@ import asyncio
 import itertools
 import math
 import random
-import re
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -608,13 +606,3 @@ def test_kv_model_describes_operations() -> None:
     assert model.describe(put(1, "x", "a", 0, 1)) == "put(x, 'a')"
     assert model.describe(append(1, "my key", "a", 0)) == "append('my key', 'a')?"
     assert model.describe(get(1, "x", "a", 0, 1)) == "get(x) -> 'a'"
-
-
-def test_the_docs_quick_start_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = Path(__file__).parents[2] / "docs" / "linearizability.md"
-    quick_start = re.search(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
-    assert quick_start is not None
-
-    exec(compile(quick_start.group(1), str(doc), "exec"), {"__name__": "quick_start"})
-
-    assert capsys.readouterr().out == "linearizable: 400 operations over 3 keys\n"

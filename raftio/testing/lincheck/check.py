@@ -11,9 +11,9 @@ import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
-from raftio.testing.lincheck.history import History, Operation, call_key, return_key
+from raftio.testing.lincheck.history import History, Operation, call_key, plural, return_key
 from raftio.testing.lincheck.kv import KvModel
-from raftio.testing.lincheck.model import Explainer, Model, describe_at
+from raftio.testing.lincheck.model import UNKNOWN, Explainer, Model, describe_at
 from raftio.testing.lincheck.report import CheckResult, Violation
 from raftio.testing.lincheck.search import DeadEnd, search
 
@@ -93,16 +93,20 @@ def _violation(
 
 def _generic_reason(model: Model[Any], part: Sequence[Operation], dead: DeadEnd) -> str:
     stuck, state = dead.stuck, model.describe_state(dead.state)
-    prefix = f"the longest linearizable prefix ({len(dead.prefix)} operations)"
-    others = sum(1 for op in part if op is not stuck and _overlap(op, stuck))
-    fits, _ = model.step(dead.state, stuck, stuck.output)
-    if fits:
+    prefix = f"the longest linearizable prefix ({plural(len(dead.prefix), 'operation')})"
+    output = UNKNOWN if stuck.is_unknown else stuck.output
+    if model.step(dead.state, stuck, output)[0]:
         where = f"it fits after {prefix}, in state {state}, but every way on from there fails"
     else:
         where = f"{prefix} leaves state {state}, where it does not fit"
+    others = sum(1 for op in part if op is not stuck and _overlap(op, stuck))
+    if others:
+        around = f"the {plural(others, 'operation')} overlapping it, or of those before,"
+    else:
+        around = "the operations before it"
     return (
-        f"{describe_at(model, stuck)} cannot be placed: {where}, and no other order of the "
-        f"{others} operations overlapping it, or of those before, leads to a state where it does"
+        f"{describe_at(model, stuck)} cannot be placed: {where}, and no other order of "
+        f"{around} leads to a state where it does"
     )
 
 

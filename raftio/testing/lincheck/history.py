@@ -20,7 +20,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, NewType
 
-__all__ = ["CallHandle", "History", "Operation", "fmt_time", "precedes"]
+__all__ = ["CallHandle", "History", "Operation", "fmt_time", "plural", "precedes"]
 
 CallHandle = NewType("CallHandle", int)
 
@@ -174,3 +174,8 @@ def fmt_time(t: float) -> str:
     if t == math.inf:
         return "?"
     return f"{t:.3f}".rstrip("0").rstrip(".")
+
+
+def plural(n: int, noun: str) -> str:
+    """`n` and `noun`, with an "s" unless n is 1: "1 key", "3 keys"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

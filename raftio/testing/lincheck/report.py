@@ -11,7 +11,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftio.testing.lincheck.history import Operation, call_key, fmt_time, return_key
+from raftio.testing.lincheck.history import Operation, call_key, fmt_time, plural, return_key
 from raftio.testing.lincheck.model import Model
 
 __all__ = ["CheckResult", "Violation", "timeline"]
@@ -56,7 +56,7 @@ class Violation:
         tail = self.prefix[-8:]
         shown = "in order" if len(tail) == len(self.prefix) else f"the last {len(tail)}"
         lines.append(
-            f"  longest linearizable prefix: {_count(len(self.prefix), 'operation')}, "
+            f"  longest linearizable prefix: {plural(len(self.prefix), 'operation')}, "
             f"leaving state {self.state}" + (f"; {shown}:" if tail else "")
         )
         lines += [f"    {_span(op):<22} client {op.client_id:<4} {describe(op)}" for op in tail]
@@ -89,16 +89,16 @@ class CheckResult:
 
     def explain(self) -> str:
         """A multi-line report of the verdict; for a violation, why no order works."""
-        size = f"{_count(self.operations, 'operation')} over {_count(self.parts, 'key')}"
+        size = f"{plural(self.operations, 'operation')} over {plural(self.parts, 'key')}"
         if self.ok:
             return f"linearizable: {size}"
         if self.ok is None:
-            unchecked = f"{len(self.unchecked)} of {_count(self.parts, 'key')} unchecked"
+            unchecked = f"{len(self.unchecked)} of {plural(self.parts, 'key')} unchecked"
             return f"unknown: timed out with {unchecked} ({size})"
-        bad = f"{len(self.violations)} of {_count(self.parts, 'key')} without a valid order"
+        bad = f"{len(self.violations)} of {plural(self.parts, 'key')} without a valid order"
         head = f"not linearizable: {bad} ({size})"
         if self.unchecked:
-            head += f"; timed out before checking {_count(len(self.unchecked), 'key')}"
+            head += f"; timed out before checking {plural(len(self.unchecked), 'key')}"
         return "\n\n".join([head, *(v.explain() for v in self.violations)])
 
 
@@ -143,10 +143,6 @@ def _draw(lines: list[list[str]], start: int, bar: str, width: int) -> list[str]
         lines.append(line)
     line[start : start + len(bar)] = bar
     return line
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _span(op: Operation) -> str:
