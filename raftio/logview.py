@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -248,7 +247,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         chosen = runs
     keep = TraceFilter(args.peers, args.topics, args.start, args.end).keep
     color = _use_color(args.color, out)
-    width = args.width or shutil.get_terminal_size().columns
+    width = args.width or _terminal_width()
     try:
         _show(chosen, keep, args.peers, width, color, out)
     except BrokenPipeError:  # `| head`: stop quietly
@@ -286,6 +285,19 @@ def _show(
             print(f"== run {number}: {len(shown)} of {len(events)} lines", file=out)
         for line in render(shown, columns, width, color):
             print(line, file=out)
+
+
+def _terminal_width() -> int:
+    """$COLUMNS, else the terminal's width (stderr's too: `| less` keeps it), else 120."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    for fd in (1, 2, 0):
+        try:
+            return os.get_terminal_size(fd).columns
+        except OSError:
+            continue
+    return 120
 
 
 def _use_color(choice: bool | None, out: TextIO) -> bool:

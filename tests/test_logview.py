@@ -15,6 +15,8 @@ import pytest
 from raftio import cli
 from raftio.logview import TraceFilter, TraceLine, parse_line, render, split_runs
 
+Trace = tuple[Path, int, int]  # the trace file, the first leader, the second leader
+
 # Three peers on the memory network and the virtual clock, all seeded: the first
 # leader is elected, commits two commands and is killed; a second leader follows.
 TRACED_RUN = textwrap.dedent(
@@ -63,7 +65,7 @@ TRACED_RUN = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def trace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
+def trace(tmp_path_factory: pytest.TempPathFactory) -> Trace:
     """(trace file, first leader, second leader) of one real traced run."""
     path = tmp_path_factory.mktemp("trace") / "t.log"
     env = {**_environ(), "RAFTIO_DEBUG": str(path)}
@@ -97,7 +99,7 @@ def column_of(header: str, line: str, text: str) -> int:
     return max(i for i, start in enumerate(starts) if start <= offset)
 
 
-def test_the_trace_is_parsed_whole(trace: tuple[Path, int, int]) -> None:
+def test_the_trace_is_parsed_whole(trace: Trace) -> None:
     path, first, second = trace
 
     runs, skipped = split_runs(path.read_text().splitlines())
@@ -114,7 +116,7 @@ def test_the_trace_is_parsed_whole(trace: tuple[Path, int, int]) -> None:
 
 
 def test_each_event_is_in_its_peers_column(
-    trace: tuple[Path, int, int], capsys: pytest.CaptureFixture[str]
+    trace: Trace, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, first, second = trace
 
@@ -128,9 +130,7 @@ def test_each_event_is_in_its_peers_column(
     assert not any("\x1b[" in line for line in lines)
 
 
-def test_topics_peers_and_window_filter(
-    trace: tuple[Path, int, int], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_topics_peers_and_window_filter(trace: Trace, capsys: pytest.CaptureFixture[str]) -> None:
     path, first, _ = trace
     events = split_runs(path.read_text().splitlines())[0][0]
     elected = next(e.time for e in events if e.text.startswith("became leader"))
@@ -154,9 +154,7 @@ def test_topics_peers_and_window_filter(
     assert max(stamps) <= elected + 0.2
 
 
-def test_colors_follow_the_topic(
-    trace: tuple[Path, int, int], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_colors_follow_the_topic(trace: Trace, capsys: pytest.CaptureFixture[str]) -> None:
     path, _, _ = trace
 
     _, lines, _ = logview(capsys, str(path), "--color", "--width", "150")
@@ -167,7 +165,7 @@ def test_colors_follow_the_topic(
 
 
 def test_runs_are_split_where_time_goes_back(
-    trace: tuple[Path, int, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trace: Trace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, _, _ = trace
     text = path.read_text()
@@ -193,7 +191,7 @@ def test_runs_are_split_where_time_goes_back(
 
 
 def test_stdin_and_empty_input(
-    trace: tuple[Path, int, int],
+    trace: Trace,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -250,3 +248,18 @@ def test_a_tab_in_the_text_is_kept() -> None:
     event = parse_line("0.5000\tS1\tT3\tfollower\tappend\treject\tprev=4")
 
     assert event == TraceLine(0.5, 1, 3, "follower", "append", "reject\tprev=4")
+
+
+def test_the_width_follows_columns(
+    trace: Trace, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _, _ = trace
+
+    monkeypatch.setenv("COLUMNS", "70")
+    _, narrow, _ = logview(capsys, str(path), "--no-color")
+    monkeypatch.setenv("COLUMNS", "160")
+    _, wide, _ = logview(capsys, str(path), "--no-color")
+
+    assert max(map(len, narrow)) <= 70
+    assert max(map(len, wide)) <= 160
+    assert len(wide) < len(narrow)  # fewer wrapped lines
