@@ -32,7 +32,7 @@ from typing import Any
 
 from benchmarks.control import die_with_parent, reply_line, run_loop, serve_stdin
 from benchmarks.counters import raise_fd_limit
-from benchmarks.loadgen import Window, closed_loop
+from benchmarks.loadgen import Window, closed_loop, random_values
 from raftio.codec import unpack
 from raftio.kv.protocol import encode_frame
 from raftio.node import parse_address
@@ -139,7 +139,7 @@ class LoadClient:
         self.protocol: str = options.protocol
         self.host, self.port = parse_address(options.target)
         self.connections: int = options.connections
-        self.value = "v" * options.payload
+        self.values = random_values(options.payload)
         self.name: str = options.name
         self.conns: list[Connection] = []
         self.token = secrets.token_hex(4)
@@ -161,23 +161,23 @@ class LoadClient:
         conn = self.conns[i]
         key = f"{self.name}-{i}"
         if self.protocol == "etcd":
-            request = etcd_put_request(self.host, self.port, key, self.value)
+            host, port, values = self.host, self.port, self.values
 
             async def etcd_put() -> None:
-                status = await conn.request(request)
+                status = await conn.request(etcd_put_request(host, port, key, next(values)))
                 if status != 200:
                     raise OpError(f"HTTP {status}")
 
             return etcd_put
         seq = 0
-        value = self.value
+        values = self.values
         client = f"{key}-{self.token}"  # a fresh client id: seqs restart at 1
 
         async def raftio_put() -> None:
             nonlocal seq
             seq += 1
             frame = encode_frame(
-                {"op": "put", "key": key, "value": value, "client": client, "seq": seq}
+                {"op": "put", "key": key, "value": next(values), "client": client, "seq": seq}
             )
             reply = await conn.request(frame)
             if not reply["ok"]:

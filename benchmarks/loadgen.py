@@ -11,20 +11,34 @@ period, then are cancelled.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import itertools
+import os
 import time
 from array import array
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.stats import encode_samples
 
-__all__ = ["LoadResult", "Window", "closed_loop", "wait_until"]
+__all__ = ["LoadResult", "Window", "closed_loop", "random_values", "wait_until"]
 
+VALUE_POOL = 4096  # distinct values cycled through: none repeats within a zlib window
 _DRAIN_GRACE = 10.0  # seconds outstanding operations may take after the window
 _ERROR_PAUSE = 0.005  # a worker whose operation failed waits this long before the next
+
+
+def random_values(payload: int, count: int = VALUE_POOL) -> Iterator[str]:
+    """An endless cycle of `count` distinct random ASCII strings of `payload` characters.
+
+    Values must not compress: PySyncObj zlib-compresses every message, and
+    a repeated or constant value would shrink to nothing on its wire only.
+    """
+    pool = [base64.b64encode(os.urandom(payload)).decode("ascii")[:payload] for _ in range(count)]
+    return itertools.cycle(pool)
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,17 +122,22 @@ def _etcd_version() -> str | None:
     return None
 
 
-def _git_commit(root: Path) -> str | None:
+def _git(root: Path, *args: str) -> str | None:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
         )
         if out.returncode == 0:
             return out.stdout.strip()
     return None
+
+
+def _git_commit(root: Path) -> str | None:
+    """HEAD's short hash, with "+changes" if raftio/ differs from it (a work tree in flux)."""
+    commit = _git(root, "rev-parse", "--short", "HEAD")
+    if commit and _git(root, "status", "--porcelain", "--", "raftio"):
+        commit += "+changes"
+    return commit
 
 
 def machine_facts(checkout: Path) -> dict[str, Any]:

@@ -28,10 +28,8 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import io
 import logging
 import os
-import pstats
 import signal
 import time
 from collections import Counter
@@ -41,7 +39,8 @@ from typing import Any
 
 from benchmarks.control import die_with_parent, reply_line, run_loop, serve_stdin
 from benchmarks.counters import raise_fd_limit, wire_bytes
-from benchmarks.loadgen import Window, closed_loop, wait_until
+from benchmarks.loadgen import Window, closed_loop, random_values, wait_until
+from benchmarks.profiles import cprofile_summary
 from raftio.kv.machine import KVStateMachine
 from raftio.kv.server import KVServer
 from raftio.node import Node, parse_address
@@ -53,7 +52,6 @@ __all__ = ["BenchMachine", "CountingEnd", "NoSyncDisk", "main"]
 logger = logging.getLogger("benchmarks.raftio_node")
 
 CLUSTER_ID = "raftio-bench"
-PROFILE_TOP = 25
 
 
 class NoSyncDisk(Disk):
@@ -192,12 +190,12 @@ class BenchNode:
         """The embedded workload: closed-loop proposals from tasks in this process."""
         concurrency, payload = int(request["concurrency"]), int(request["payload"])
         window = Window(float(request["start"]), float(request["end"]))
-        value = "v" * payload
+        values = random_values(payload)
         propose = self.node.propose
 
         def make_op(i: int) -> Callable[[], Awaitable[Any]]:
-            command = ("set", f"k{i}", value)
-            return lambda: propose(command)
+            key = f"k{i}"
+            return lambda: propose(("set", key, next(values)))
 
         edges = asyncio.ensure_future(
             self._edges(window, request.get("profile"), request.get("profile_timer", "wall"))
@@ -230,20 +228,8 @@ class BenchNode:
         summary = ""
         if profiler is not None and profile_path:
             profiler.dump_stats(profile_path)
-            summary = profile_summary(profiler)
+            summary = cprofile_summary(profiler)
         return before, after, summary
-
-
-def profile_summary(profiler: cProfile.Profile, top: int = PROFILE_TOP) -> str:
-    """The top functions by own time and by cumulative time, as pstats prints them."""
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    stats.strip_dirs()
-    out.write(f"== top {top} by tottime ==\n")
-    stats.sort_stats("tottime").print_stats(top)
-    out.write(f"== top {top} by cumulative ==\n")
-    stats.sort_stats("cumulative").print_stats(top)
-    return out.getvalue()
 
 
 async def amain(options: argparse.Namespace) -> None:

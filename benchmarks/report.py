@@ -384,10 +384,11 @@ def markdown(results: dict[str, Any]) -> str:
             "",
         ]
         for run in profile["runs"]:
-            what = "wall-clock" if run["timer"] == "wall" else "main-thread CPU time"
+            what = {"wall": "cProfile, wall clock", "cpu": "cProfile, event-loop thread CPU",
+                    "py-spy": "py-spy, every thread sampled"}[run["timer"]]  # fmt: skip
             lines.append(
-                f"- cProfile, {what}: {run['throughput_under_profiler']:,.0f} ops/s while "
-                f"profiled; top 25 by tottime and cumulative in `{run['summary_file']}`, "
+                f"- {what}: {run['throughput_under_profiler']:,.0f} ops/s while "
+                f"profiled; top 25 by own and cumulative time in `{run['summary_file']}`, "
                 f"stats in `{run['file']}`"
             )
     return "\n".join(lines) + "\n"

@@ -33,6 +33,7 @@ from typing import Any
 from benchmarks import probes, report
 from benchmarks.control import run_loop
 from benchmarks.procs import ChildError, ProcessGroup, child_env
+from benchmarks.profiles import py_spy_available
 from benchmarks.progress import Progress
 from benchmarks.stats import median_run
 from benchmarks.workloads import (
@@ -175,7 +176,7 @@ class Run:
         self.plans = selected_plans(settings)
         points = sum(len(series) for _, series in self.plans)
         points *= len(settings.concurrency) * len(settings.payloads)
-        self.progress = Progress(points + (2 if self._profiling() else 0))
+        self.progress = Progress(points + (len(self._profilers()) if self._profiling() else 0))
         self.results: dict[str, Any] = {
             "version": 1,
             "command": settings.command,
@@ -186,6 +187,10 @@ class Run:
             "failed": {},
             "points": [],
         }
+
+    @staticmethod
+    def _profilers() -> tuple[str, ...]:
+        return ("wall", "cpu", "py-spy") if py_spy_available() else ("wall", "cpu")
 
     def _profiling(self) -> bool:
         return self.settings.profile and any(
@@ -270,11 +275,12 @@ class Run:
         self.progress.end(_summary_line(point))
 
     async def _profile(self, cluster: Cluster) -> None:
-        """Two profiled runs of the leader: wall-clock time, then this thread's CPU time."""
+        """Profiled runs of the leader: cProfile wall clock, cProfile CPU, py-spy."""
         concurrency, payload = self.settings.profile_concurrency, 16
         runs = []
-        for timer in ("wall", "cpu"):
-            path = (self.out / f"profile-leader-{timer}.prof").resolve()
+        for timer in self._profilers():
+            suffix = ".raw" if timer == "py-spy" else ".prof"
+            path = (self.out / f"profile-leader-{timer}{suffix}").resolve()
             label = f"profiling the raftio leader ({timer}), embedded C={concurrency} {payload} B"
             self.progress.begin(label, self.settings.warmup + self.settings.duration)
             request = ProfileRequest(path, timer)
@@ -291,7 +297,7 @@ class Run:
             )
             self.progress.end(
                 f"profile ({timer}): {path.name}, {summary.name} "
-                f"({point['throughput']:,.0f} ops/s under cProfile)"
+                f"({point['throughput']:,.0f} ops/s while profiled)"
             )
         self.results["profile"] = {"concurrency": concurrency, "payload": payload, "runs": runs}
 

@@ -32,6 +32,7 @@ from benchmarks.counters import cpu_seconds_of
 from benchmarks.loadgen import Window, wait_until
 from benchmarks.peers.etcd import EtcdMembers, etcd_binary
 from benchmarks.procs import Child, ChildError, ProcessGroup
+from benchmarks.profiles import py_spy
 from benchmarks.stats import merge_summaries
 from raftio.kv.local import free_ports
 
@@ -85,7 +86,8 @@ SERIES: dict[str, Series] = {
 
 @dataclass(frozen=True, slots=True)
 class ProfileRequest:
-    """cProfile the leader during a point: `timer` "wall" or "cpu" (thread CPU time)."""
+    """Profile the leader during a point: cProfile with `timer` "wall" or "cpu" (the
+    loop thread's CPU time), or "py-spy" (sampling every thread from outside)."""
 
     path: Path
     timer: str = "wall"
@@ -270,6 +272,10 @@ class _ControlledCluster(Cluster):
     def pids(self) -> list[int]:
         return [node.pid for node in self.nodes]
 
+    async def _py_spy(self, pid: int, window: Window, raw_path: Path) -> str:
+        await wait_until(window.start)
+        return await py_spy(pid, window.seconds, raw_path, self.ctx.logs / "py-spy.log")
+
     async def _embedded_point(
         self, series: str, concurrency: int, payload: int, profile: ProfileRequest | None
     ) -> dict[str, Any]:
@@ -282,15 +288,22 @@ class _ControlledCluster(Cluster):
             "start": window.start,
             "end": window.end,
         }
-        if profile is not None:
+        spy: asyncio.Future[str] | None = None
+        if profile is not None and profile.timer == "py-spy":
+            spy = asyncio.ensure_future(self._py_spy(leader.pid, window, profile.path))
+        elif profile is not None:
             command["profile"] = str(profile.path)
             command["profile_timer"] = profile.timer
         edges = asyncio.ensure_future(window_edges(window, self.pids()))
         try:
             reply = await leader.request(command, self.ctx.warmup + self.ctx.duration + 120.0)
             measured = await edges
+            if spy is not None:
+                reply["profile"] = await spy
         finally:
             edges.cancel()
+            if spy is not None:
+                spy.cancel()
         result = point_result(
             series, concurrency, payload, [reply], reply["before"], reply["after"], measured
         )

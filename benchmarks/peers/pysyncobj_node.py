@@ -31,7 +31,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated  # type: ign
 
 from benchmarks.control import die_with_parent, reply_line, serve_stdin_sync
 from benchmarks.counters import wire_bytes
-from benchmarks.loadgen import Window
+from benchmarks.loadgen import Window, random_values
 from benchmarks.stats import encode_samples
 
 __all__ = ["Store", "main"]
@@ -60,7 +60,7 @@ class CallbackLoop:
     def __init__(self, store: Store, concurrency: int, payload: int, window: Window) -> None:
         self.store = store
         self.window = window
-        self.value = "v" * payload
+        self.values = random_values(payload)
         self.keys = [f"k{i}" for i in range(concurrency)]
         self.samples: array[float] = array("d")
         self.errors: Counter[str] = Counter()
@@ -82,7 +82,7 @@ class CallbackLoop:
         def done(result: Any, error: int) -> None:
             self.on_done(i, start, error)
 
-        self.store.set(self.keys[i], self.value, callback=done)
+        self.store.set(self.keys[i], next(self.values), callback=done)
 
     def on_done(self, i: int, start: float, error: int) -> None:
         end = time.perf_counter()

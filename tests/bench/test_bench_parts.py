@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import zlib
 from array import array
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from benchmarks import report
 from benchmarks.counters import open_fds, wire_bytes
 from benchmarks.kv_client import etcd_put_request, parse_etcd, parse_raftio
+from benchmarks.loadgen import random_values
 from benchmarks.stats import decode_samples, encode_samples, median_run, percentile, summarize
 from benchmarks.workloads import _split, costs
 from raftio.cli import main as raftio_main
@@ -68,6 +70,22 @@ def test_median_run_keeps_one_run_whole() -> None:
 
     assert median_run(runs)["tag"] == "b"  # the lower median of an even count
     assert median_run(runs[:3])["tag"] == "b"
+
+
+# --- load values ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("payload", [16, 1024])
+def test_values_have_the_payload_size_and_do_not_compress(payload: int) -> None:
+    values = random_values(payload, count=64)
+
+    batch = [next(values) for _ in range(64)]
+
+    assert {len(v) for v in batch} == {payload}
+    assert len(set(batch)) == 64
+    assert next(values) == batch[0]  # a cycle: no generation cost per operation
+    raw = "".join(batch).encode()
+    assert len(zlib.compress(raw, 3)) > 0.7 * len(raw)  # PySyncObj's wire compression
 
 
 # --- workloads ----------------------------------------------------------------
