@@ -257,10 +257,21 @@ def _percent(value: float | None) -> str:
     return f"{value * 100:.0f}%" if value is not None else "-"
 
 
+def _spread(point: dict[str, Any]) -> str:
+    """Every run's throughput and the load average after it: how noisy the point was."""
+    runs = point.get("runs") or [point["throughput"]]
+    loads = point.get("loadavg") or []
+    loads = loads if isinstance(loads, list) else [loads]
+    text = " / ".join(_num(r, "ops/s") for r in runs)
+    if loads:
+        text += f" (load {min(loads):.1f}-{max(loads):.1f})"
+    return text
+
+
 def _costs_table(results: dict[str, Any]) -> list[str]:
     header = ["series", "payload", "C", "leader CPU us/entry", "leader CPU", "RPCs/entry",
               "bytes/entry", "fsyncs/entry", "cluster CPU us/entry", "cluster CPU",
-              "client CPU", "errors"]  # fmt: skip
+              "client CPU", "runs: ops/s, load avg", "errors"]  # fmt: skip
     rows = []
     for key in _present(results):
         for payload, c in _grid(results):
@@ -284,6 +295,7 @@ def _costs_table(results: dict[str, Any]) -> list[str]:
                     _num(leader.get("cluster_cpu_us_per_entry")),
                     _percent(leader.get("cluster_cpu_utilization")),
                     _percent(leader.get("client_cpu_utilization")),
+                    _spread(point),
                     errors,
                 ]
             )

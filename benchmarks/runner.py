@@ -3,8 +3,8 @@
 Order of a run: probes (fdatasync, loopback RTT, machine facts), then one
 cluster at a time (raftio fsync on: embedded and end-to-end; raftio fsync
 off; PySyncObj in memory; PySyncObj with its journal; etcd), each point
-`repeat` times (the median run by throughput is kept, with every run's
-throughput beside it), then optional profiled runs of the raftio leader,
+once per round, `repeat` rounds (the run with the median throughput is
+kept, with every run's throughput beside it), then optional profiled runs of the raftio leader,
 then `results.json`, `results.md` and the plots (`benchmarks.report`).
 
 Every process is a child of a `ProcessGroup` that stops them all when the
@@ -159,8 +159,6 @@ def _summary_line(point: dict[str, Any]) -> str:
     )
     if cpu is not None:
         text += f"  leader CPU {cpu:6.1f} us/entry"
-    if len(point["runs"]) > 1:
-        text += "  runs " + "/".join(f"{r:,.0f}" for r in point["runs"])
     text += f"  load {point['loadavg']:.1f}"
     if errors:
         text += f"  errors {errors} ({point['first_error'][:60]})"
@@ -175,7 +173,7 @@ class Run:
         self.out = out
         self.plans = selected_plans(settings)
         points = sum(len(series) for _, series in self.plans)
-        points *= len(settings.concurrency) * len(settings.payloads)
+        points *= len(settings.concurrency) * len(settings.payloads) * settings.repeat
         self.progress = Progress(points + (len(self._profilers()) if self._profiling() else 0))
         self.results: dict[str, Any] = {
             "version": 1,
@@ -187,6 +185,7 @@ class Run:
             "failed": {},
             "points": [],
         }
+        self.runs: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
 
     @staticmethod
     def _profilers() -> tuple[str, ...]:
@@ -215,8 +214,11 @@ class Run:
                 dict(PYSYNCOBJ_FAST),
             )
             await self._probes(ctx)
-            for plan, series in self.plans:
-                await self._run_plan(ctx, plan, series)
+            for round_ in range(self.settings.repeat):
+                # Rounds, not repeats in place: every system meets the machine's
+                # quiet and noisy spells alike (other tenants come and go).
+                for plan, series in self.plans:
+                    await self._run_plan(ctx, plan, series, round_)
         finally:
             await self.progress.close()
             await group.close()
@@ -235,15 +237,19 @@ class Run:
             f"fdatasync p50 {fsync['p50_us']:.0f} us, loopback RTT p50 {rtt['p50_us']:.0f} us"
         )
 
-    async def _run_plan(self, ctx: RunContext, plan: Plan, series: Sequence[str]) -> None:
+    async def _run_plan(
+        self, ctx: RunContext, plan: Plan, series: Sequence[str], round_: int
+    ) -> None:
+        points = len(series) * len(self.settings.concurrency) * len(self.settings.payloads)
         missing = plan.available()
-        if missing is not None:
-            for key in series:
-                self.results["skipped"][key] = missing
-                self.progress.done += len(self.settings.concurrency) * len(self.settings.payloads)
-            self.progress.note(f"skipping {plan.name}: {missing}")
+        if missing is not None or any(key in self.results["failed"] for key in series):
+            self.progress.done += points
+            if missing is not None and round_ == 0:
+                self.results["skipped"].update(dict.fromkeys(series, missing))
+                self.progress.note(f"skipping {plan.name}: {missing}")
             return
-        self.progress.note(f"starting {plan.name}: 3 processes on 127.0.0.1")
+        rounds = f" (round {round_ + 1}/{self.settings.repeat})" if self.settings.repeat > 1 else ""
+        self.progress.note(f"starting {plan.name}{rounds}: 3 processes on 127.0.0.1")
         cluster = plan.make(ctx)
         try:
             await cluster.start()
@@ -251,28 +257,46 @@ class Run:
                 for concurrency in self.settings.concurrency:
                     for key in series:
                         await self._run_point(cluster, key, concurrency, payload)
-            if plan.name == "raftio" and "raftio-embedded" in series and self.settings.profile:
+            last = round_ == self.settings.repeat - 1
+            if (
+                last
+                and self.settings.profile
+                and plan.name == "raftio"
+                and "raftio-embedded" in series
+            ):
                 await self._profile(cluster)
         except (ChildError, OSError, RuntimeError) as exc:
             message = f"{type(exc).__name__}: {exc}"
-            for key in series:
-                self.results["failed"][key] = message
+            self.results["failed"].update(dict.fromkeys(series, message))
             self.progress.note(f"{plan.name} failed: {message}")
         finally:
             await cluster.stop()
 
     async def _run_point(self, cluster: Cluster, key: str, concurrency: int, payload: int) -> None:
-        label = f"{SERIES[key].label} C={concurrency} {payload} B"
-        runs = []
-        for i in range(self.settings.repeat):
-            suffix = f" (run {i + 1}/{self.settings.repeat})" if self.settings.repeat > 1 else ""
-            self.progress.begin(label + suffix, self.settings.warmup + self.settings.duration)
-            runs.append(await cluster.run_point(key, concurrency, payload))
-        point = dict(median_run(runs))
-        point["runs"] = [run["throughput"] for run in runs]
-        point["loadavg"] = os.getloadavg()[0]  # other tenants of a shared machine show here
-        self.results["points"].append(point)
-        self.progress.end(_summary_line(point))
+        self.progress.begin(
+            f"{SERIES[key].label} C={concurrency} {payload} B",
+            self.settings.warmup + self.settings.duration,
+        )
+        run = await cluster.run_point(key, concurrency, payload)
+        run["loadavg"] = os.getloadavg()[0]  # other tenants of a shared machine show here
+        self.runs.setdefault((key, concurrency, payload), []).append(run)
+        self.progress.end(_summary_line(run))
+
+    def collect(self) -> None:
+        """One point per (series, C, payload): the run with the median throughput."""
+        points = []
+        for _, series in self.plans:
+            for payload in self.settings.payloads:
+                for concurrency in self.settings.concurrency:
+                    for key in series:
+                        runs = self.runs.get((key, concurrency, payload))
+                        if not runs or key in self.results["failed"]:
+                            continue
+                        point = dict(median_run(runs))
+                        point["runs"] = [run["throughput"] for run in runs]
+                        point["loadavg"] = [run["loadavg"] for run in runs]
+                        points.append(point)
+        self.results["points"] = points
 
     async def _profile(self, cluster: Cluster) -> None:
         """Profiled runs of the leader: cProfile wall clock, cProfile CPU, py-spy."""
@@ -302,6 +326,7 @@ class Run:
         self.results["profile"] = {"concurrency": concurrency, "payload": payload, "runs": runs}
 
     def write(self) -> None:
+        self.collect()
         self.results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         self.results["targets"] = report.evaluate_targets(self.results)
         (self.out / "results.json").write_text(json.dumps(self.results, indent=1) + "\n")
@@ -337,6 +362,15 @@ def run(settings: Settings) -> int:
     finally:
         if "machine" in bench.results:
             bench.write()
+            if settings.repeat > 1:
+                print(f"medians of {settings.repeat} rounds:", file=sys.stderr)
+                for point in bench.results["points"]:
+                    runs = "/".join(f"{r:,.0f}" for r in point["runs"])
+                    print(
+                        f"  {_summary_line({**point, 'loadavg': max(point['loadavg'])})}"
+                        f"  runs {runs}",
+                        file=sys.stderr,
+                    )
     minutes = (time.monotonic() - started) / 60
     print(
         f"results in {out}/ (results.md, results.json, plots) after {minutes:.1f} min",

@@ -9,6 +9,7 @@ import os
 import socket
 import zlib
 from array import array
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from benchmarks import report
 from benchmarks.counters import open_fds, wire_bytes
 from benchmarks.kv_client import etcd_put_request, parse_etcd, parse_raftio
 from benchmarks.loadgen import random_values
+from benchmarks.runner import Run, Settings
 from benchmarks.stats import decode_samples, encode_samples, median_run, percentile, summarize
 from benchmarks.workloads import _split, costs
 from raftio.cli import main as raftio_main
@@ -304,3 +306,26 @@ def test_bench_rejects_bad_settings_before_starting_anything(
 
     assert code == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_repeated_rounds_keep_the_median_run_of_each_point(tmp_path: Path) -> None:
+    settings = Settings(concurrency=[1], payloads=[16], repeat=3, only="raftio",
+                        series=["raftio-embedded"])  # fmt: skip
+    run = Run(settings, tmp_path)
+    for throughput, load in ((300.0, 1.0), (100.0, 2.0), (200.0, 3.0)):
+        run.runs.setdefault(("raftio-embedded", 1, 16), []).append(
+            {
+                "series": "raftio-embedded",
+                "concurrency": 1,
+                "payload": 16,
+                "throughput": throughput,
+                "loadavg": load,
+            }
+        )
+
+    run.collect()
+
+    (point,) = run.results["points"]
+    assert point["throughput"] == 200.0
+    assert point["runs"] == [300.0, 100.0, 200.0]
+    assert point["loadavg"] == [1.0, 2.0, 3.0]
