@@ -10,8 +10,8 @@ replica agreement. A seed replays exactly (memory storage).
     python scripts/nemesis_soak.py --seed 17 --nodes 5 -v          # replay one
     python scripts/nemesis_soak.py --seeds 50 --nodes 3,5 --vary-raft --duration 40
 
-Prints every failure (the replay command, the checker's explanation, the
-nemesis's log) as it is found, then a summary; exits 1 if any seed failed.
+Prints a line per seed, and for a failure the replay command, the checker's
+explanation and the nemesis's log, then a summary; exits 1 if any seed failed.
 """
 
 from __future__ import annotations
@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         for config, future in zip(configs, futures, strict=True):
             outcome = future.result()
             outcomes.append(outcome)
-            if not outcome.ok or args.verbose:
-                print(f"seed {config.seed} ({config.nodes} nodes): {outcome.text}", flush=True)
+            print(f"seed {config.seed} ({config.nodes} nodes): {outcome.text}", flush=True)
     failed = [o.seed for o in outcomes if not o.ok]
     print(f"seeds explored: {len(outcomes)}")
     print(f"operations checked: {sum(o.operations for o in outcomes)}")

@@ -283,12 +283,14 @@ class FaultTarget(Protocol):
 class Nemesis:
     """A seeded schedule of overlapping faults against `target`.
 
-    Every `interval` seconds (drawn), faults whose time is up are undone,
-    then one new fault of a kind in `kinds` starts and lasts `span`
-    seconds (drawn): a partition (one at a time), a crash or a pause of a
-    node (the leader half of the time; at most `max_down` nodes down at
-    once, a minority by default), or flaky / reordering links. Every
-    action is logged in `events`, stamped with the loop's time.
+    Every `interval` seconds (drawn) one new fault starts and lasts `span`
+    seconds (drawn), overlapping those in force: a partition (one at a
+    time), a crash or a pause of a node (the leader half of the time; at
+    most `max_down` nodes down at once, a minority by default), or flaky /
+    reordering links. Kinds are dealt from a shuffled deck of `kinds`, the
+    first one that can start now is played, so every kind gets its turn.
+    Each fault is undone when its time is up. Every action is logged in
+    `events`, stamped with the loop's time.
     """
 
     def __init__(
@@ -307,10 +309,11 @@ class Nemesis:
         self.target, self._rng = target, rng
         self.kinds = list(kinds)
         self._interval, self._span = interval, span
-        self._max_down = (target.n - 1) // 2 if max_down is None else max_down
+        self._max_down = min(target.n, (target.n - 1) // 2 if max_down is None else max_down)
         self._down: dict[int, tuple[str, float]] = {}  # node -> ("crash" | "pause", until)
         self._cut_until: float | None = None
         self._network: dict[str, float] = {}  # "flaky" / "reorder" -> until
+        self._deck: list[str] = []
         self.events: list[str] = []
         self.actions = 0
 
@@ -327,7 +330,7 @@ class Nemesis:
                 return
             await self._expire(now)
             if now >= next_fault:
-                await self._start(self._rng.choice(self.kinds), now)
+                await self._deal(now)
                 next_fault = now + self._rng.uniform(*self._interval)
 
     def _deadlines(self) -> list[float]:
@@ -360,8 +363,17 @@ class Nemesis:
                 self._set_network()
                 self.log(f"network {kind} over")
 
-    async def _start(self, kind: str, now: float) -> None:
-        until = now + self._rng.uniform(*self._span)
+    async def _deal(self, now: float) -> None:
+        if not self._deck:
+            self._deck = self._rng.sample(self.kinds, len(self.kinds))
+        for kind in self._deck:
+            if await self._start(kind, now + self._rng.uniform(*self._span)):
+                self._deck.remove(kind)
+                self.actions += 1
+                return
+
+    async def _start(self, kind: str, until: float) -> bool:
+        """Start a fault of `kind` lasting until `until`, if one can start now."""
         if kind == "partition" and self._cut_until is None:
             self._cut_until = until
             shape, links = await self._partition()
@@ -369,8 +381,6 @@ class Nemesis:
             self.log(f"partition {shape}: cut {_describe_links(links)}")
         elif kind in ("crash", "pause") and len(self._down) < self._max_down:
             victim = await self._victim()
-            if victim is None:
-                return
             self._down[victim] = (kind, until)
             await (self.target.crash(victim) if kind == "crash" else self.target.pause(victim))
             self.log(f"{kind} {victim} until t={until:.3f}")
@@ -379,18 +389,18 @@ class Nemesis:
             self._set_network()
             self.log(f"network {kind} until t={until:.3f}")
         else:
-            return
-        self.actions += 1
+            return False
+        return True
 
     def _set_network(self) -> None:
         self.target.set_network(flaky="flaky" in self._network, reorder="reorder" in self._network)
 
-    async def _victim(self) -> int | None:
+    async def _victim(self) -> int:
         leader = await self.target.leader()
         up = [i for i in range(self.target.n) if i not in self._down]
         if leader in up and self._rng.random() < 0.5:
             return leader
-        return self._rng.choice(up) if up else None
+        return self._rng.choice(up)
 
     async def _partition(self) -> tuple[str, set[Link]]:
         n, rng = self.target.n, self._rng
@@ -803,6 +813,10 @@ class MemoryKvClient:
     leader named in the reply, else on the next node, until `deadline`
     seconds have passed: then TimeoutError, outcome unknown. While the
     cluster is flaky, 5% of requests and 5% of replies are lost.
+
+    An operation goes first to the node that answered the last one, or,
+    with probability `spread`, to a random node: so requests keep reaching
+    deposed leaders that still believe they lead, and followers.
     """
 
     def __init__(
@@ -814,8 +828,10 @@ class MemoryKvClient:
         attempt_timeout: float = 0.5,
         deadline: float = 6.0,
         backoff: tuple[float, float] = (0.01, 0.1),
+        spread: float = 0.3,
     ) -> None:
         self.cluster, self.client_id, self._rng = cluster, client_id, rng
+        self._spread = spread
         self._attempt_timeout, self._deadline, self._backoff = attempt_timeout, deadline, backoff
         self.seq = 0
         self.leader: int | None = None
@@ -839,7 +855,9 @@ class MemoryKvClient:
     async def _request(self, request: dict[str, Any]) -> Any:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._deadline
-        target = self.leader if self.leader is not None else self._rng.randrange(self.cluster.n)
+        target = self.leader
+        if target is None or self._rng.random() < self._spread:
+            target = self._rng.randrange(self.cluster.n)
         failures = 0
         while True:
             reply = await self._attempt(target, request)

@@ -1,0 +1,115 @@
+"""The nemesis simulation catches deliberately broken versions of raftio and its KV service.
+
+Each test installs one bug with monkeypatch and runs seeds in order until a
+run fails; the run is a pure function of its seed, so the first failing seed
+is stable until raftio or the simulation changes. Each asserts which check
+caught the bug.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from raftio.errors import NotLeaderError
+from raftio.kv.machine import KVStateMachine, _check_command
+from raftio.raft import Raft
+from raftio.testing.linearizability import KvModel, check
+from raftio.testing.nemesis import MemoryKvClient, NemesisReport, SimConfig, simulate
+
+SEED_BOUND = 20
+
+
+def first_failure() -> NemesisReport:
+    for seed in range(1, SEED_BOUND + 1):
+        report = simulate(SimConfig(seed=seed, nodes=3 + 2 * (seed % 2)))
+        if not report.ok:
+            print(f"caught at seed {seed}:\n{report.explain()[:3000]}")
+            return report
+    raise AssertionError(f"no run of seeds 1..{SEED_BOUND} failed")
+
+
+def doubled(value: Any) -> bool:
+    """Whether a value read or returned holds some write's token twice."""
+    tokens = value.split(";")[:-1] if isinstance(value, str) else []
+    return len(tokens) != len(set(tokens))
+
+
+async def read_index_without_a_heartbeat_round(self: Raft) -> int:
+    """Raft.read_index trusting that it still leads (a deposed leader reads stale state)."""
+    core = self._core
+    if self._killed or not core.can_serve_reads():
+        raise NotLeaderError(core.leader_id)
+    return core.commit_index
+
+
+def test_reads_without_confirming_leadership_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Raft, "read_index", read_index_without_a_heartbeat_round)
+
+    report = first_failure()
+
+    assert report.result is not None
+    assert report.result.ok is False
+    assert any(v.stuck.kind == "get" for v in report.result.violations)
+
+
+def test_a_client_that_renumbers_its_retries_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempt = MemoryKvClient._attempt
+
+    async def renumbering(self: MemoryKvClient, i: int, request: dict[str, Any]) -> Any:
+        if "seq" in request:
+            self.seq += 1
+            request["seq"] = self.seq  # a retry looks like a new write
+        return await attempt(self, i, request)
+
+    monkeypatch.setattr(MemoryKvClient, "_attempt", renumbering)
+
+    report = first_failure()
+
+    assert report.result is not None
+    assert report.result.ok is False
+    assert any(doubled(op.output) for op in report.history.operations)
+
+
+def test_a_state_machine_without_duplicate_detection_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    apply = KVStateMachine.apply
+
+    def forgetful(self: KVStateMachine, command: Any) -> str | None:
+        self.sessions.clear()
+        return apply(self, command)
+
+    monkeypatch.setattr(KVStateMachine, "apply", forgetful)
+
+    report = first_failure()
+
+    assert report.result is not None
+    assert report.result.ok is False
+    assert any(doubled(op.output) for op in report.history.operations)
+
+
+def test_a_retry_answered_with_the_current_value_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def current_value_for_retries(self: KVStateMachine, command: Any) -> str | None:
+        op, key, value, client, seq = _check_command(command)
+        last_seq, _ = self.sessions.get(client, (0, None))
+        if seq <= last_seq:
+            return self.data.get(key, "") if seq == last_seq else None  # not what it answered
+        result = value if op == "put" else self.data.get(key, "") + value
+        self.data[key] = result
+        self.sessions[client] = (seq, result)
+        return result
+
+    monkeypatch.setattr(KVStateMachine, "apply", current_value_for_retries)
+
+    report = first_failure()
+
+    # Only the writes' answers are wrong: the values stored are right.
+    assert report.problems == []
+    assert report.result is not None
+    assert report.result.ok is False
+    assert {v.stuck.kind for v in report.result.violations} <= {"put", "append"}
+    assert check(report.history, model=KvModel()).ok is True
