@@ -30,7 +30,6 @@ from typing import Any
 
 from benchmarks.control import die_with_parent, reply_line, run_loop
 from benchmarks.procs import Child, ProcessGroup
-from benchmarks.stats import summarize
 
 __all__ = ["fdatasync_latency", "loopback_rtt", "machine_facts", "main"]
 
@@ -38,8 +37,8 @@ _RECORD = 64  # bytes per append: a 16-byte entry with its framing, roughly
 _MESSAGE = 64  # bytes per RTT probe message
 
 
-def fdatasync_latency(directory: Path, count: int = 300) -> dict[str, Any]:
-    """Latency of write(64 bytes) + fdatasync on a file in `directory`."""
+def fdatasync_latency(directory: Path, count: int = 300) -> list[float]:
+    """Seconds each write(64 bytes) + fdatasync took, on a file in `directory`."""
     path = directory / "fdatasync-probe.log"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     record = os.urandom(_RECORD)
@@ -53,13 +52,13 @@ def fdatasync_latency(directory: Path, count: int = 300) -> dict[str, Any]:
     finally:
         os.close(fd)
         path.unlink()
-    return summarize(samples)
+    return samples
 
 
 async def loopback_rtt(
     group: ProcessGroup, argv_prefix: list[str], env: dict[str, str], log: Path, count: int = 2000
-) -> dict[str, Any]:
-    """Round trips of a 64-byte message to an echo process on 127.0.0.1."""
+) -> list[float]:
+    """Seconds each round trip of a 64-byte message to an echo process on 127.0.0.1 took."""
     echo = await group.start(
         Child(
             "echo",
@@ -86,7 +85,7 @@ async def loopback_rtt(
                 await writer.wait_closed()
     finally:
         await group.stop([echo])
-    return summarize(samples)
+    return samples
 
 
 def _version(package: str) -> str | None:

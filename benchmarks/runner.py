@@ -1,10 +1,11 @@
 """`raftio bench`: run every series at every point, then write the results directory.
 
-Order of a run: probes (fdatasync, loopback RTT, machine facts), then one
-cluster at a time (raftio fsync on: embedded and end-to-end; raftio fsync
-off; PySyncObj in memory; PySyncObj with its journal; etcd), each point
-once per round, `repeat` rounds (the run with the median throughput is
-kept, with every run's throughput beside it), then optional profiled runs of the raftio leader,
+Order of a run: `repeat` rounds, each made of the probes (fdatasync and
+loopback RTT samples; machine facts once) and then one cluster at a time:
+raftio fsync on (embedded and end to end), raftio fsync off, PySyncObj in
+memory, PySyncObj with its journal, etcd; every point once per round. Each
+point keeps the run with the median throughput, every run's throughput
+beside it. Then optional profiled runs of the raftio leader (last round),
 then `results.json`, `results.md` and the plots (`benchmarks.report`).
 
 Every process is a child of a `ProcessGroup` that stops them all when the
@@ -22,6 +23,7 @@ import os
 import shlex
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +37,7 @@ from benchmarks.control import run_loop
 from benchmarks.procs import ChildError, ProcessGroup, child_env
 from benchmarks.profiles import py_spy_available
 from benchmarks.progress import Progress
-from benchmarks.stats import median_run
+from benchmarks.stats import median_run, summarize
 from benchmarks.workloads import (
     SERIES,
     Cluster,
@@ -186,6 +188,7 @@ class Run:
             "points": [],
         }
         self.runs: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+        self.probe_samples: dict[str, list[float]] = {"fdatasync": [], "rtt": []}
 
     @staticmethod
     def _profilers() -> tuple[str, ...]:
@@ -213,8 +216,8 @@ class Run:
                 logs,
                 dict(PYSYNCOBJ_FAST),
             )
-            await self._probes(ctx)
             for round_ in range(self.settings.repeat):
+                await self._probes(ctx)
                 # Rounds, not repeats in place: every system meets the machine's
                 # quiet and noisy spells alike (other tenants come and go).
                 for plan, series in self.plans:
@@ -226,15 +229,21 @@ class Run:
             shutil.rmtree(workdir, ignore_errors=True)
 
     async def _probes(self, ctx: RunContext) -> None:
-        self.progress.note("probing: machine, fdatasync latency, loopback RTT")
-        self.results["machine"] = probes.machine_facts(PACKAGE_ROOT)
+        """fdatasync and RTT samples, taken at the start of every round: the disk of a
+        shared machine changes its mind, and the bound should see it as the load did."""
+        if "machine" not in self.results:
+            self.progress.note("probing: machine, fdatasync latency, loopback RTT")
+            self.results["machine"] = probes.machine_facts(PACKAGE_ROOT)
         fsync = probes.fdatasync_latency(ctx.workdir)
         rtt = await probes.loopback_rtt(
             ctx.group, [sys.executable, "-m"], ctx.env, ctx.logs / "echo.log"
         )
-        self.results["probes"] = {"fdatasync": fsync, "rtt": rtt}
+        self.probe_samples["fdatasync"] += fsync
+        self.probe_samples["rtt"] += rtt
+        self.results["probes"] = {k: summarize(v) for k, v in self.probe_samples.items()}
         self.progress.note(
-            f"fdatasync p50 {fsync['p50_us']:.0f} us, loopback RTT p50 {rtt['p50_us']:.0f} us"
+            f"fdatasync p50 {statistics.median(fsync) * 1e6:.0f} us, "
+            f"loopback RTT p50 {statistics.median(rtt) * 1e6:.0f} us"
         )
 
     async def _run_plan(
