@@ -471,7 +471,8 @@ class RaftCore:
             self.voted_for = None
             self._record_hard_state()
         if self.role is not Role.FOLLOWER:
-            self._debug("role", f"became follower (leader S{leader_id})")
+            known = f" (leader S{leader_id})" if leader_id is not None else ""
+            self._debug("role", f"became follower{known}")
         self.role = Role.FOLLOWER
         self.leader_id = leader_id
         self.progress = {}

@@ -305,6 +305,8 @@ class Raft:
         if exc is not None:
             self._fail(f"storage sync failed: {exc}")
             return
+        if self._trace:
+            self._trace("storage", f"durable through {mark[0]}@T{mark[1]}")
         self._core.on_log_durable(*mark)
         self._drain()
 
@@ -372,7 +374,10 @@ class Raft:
             await self._apply_wakeup.wait()
             self._apply_wakeup.clear()
             while not self._killed and core.has_applicable():
-                for msg in core.take_applicable(limit):
+                batch = core.take_applicable(limit)
+                if self._trace:
+                    self._trace("apply", _describe_batch(batch))
+                for msg in batch:
                     if self._killed:
                         return
                     if queue.full():
@@ -434,6 +439,12 @@ class _ReadTally:
                 self.done.set_result(True)
         if self.waiting == 0 and not self.done.done():
             self.done.set_result(False)
+
+
+def _describe_batch(batch: list[ApplyMsg]) -> str:
+    if batch[0].snapshot_valid:
+        return f"snapshot through {batch[0].snapshot_index}@T{batch[0].snapshot_term}"
+    return f"entries {batch[0].command_index}..{batch[-1].command_index}"
 
 
 def _valid(message: object, cls: type, peer_count: int) -> bool:
