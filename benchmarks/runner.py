@@ -251,7 +251,7 @@ class Run:
     ) -> None:
         points = len(series) * len(self.settings.concurrency) * len(self.settings.payloads)
         missing = plan.available()
-        if missing is not None or any(key in self.results["failed"] for key in series):
+        if missing is not None:
             self.progress.done += points
             if missing is not None and round_ == 0:
                 self.results["skipped"].update(dict.fromkeys(series, missing))
@@ -275,9 +275,10 @@ class Run:
             ):
                 await self._profile(cluster)
         except (ChildError, OSError, RuntimeError) as exc:
+            # This round of this plan is lost; later rounds try again.
             message = f"{type(exc).__name__}: {exc}"
-            self.results["failed"].update(dict.fromkeys(series, message))
-            self.progress.note(f"{plan.name} failed: {message}")
+            self.results["failed"].update(dict.fromkeys(series, f"round {round_ + 1}: {message}"))
+            self.progress.note(f"{plan.name} failed in round {round_ + 1}: {message}")
         finally:
             await cluster.stop()
 
@@ -299,7 +300,7 @@ class Run:
                 for concurrency in self.settings.concurrency:
                     for key in series:
                         runs = self.runs.get((key, concurrency, payload))
-                        if not runs or key in self.results["failed"]:
+                        if not runs:
                             continue
                         point = dict(median_run(runs))
                         point["runs"] = [run["throughput"] for run in runs]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -105,6 +106,15 @@ class RunContext:
     duration: float
     logs: Path
     pysyncobj_settings: dict[str, str] = field(default_factory=dict)
+    clusters_started: int = 0
+
+    def fresh_dir(self, name: str) -> Path:
+        """A new, empty directory for one cluster's data: a restarted etcd member or
+        PySyncObj journal would otherwise resume the previous cluster's state."""
+        self.clusters_started += 1
+        path = self.workdir / f"{name}-{self.clusters_started}"
+        path.mkdir(parents=True)
+        return path
 
     def python(self, module: str, *args: str) -> list[str]:
         return [sys.executable, "-m", module, *args, "--parent-pid", str(os.getpid())]
@@ -255,6 +265,7 @@ class _ControlledCluster(Cluster):
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self.nodes: list[Child] = []
+        self.data: Path | None = None
 
     async def _start_nodes(self, argvs: Sequence[list[str]]) -> None:
         for i, argv in enumerate(argvs):
@@ -320,6 +331,8 @@ class _ControlledCluster(Cluster):
                     pass
         await self.ctx.group.stop(self.nodes)
         self.nodes.clear()
+        if self.data is not None:
+            shutil.rmtree(self.data, ignore_errors=True)
 
 
 class RaftioCluster(_ControlledCluster):
@@ -336,7 +349,7 @@ class RaftioCluster(_ControlledCluster):
         ports = free_ports(6)
         self.peers = [f"127.0.0.1:{p}" for p in ports[:3]]
         self.client_peers = [f"127.0.0.1:{p}" for p in ports[3:]]
-        data = self.ctx.workdir / self.name
+        self.data = data = self.ctx.fresh_dir(self.name)
         argvs = [
             self.ctx.python(
                 "benchmarks.raftio_node",
@@ -387,8 +400,7 @@ class PySyncObjCluster(_ControlledCluster):
 
     async def start(self) -> None:
         addresses = [f"127.0.0.1:{p}" for p in free_ports(3)]
-        data = self.ctx.workdir / self.name
-        data.mkdir(parents=True, exist_ok=True)
+        self.data = data = self.ctx.fresh_dir(self.name)
         argvs = []
         for i, address in enumerate(addresses):
             partners = ",".join(a for a in addresses if a != address)
@@ -413,7 +425,7 @@ class EtcdCluster(Cluster):
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.members = EtcdMembers(ctx.group, ctx.workdir / "etcd", ctx.logs)
+        self.members = EtcdMembers(ctx.group, ctx.fresh_dir("etcd"), ctx.logs)
 
     async def start(self) -> None:
         await self.members.start(_LEADER_TIMEOUT)
@@ -436,6 +448,7 @@ class EtcdCluster(Cluster):
 
     async def stop(self) -> None:
         await self.members.stop()
+        shutil.rmtree(self.members.directory, ignore_errors=True)
 
 
 def leader_counters(leader: Child) -> Callable[[], Awaitable[dict[str, Any]]]:
