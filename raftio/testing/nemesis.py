@@ -56,6 +56,7 @@ from raftio.testing.lincheck import (
 )
 from raftio.testing.lincheck.history import fmt_time, precedes
 from raftio.testing.lincheck.kv import KINDS
+from raftio.testing.sim.links import Links
 from raftio.transport.memory import MemoryClientEnd, Network
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "Workload",
     "acknowledged_write_problems",
     "simulate",
+    "token",
     "verify",
 ]
 
@@ -664,6 +666,9 @@ class MemoryKvCluster:
         self._incarnation = [0] * n
         self._cut: set[Link] = set()
         self.flaky = False
+        # Per-link rules on top of the network's own faults: duplicated requests while flaky.
+        self.links = Links(random.Random(self._rng.getrandbits(64)))
+        self.net.set_link_faults(self.links)
 
     @property
     def n(self) -> int:
@@ -755,10 +760,12 @@ class MemoryKvCluster:
                 self.net.enable(name, (i, name[1]) not in self._cut)
 
     def set_network(self, *, flaky: bool, reorder: bool) -> None:
-        """flaky: lose 10% of RPCs and client messages, delay the rest; reorder: hold replies."""
+        """flaky: lose 10% of RPCs and 5% of client messages, delay and duplicate some;
+        reorder: hold about 2/3 of replies for 0.2-2.2 s."""
         self.flaky = flaky
         self.net.set_reliable(not flaky)
         self.net.set_long_reordering(reorder)
+        self.links.duplicate = 0.05 if flaky else 0.0
 
     async def pause(self, i: int) -> None:
         raise NotImplementedError("the memory cluster cannot pause a node; use crash")
@@ -922,6 +929,7 @@ class SimConfig:
     data_dir: str | None = None
     snapshot_bytes: int = 4 << 10
     client_deadline: float = 2.0  # seconds a client retries an operation before giving up
+    max_down: int | None = None  # nodes crashed at once (default: a minority)
     pre_vote: bool = True
     check_quorum: bool = True
     settle: float = 30.0  # seconds the healed cluster gets to recover
@@ -932,6 +940,7 @@ class SimConfig:
             f"python scripts/nemesis_soak.py --seed {self.seed} --nodes {self.nodes} "
             f"--clients {self.clients} --duration {self.duration:g} "
             f"--faults {','.join(self.faults)} --storage {self.storage}"
+            + ("" if self.max_down is None else f" --max-down {self.max_down}")
             + ("" if self.pre_vote else " --no-pre-vote")
             + ("" if self.check_quorum else " --no-check-quorum")
         )
@@ -970,7 +979,9 @@ async def _simulate(config: SimConfig) -> NemesisReport:
     )
     keys = [f"k{k}" for k in range(config.keys)]
     workload = Workload(clients, keys=keys, rng=random.Random(rng.getrandbits(64)))
-    nemesis = Nemesis(cluster, random.Random(rng.getrandbits(64)), kinds=config.faults)
+    nemesis = Nemesis(
+        cluster, random.Random(rng.getrandbits(64)), kinds=config.faults, max_down=config.max_down
+    )
     report = NemesisReport(workload.history, events=nemesis.events, replay=config.replay())
     try:
         await cluster.start_all()
