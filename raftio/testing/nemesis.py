@@ -789,15 +789,19 @@ class MemoryKvCluster:
         running = [node for node in self.nodes if node is not None]
         if len(running) < self.n:
             return f"{self.n - len(running)} node(s) down"
-        applied = {node.applied_index for node in running}
-        commit = max(node.raft.status().commit_index for node in running)
-        digests = {machine.digest() for machine in self.machines}
-        if len(applied) > 1 or applied != {commit} or len(digests) > 1:
-            return (
-                f"replicas disagree: applied {[n.applied_index for n in running]}, commit "
-                f"{commit}, digests {[m.digest() for m in self.machines]}"
-            )
-        return None
+        statuses = [node.status() for node in running]
+        applied = {s.applied_index for s in statuses}
+        commit = max(s.commit_index for s in statuses)
+        digests = [machine.digest() for machine in self.machines]
+        if len(applied) == 1 and applied == {commit} and len(set(digests)) == 1:
+            return None
+        leaders = [s for s in statuses if s.role == "leader"]
+        seen = "".join(f"; leader {s.node_id}'s match_index {s.match_index}" for s in leaders)
+        return (
+            f"replicas disagree: applied {[s.applied_index for s in statuses]}, commit "
+            f"{[s.commit_index for s in statuses]}, last {[s.last_index for s in statuses]}, "
+            f"digests {digests}{seen}"
+        )
 
     async def converged(self, timeout: float = 30.0) -> str | None:
         """Wait (loop time) until the replicas agree; else say how they differ."""
