@@ -189,7 +189,12 @@ def _add_bench(commands: Any) -> None:
     p.add_argument("--payload", type=_int_list, help="payload bytes, default 16,1024")
     p.add_argument("--duration", type=float, help="measured seconds per point (default 5)")
     p.add_argument("--warmup", type=float, help="warm-up seconds per point (default 1)")
-    p.add_argument("--repeat", type=int, default=1, help="runs per point; the median is kept")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds over every system; each point keeps its median",
+    )
     p.add_argument(
         "--profile",
         action="store_true",

@@ -68,9 +68,10 @@ def test_a_small_run_measures_every_raftio_series_and_cleans_up(tmp_path: Path) 
         assert leader["rpcs_per_entry"] > 0
         assert leader["bytes_per_entry"] > 16
         assert leader["fsyncs_per_entry"] > 0  # fsync off still counts its no-op syncs
-        assert leader["cluster_cpu_us_per_entry"] >= leader["cpu_us_per_entry"] * 0.99
-        if series == "raftio-e2e":
-            assert leader["client_cpu_utilization"] > 0
+        # /proc counts CPU in 10 ms ticks: over half a second, only "measured" is certain.
+        assert leader["cluster_cpu_us_per_entry"] is not None
+        is_e2e = series == "raftio-e2e"
+        assert (leader["client_cpu_utilization"] is not None) == is_e2e
     probes = results["probes"]
     assert probes["fdatasync"]["p50_us"] > 0
     assert probes["rtt"]["p50_us"] > 0
