@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import zlib
 from array import array
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import raftio
 from benchmarks import report
 from benchmarks.counters import open_fds, wire_bytes
 from benchmarks.kv_client import etcd_put_request, parse_etcd, parse_raftio
@@ -329,3 +331,18 @@ def test_repeated_rounds_keep_the_median_run_of_each_point(tmp_path: Path) -> No
     assert point["throughput"] == 200.0
     assert point["runs"] == [300.0, 100.0, 200.0]
     assert point["loadavg"] == [1.0, 2.0, 3.0]
+
+
+def test_bench_outside_a_checkout_says_how_to_run_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As from a wheel: no importable `benchmarks`, no checkout around raftio.
+    monkeypatch.setitem(sys.modules, "benchmarks.runner", None)
+    monkeypatch.setattr(raftio, "__file__", str(tmp_path / "site" / "raftio" / "__init__.py"))
+
+    code = raftio_main(["bench", "--quick"])
+
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "benchmark harness is not installed with raftio" in err
+    assert "docs/benchmarks.md" in err

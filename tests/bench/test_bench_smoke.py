@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .conftest import CHECKOUT
@@ -89,3 +91,31 @@ def test_a_small_run_measures_every_raftio_series_and_cleans_up(tmp_path: Path) 
             assert f"]({name})" in markdown
     else:
         assert "Plots skipped: matplotlib is not installed" in markdown
+
+
+def test_sigterm_mid_run_stops_every_process_and_keeps_what_was_measured(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "results"
+    argv = [sys.executable, "-m", "raftio", "bench", "--only", "raftio",
+            "--series", "raftio-embedded", "--concurrency", "1,2", "--payload", "16",
+            "--duration", "30", "--warmup", "0.2", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=CHECKOUT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until the first point is under way
+        if line.startswith("starting raftio"):
+            break
+    deadline = time.monotonic() + 60
+    while len(_processes_naming(f"--parent-pid {proc.pid}")) < 3:
+        assert time.monotonic() < deadline, "the cluster never started"
+        time.sleep(0.1)
+
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, stderr
+    assert _processes_naming(f"--parent-pid {proc.pid}") == []
+    results = json.loads((out / "results.json").read_text())
+    assert results["interrupted"] is True
+    assert "(**interrupted**)" in (out / "results.md").read_text()
