@@ -20,7 +20,7 @@ from benchmarks import report
 from benchmarks.counters import open_fds, wire_bytes
 from benchmarks.kv_client import etcd_put_request, parse_etcd, parse_raftio
 from benchmarks.loadgen import random_values
-from benchmarks.runner import Run, Settings
+from benchmarks.runner import Run, Settings, selected_plans
 from benchmarks.stats import decode_samples, encode_samples, median_run, percentile, summarize
 from benchmarks.workloads import _split, costs
 from raftio.cli import main as raftio_main
@@ -346,3 +346,16 @@ def test_bench_outside_a_checkout_says_how_to_run_it(
     err = capsys.readouterr().err
     assert "benchmark harness is not installed with raftio" in err
     assert "docs/benchmarks.md" in err
+
+
+def test_a_missing_peer_is_skipped_with_the_install_script_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH", "")  # no etcd binary to be found
+
+    plans = {plan.name: plan for plan, _ in selected_plans(Settings(only="etcd"))}
+
+    assert set(plans) == {"etcd"}
+    why = plans["etcd"].available()
+    assert why is not None
+    assert "scripts/install_bench_peers.sh" in why
