@@ -12,6 +12,7 @@ a single client (fdatasync latency, loopback RTT).
     peers/          PySyncObj peer processes, etcd members
     probes.py       fdatasync latency, loopback RTT, machine facts
     report.py       results.json -> results.md, plots, targets
+    profiles.py     cProfile and py-spy summaries of the leader (--profile)
     control.py      JSON-line control channel (child side); procs.py the harness side
     loadgen.py, stats.py, counters.py, progress.py   shared pieces
 
