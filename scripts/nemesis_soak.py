@@ -20,10 +20,11 @@ import argparse
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
-from raftio.testing.nemesis import SimConfig, simulate
+from raftio.testing.nemesis import NemesisReport, SimConfig, simulate
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,26 @@ class Outcome:
     unknown: int
     sim_time: float
     text: str  # the summary, or the whole explanation of a failure
+    failures: tuple[str, ...]  # what failed: see failure_kinds()
+
+
+def failure_kinds(report: NemesisReport) -> tuple[str, ...]:
+    """The checks a run failed, in a few words each."""
+    kinds = set()
+    if report.result is None or report.result.ok is not True:
+        kinds.add(
+            "not linearizable" if report.result and report.result.ok is False else "unchecked"
+        )
+    for problem in report.problems:
+        if "disagree" in problem or "down" in problem:
+            kinds.add("replicas disagree")
+        elif "final read" in problem:
+            kinds.add("final read failed")
+        elif "checker" in problem:
+            kinds.add("unchecked")
+        else:
+            kinds.add("lost or doubled write")
+    return tuple(sorted(kinds))
 
 
 def config_for(seed: int, args: argparse.Namespace) -> SimConfig:
@@ -52,6 +73,8 @@ def config_for(seed: int, args: argparse.Namespace) -> SimConfig:
         faults=tuple(args.faults),
         storage=args.storage,
         client_deadline=args.client_deadline,
+        snapshot_bytes=args.snapshot_bytes,
+        max_down=args.max_down,
         pre_vote=pre_vote,
         check_quorum=check_quorum,
     )
@@ -72,6 +95,7 @@ def run_one(config: SimConfig, verbose: bool) -> Outcome:
         report.unknown,
         report.sim_time,
         text,
+        failure_kinds(report),
     )
 
 
@@ -96,6 +120,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--storage", choices=["memory", "file"], default="memory")
     p.add_argument("--client-deadline", type=float, default=2.0)
+    p.add_argument("--snapshot-bytes", type=int, default=4096, help="nodes snapshot past this")
+    p.add_argument("--max-down", type=int, help="nodes crashed at once (default: a minority)")
     p.add_argument("--no-pre-vote", action="store_true")
     p.add_argument("--no-check-quorum", action="store_true")
     p.add_argument("--vary-raft", action="store_true", help="pre-vote and check-quorum by seed")
@@ -124,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"simulated seconds: {sum(o.sim_time for o in outcomes):.0f}")
     print(f"wall time: {time.monotonic() - started:.1f} s")
     print(f"violations: {len(failed)}" + (f" (seeds {failed})" if failed else ""))
+    kinds = Counter(kind for o in outcomes for kind in o.failures)
+    for kind, count in sorted(kinds.items()):
+        print(f"  {kind}: {count}")
     return 1 if failed else 0
 
 

@@ -112,8 +112,9 @@ class ProcessKvCluster:
     async def leader(self) -> int | None:
         best: tuple[int, int] | None = None
         for i, status in enumerate(await self.statuses()):
-            leads = status is not None and status["role"] == "leader"
-            if leads and (best is None or status["term"] > best[0]):
+            if status is None or status["role"] != "leader":
+                continue
+            if best is None or status["term"] > best[0]:
                 best = (status["term"], i)
         return None if best is None else best[1]
 

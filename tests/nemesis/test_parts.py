@@ -196,7 +196,8 @@ def test_the_nemesis_keeps_a_majority_up_and_heal_undoes_everything(n: int) -> N
     run(main(), "virtual")
 
     assert target.most_down == (n - 1) // 2
-    assert target.down == target.paused == target.links == set()
+    assert target.down == target.paused == set()
+    assert target.links == set()
     assert target.network == (False, False)
     played = [event.split()[1] for event in nemesis.events]
     assert {"partition", "crash", "restart", "pause", "resume", "network"} <= set(played)
