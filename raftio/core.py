@@ -400,8 +400,15 @@ class RaftCore:
         self, peer: int, pr: Progress, args: AppendEntriesArgs, reply: AppendEntriesReply
     ) -> None:
         rejected = args.prev_log_index
-        if rejected <= pr.match_index or pr.state is Replication.SNAPSHOT:
-            return  # stale: we already know the follower has more than that
+        if pr.state is Replication.SNAPSHOT:
+            return
+        if rejected <= pr.match_index:
+            # Stale, but if it carried entries past what the follower confirmed, those
+            # entries were lost to reordering: resend from match instead of waiting.
+            if pr.state is Replication.REPLICATE and rejected + len(args.entries) > pr.match_index:
+                pr.become_probe()
+                self._send_append(peer)
+            return
         if pr.state is Replication.PROBE and rejected != pr.next_index - 1:
             return  # an older probe's answer
         # The handout's fast backup with XTerm / XIndex / XLen.

@@ -70,7 +70,8 @@ class Raft:
         self._apply_ch = apply_ch
         self._config = config
         self._killed = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # Insertion-ordered, so kill() cancels in creation order and a seed replays exactly.
+        self._tasks: dict[asyncio.Task[Any], None] = {}
         self._read_round: asyncio.Future[bool] | None = None
         self._syncs: dict[asyncio.Future[None], float] = {}  # pending syncs -> start time
         self._metrics = PeerMetrics()
@@ -388,11 +389,11 @@ class Raft:
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self._loop.create_task(coro)
-        self._tasks.add(task)
+        self._tasks[task] = None
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             logger.error("S%d: task %s failed", self.me, task.get_name(), exc_info=task.exception())
 

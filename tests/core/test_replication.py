@@ -16,7 +16,7 @@ import pytest
 from raftio.core import RaftCore, Replication
 from raftio.messages import AppendEntriesArgs, AppendEntriesReply
 
-from .helpers import APPEND_ENTRIES, CONFIG, HEARTBEAT, ack, drain, make_leader
+from .helpers import APPEND_ENTRIES, CONFIG, HEARTBEAT, ack, drain, make_core, make_leader
 
 
 def synced_leader(max_inflight: int = 4, max_batch_bytes: int = 1 << 20) -> RaftCore:
@@ -226,3 +226,32 @@ def test_idle_heartbeat_cadence(synced: bool, answer: bool) -> None:
     assert Counter(peer for _, peer in at) == {1: 10, 2: 10}
     assert sorted({tick for tick, _ in at}) == [HEARTBEAT * k for k in range(1, 11)]
     assert core.take_storage_ops() == []
+
+
+def test_entries_lost_to_reordering_are_resent_without_new_writes() -> None:
+    """§5.3: a reject made stale by a later success must not strand the entries it carried.
+
+    The leader sends A (prev=k) then B (prev=k+1); B arrives first and is rejected,
+    then A is accepted. B's entry must be resent, not wait for the next write.
+    """
+    leader = make_leader([1], term=2, synced=True)
+    follower = make_core([1], me=1, term=2)
+    leader.start("a")
+    _, a = drain(leader)
+    leader.start("b")
+    _, b = drain(leader)
+    ae_a = next(x for p, _, x in a if p == 1)
+    ae_b = next(x for p, _, x in b if p == 1)
+
+    reply_b = follower.handle_append_entries(ae_b)
+    reply_a = follower.handle_append_entries(ae_a)
+    leader.on_append_entries_reply(1, ae_a, reply_a)
+    leader.on_append_entries_reply(1, ae_b, reply_b)
+    _, resent = drain(leader)
+
+    to_follower = [x for p, _, x in resent if p == 1]
+    assert not reply_b.success
+    assert to_follower
+    for args in to_follower:
+        follower.handle_append_entries(args)
+    assert follower.log.last_index == leader.log.last_index
