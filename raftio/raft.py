@@ -38,14 +38,14 @@ from raftio.messages import (
 )
 from raftio.metrics import PeerMetrics
 from raftio.storage.base import Storage, StorageError
-from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, ClientEnd
+from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE, ClientEnd
 
 logger = logging.getLogger(__name__)
 A = TypeVar("A")
 R = TypeVar("R")
 
 _REPLY_TYPES: dict[str, type] = {
-    "request_vote": RequestVoteReply,
+    REQUEST_VOTE: RequestVoteReply,
     APPEND_ENTRIES: AppendEntriesReply,
     INSTALL_SNAPSHOT: InstallSnapshotReply,
 }
