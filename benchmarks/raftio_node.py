@@ -86,6 +86,10 @@ class CountingEnd:
         self.calls[method] += 1
         return await self.end.call(method, args)
 
+    def start_call(self, method: str, args: Any) -> asyncio.Future[Any]:
+        self.calls[method] += 1
+        return self.end.start_call(method, args)
+
 
 class BenchNode:
     """The node, its RPC server, its client port and the counters the harness reads."""

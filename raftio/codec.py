@@ -15,6 +15,7 @@ The only module that imports msgpack. Three families:
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
@@ -48,6 +49,28 @@ class CodecError(ValueError):
 # --- commands --------------------------------------------------------------
 
 _EXT_TUPLE, _EXT_SET, _EXT_FROZENSET = 1, 2, 3
+
+
+# A command that is a tuple (the usual shape, e.g. ("set", key, value)) is
+# encoded as this byte, which msgpack never uses, then its items as an
+# array: one pack instead of an array packed inside an extension type.
+_TOP_TUPLE = 0xC1
+_TOP_TUPLE_PREFIX = bytes([_TOP_TUPLE])
+
+
+class _Packers(threading.local):
+    """Reusable packers, one set per thread (a Packer is not thread-safe).
+
+    Reusing one skips building a Packer per call, which costs more than
+    packing a small command. `_command_default` must not use these: it runs
+    in the middle of a pack.
+    """
+
+    def __init__(self) -> None:
+        self.command = msgpack.Packer(
+            use_bin_type=True, strict_types=True, default=_command_default
+        )
+        self.plain = msgpack.Packer(use_bin_type=True)
 
 
 def _command_default(obj: Any) -> Any:
@@ -87,22 +110,30 @@ def _command_ext_hook(code: int, data: bytes) -> Any:
 
 
 def _packb_command(obj: Any) -> bytes:
+    # A fresh Packer: this also runs nested, from _command_default.
     return msgpack.packb(obj, use_bin_type=True, strict_types=True, default=_command_default)  # type: ignore[no-any-return]
 
 
-def _unpackb_command(data: bytes) -> Any:
+_PACKERS = _Packers()
+
+
+def _unpackb_command(data: bytes | memoryview) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_command_ext_hook)
 
 
 def encode_command(command: Any) -> bytes:
     """Encode a user command; raises TypeError naming an unsupported type."""
     try:
-        return _packb_command(command)
+        if type(command) is tuple:
+            return _TOP_TUPLE_PREFIX + _PACKERS.command.pack(list(command))  # type: ignore[no-any-return]
+        return _PACKERS.command.pack(command)  # type: ignore[no-any-return]
     except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"command {command!r:.80} cannot be replicated: {exc}") from None
 
 
 def decode_command(data: bytes) -> Any:
+    if data and data[0] == _TOP_TUPLE:
+        return tuple(_unpackb_command(memoryview(data)[1:]))
     return _unpackb_command(data)
 
 
@@ -113,7 +144,7 @@ _RV, _RV_REPLY, _AE, _AE_REPLY, _IS, _IS_REPLY = range(6)
 
 def encode_message(msg: Message) -> bytes:
     """Encode one RPC dataclass."""
-    return msgpack.packb(_message_to_list(msg), use_bin_type=True)  # type: ignore[no-any-return]
+    return _PACKERS.plain.pack(_message_to_list(msg))  # type: ignore[no-any-return]
 
 
 def _message_to_list(msg: Message) -> list[Any]:
@@ -202,7 +233,7 @@ _SHAPES: dict[int, tuple[Any, tuple[type, ...]]] = {
 
 def pack(obj: Any) -> bytes:
     """Encode plain values (ints, bytes, str, lists, dicts) for storage."""
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return _PACKERS.plain.pack(obj)  # type: ignore[no-any-return]
 
 
 def unpack(data: bytes) -> Any:

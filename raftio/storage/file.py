@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from raftio import codec
@@ -22,12 +21,14 @@ from raftio.storage import wal
 from raftio.storage.base import DurableState, StorageError
 from raftio.storage.recovery import StorageLockedError, lock_directory, make_directory, recover
 from raftio.storage.wal import Checkpoint
+from raftio.storage.worker import WorkerThread
 from raftio.storage.writer import Closed, Disk, SnapshotFile
 
 __all__ = ["Disk", "FileStorage", "StorageLockedError"]
 
 logger = logging.getLogger(__name__)
 
+_INLINE = bool(os.environ.get("RAFTIO_INLINE"))
 _EAGER_FLUSH_BYTES = 4 << 20  # start writing without a sync() once this much is buffered
 
 
@@ -91,10 +92,9 @@ class FileStorage:
         self._items: list[bytearray | SnapshotFile] = []
         self._next_waiters: list[asyncio.Future[None]] = []
         self._inflight: _Batch | None = None
-        self._flusher: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._resumed = asyncio.Event()
-        self._resumed.set()
+        self._flushing = False  # a batch is being written, or waits out sync_delay
+        self._worker = WorkerThread("raftio-wal")
+        self._resumed = True
         self._error: StorageError | None = None
         self._closed = False
         # Invariant: durable_version <= written_version; equal means nothing to sync.
@@ -170,7 +170,7 @@ class FileStorage:
     def _append(self, body: bytes) -> None:
         self.written_version += 1
         wal.frame_into(self._buf, body)
-        if len(self._buf) >= _EAGER_FLUSH_BYTES and self._flusher is None:
+        if len(self._buf) >= _EAGER_FLUSH_BYTES and not self._flushing:
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
@@ -197,42 +197,59 @@ class FileStorage:
 
     def pause_syncs(self) -> None:
         """Hold every batch not yet started until resume_syncs() (a stalled disk)."""
-        self._resumed.clear()
+        self._resumed = False
 
     def resume_syncs(self) -> None:
-        self._resumed.set()
+        self._resumed = True
+        if not self._closed:
+            self._kick()
 
     def _kick(self) -> None:
-        if self._flusher is None:
-            loop = asyncio.get_running_loop()
-            self._flusher = loop.create_task(self._flush_loop(), name=f"flush {self.directory}")
-
-    async def _flush_loop(self) -> None:
-        """Write batches one at a time, while there are writes and no failure."""
+        """Start writing the buffered records unless a batch is already on its way."""
+        if self._flushing or self._error is not None or self._closed:
+            return
+        if not (self._buf or self._items):
+            return
+        if not self._resumed:
+            return  # resume_syncs() kicks
+        self._flushing = True
         loop = asyncio.get_running_loop()
-        try:
-            while (self._buf or self._items) and self._error is None and not self._closed:
-                if self.sync_delay > 0:
-                    await asyncio.sleep(self.sync_delay)
-                await self._resumed.wait()
-                batch = self._inflight = self._take_batch()
-                try:
-                    self._wal_bytes = await loop.run_in_executor(
-                        self._pool(), self._writer.write_batch, batch.items, batch.checkpoint,
-                        batch.keep,
-                    )  # fmt: skip
-                except Closed:
-                    return
-                except Exception as exc:  # StorageError from the writer, or a bug
-                    self._fail(exc)
-                    return
-                self._inflight = None
-                self.durable_version = batch.version
-                for fut in batch.waiters:
-                    if not fut.done():
-                        fut.set_result(None)
-        finally:
-            self._flusher = None
+        if self.sync_delay > 0:
+            loop.call_later(self.sync_delay, self._launch)
+        else:
+            # After the callbacks already queued: writes made in this loop
+            # iteration (a burst of AppendEntries) share one fsync.
+            loop.call_soon(self._launch)
+
+    def _launch(self) -> None:
+        if self._error is not None or self._closed:
+            self._flushing = False
+            return
+        if not self._resumed:
+            self._flushing = False  # paused during the delay: resume_syncs() kicks
+            return
+        batch = self._inflight = self._take_batch()
+        writer = self._writer
+        self._worker.submit(
+            lambda: writer.write_batch(batch.items, batch.checkpoint, batch.keep),
+            lambda result, error: self._batch_written(batch, result, error),
+        )
+
+    def _batch_written(self, batch: _Batch, wal_bytes: int, error: BaseException | None) -> None:
+        """On the loop, once the worker has written and synced `batch` (or failed)."""
+        self._flushing = False
+        if self._closed or isinstance(error, Closed):
+            return
+        if error is not None:
+            self._fail(error if isinstance(error, Exception) else RuntimeError(repr(error)))
+            return
+        self._wal_bytes = wal_bytes
+        self._inflight = None
+        self.durable_version = batch.version
+        for fut in batch.waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._kick()  # what was written meanwhile: the next group commit
 
     def _take_batch(self) -> _Batch:
         items = self._items
@@ -249,11 +266,6 @@ class FileStorage:
             return False
         log_bytes = self._wal_bytes + sum(len(i) for i in items if isinstance(i, bytearray))
         return log_bytes > max(self._compact_min_bytes, 2 * self.raft_state_size())
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="raftio-wal")
-        return self._executor
 
     def _fail(self, exc: Exception) -> None:
         if isinstance(exc, StorageError):
@@ -284,11 +296,8 @@ class FileStorage:
         if self._closed:
             return
         self._closed = True
-        if self._flusher is not None and not self._flusher.get_loop().is_closed():
-            self._flusher.cancel()
-        self._writer.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._writer.close()  # a batch still queued for the worker now fails fast
+        self._worker.stop()
         self._reject_waiters(StorageError(f"{self.directory} was closed before this sync"))
         os.close(self._lock_fd)
 

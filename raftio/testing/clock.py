@@ -120,8 +120,16 @@ class VirtualClockEventLoop(asyncio.SelectorEventLoop):
 
     @property
     def executor_jobs(self) -> int:
-        """Executor calls in flight; while there are any, the clock follows real time."""
+        """Thread work in flight; while there is any, the clock follows real time."""
         return self._executor_jobs
+
+    def thread_work_started(self) -> None:
+        """Another thread is working for this loop (FileStorage's writer calls this)."""
+        self._executor_jobs += 1
+
+    def thread_work_done(self) -> None:
+        """Called on the loop when that work's result has arrived."""
+        self._executor_jobs -= 1
 
     def run_in_executor(
         self,
@@ -130,12 +138,9 @@ class VirtualClockEventLoop(asyncio.SelectorEventLoop):
         *args: *Ts,
     ) -> asyncio.Future[T]:
         future = super().run_in_executor(executor, func, *args)
-        self._executor_jobs += 1
-        future.add_done_callback(self._executor_job_done)
+        self.thread_work_started()
+        future.add_done_callback(lambda _: self.thread_work_done())
         return future
-
-    def _executor_job_done(self, _future: asyncio.Future[Any]) -> None:
-        self._executor_jobs -= 1
 
 
 def new_event_loop(kind: LoopKind) -> asyncio.AbstractEventLoop:

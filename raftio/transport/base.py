@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 REQUEST_VOTE = "request_vote"
@@ -18,6 +19,17 @@ class ClientEnd(Protocol):
     """
 
     async def call(self, method: str, args: Any) -> Any | None: ...
+
+
+class StartingClientEnd(ClientEnd, Protocol):
+    """A client end that can also start a call without a task (optional fast path).
+
+    `start_call` sends at once and returns a future for the reply (None on
+    failure, as `call`). Raft uses it when present: a task per RPC costs a
+    loop iteration before the request leaves, and a task object per message.
+    """
+
+    def start_call(self, method: str, args: Any) -> asyncio.Future[Any]: ...
 
 
 class RpcHandler(Protocol):

@@ -188,6 +188,25 @@ class TcpClientEnd:
 
     async def call(self, method: str, args: Any) -> Any | None:
         """Send one RPC and return its reply, or None on any failure."""
+        started = self._start(method, args)
+        if started is None:
+            return None
+        request_id, future = started
+        try:
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    def start_call(self, method: str, args: Any) -> asyncio.Future[Any]:
+        """Send one RPC now; the future gets its reply, or None on any failure."""
+        started = self._start(method, args)
+        if started is None:
+            future: asyncio.Future[Any] = (self._loop or self._bind_loop()).create_future()
+            future.set_result(None)
+            return future
+        return started[1]
+
+    def _start(self, method: str, args: Any) -> tuple[int, asyncio.Future[Any]] | None:
         rpc = RPC_BY_METHOD.get(method)
         if rpc is None or type(args) is not rpc.args_cls:
             logger.error("%s: cannot call %r with %s", self.label, method, type(args).__name__)
@@ -201,11 +220,7 @@ class TcpClientEnd:
             return None
         if not self._may_send(len(payload)):
             return None
-        request_id, future = self._submit(rpc, payload)
-        try:
-            return await future
-        finally:
-            self._pending.pop(request_id, None)
+        return self._submit(rpc, payload)
 
     def _submit(self, rpc: frames.Rpc, payload: bytes) -> tuple[int, asyncio.Future[Any]]:
         """Register a call and hand its frame to the connection (or the dial queue)."""

@@ -346,7 +346,13 @@ class _ServerConnection(FrameProtocol):
                 except Exception:
                     logger.exception("%s: cannot encode %s reply", self.label, rpc.method)
         kind = frames.REPLY if payload else frames.NO_REPLY
-        self.send(HEADER.pack(len(payload) + frames.BODY_MIN, kind, request_id), payload)
+        header = HEADER.pack(len(payload) + frames.BODY_MIN, kind, request_id)
+        if self._inflight == 1:
+            # The only request in flight (it waited for an fsync, say): the
+            # reply leaves now rather than one loop iteration later.
+            self.send_now(header, payload)
+        else:
+            self.send(header, payload)  # with the others' replies, in one write
 
     # --- flow control ---
 
