@@ -37,6 +37,7 @@ __all__ = [
     "decode_message",
     "encode_command",
     "encode_message",
+    "is_immutable",
     "pack",
     "unpack",
 ]
@@ -131,6 +132,21 @@ def encode_command(command: Any) -> bytes:
         raise TypeError(f"command {command!r:.80} cannot be replicated: {exc}") from None
 
 
+_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def is_immutable(command: Any) -> bool:
+    """Whether `command` is a scalar or a tuple of scalars: no one can change it later.
+
+    Such a command may be handed to the proposer's own state machine as is;
+    anything else is applied from its encoding, like on every other replica.
+    """
+    kind = type(command)
+    if kind is tuple:
+        return all(type(item) in _SCALARS for item in command)
+    return kind in _SCALARS
+
+
 def decode_command(data: bytes) -> Any:
     if data and data[0] == _TOP_TUPLE:
         return tuple(_unpackb_command(memoryview(data)[1:]))
@@ -142,9 +158,22 @@ def decode_command(data: bytes) -> Any:
 _RV, _RV_REPLY, _AE, _AE_REPLY, _IS, _IS_REPLY = range(6)
 
 
+# The last AppendEntries encoded and its bytes. A leader hands followers in
+# step the same args object, so the batch is encoded once, not once per
+# follower. Holding the object keeps its identity from being reused.
+_last_append: tuple[object, bytes] = (None, b"")
+
+
 def encode_message(msg: Message) -> bytes:
     """Encode one RPC dataclass."""
-    return _PACKERS.plain.pack(_message_to_list(msg))  # type: ignore[no-any-return]
+    global _last_append
+    last = _last_append
+    if last[0] is msg:
+        return last[1]
+    payload: bytes = _PACKERS.plain.pack(_message_to_list(msg))
+    if type(msg) is AppendEntriesArgs:
+        _last_append = (msg, payload)
+    return payload
 
 
 def _message_to_list(msg: Message) -> list[Any]:

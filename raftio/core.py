@@ -143,6 +143,10 @@ class RaftCore:
         self._storage_ops: list[StorageOp] = []
         self._outbox: list[Outgoing] = []
         self._pending_snapshot_msg: ApplyMsg | None = None
+        # Commands this leader started and has not applied yet, by index:
+        # (term, command), so applying skips the decode (immutable ones only).
+        self._started: dict[int, tuple[int, Any]] = {}
+        self._last_append: AppendEntriesArgs | None = None
         self._replicate_pending = False
 
     # ------------------------------------------------------------------ queries
@@ -178,14 +182,17 @@ class RaftCore:
         last = min(self.commit_index, self.applied_index + limit)
         if last < first:
             return []
-        log = self.log
+        log, started, decode = self.log, self._started, codec.decode_command
         msgs = []
         for index in range(first, last + 1):
             entry = log.entry(index)
+            mine = started.pop(index, None) if started else None
+            ok = mine is not None and mine[0] == entry.term
+            command = mine[1] if ok else decode(entry.data)  # type: ignore[index]
             msgs.append(
                 ApplyMsg(
                     command_valid=True,
-                    command=codec.decode_command(entry.data),
+                    command=command,
                     command_index=index,
                     command_term=entry.term,
                 )
@@ -212,7 +219,11 @@ class RaftCore:
         if self.role is not Role.LEADER:
             return self.log.last_index + 1, self.current_term, False
         data = codec.encode_command(command)  # raises TypeError for unsupported commands
-        return self._append_new(data), self.current_term, True
+        index = self._append_new(data)
+        if codec.is_immutable(command):
+            # Applying it later needs no decode: (index, term) names this entry alone.
+            self._started[index] = (self.current_term, command)
+        return index, self.current_term, True
 
     def _append_new(self, data: bytes) -> int:
         index = self.log.last_index + 1
@@ -483,6 +494,7 @@ class RaftCore:
         self.role = Role.FOLLOWER
         self.leader_id = leader_id
         self.progress = {}
+        self._started.clear()
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
 
@@ -630,9 +642,21 @@ class RaftCore:
             return  # up to date; heartbeats carry the commit index
         prev_term = log.term_at(prev)
         assert prev_term is not None
-        args = AppendEntriesArgs(
-            self.current_term, self.me, prev, prev_term, entries, self.commit_index
-        )
+        args = self._last_append
+        if not (
+            args is not None
+            and args.prev_log_index == prev
+            and args.term == self.current_term
+            and args.prev_log_term == prev_term
+            and args.leader_commit == self.commit_index
+            and len(args.entries) == len(entries)
+            and (not entries or args.entries[-1] is entries[-1])
+        ):
+            args = AppendEntriesArgs(
+                self.current_term, self.me, prev, prev_term, entries, self.commit_index
+            )
+            # Followers in step get this very object, so it is encoded once (codec).
+            self._last_append = args
         self._outbox.append((peer, APPEND_ENTRIES, args))
         if pr.state is Replication.REPLICATE:
             pr.next_index += len(entries)
