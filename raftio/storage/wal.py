@@ -228,19 +228,25 @@ def corrupt(path: str, offset: int, what: str) -> StorageError:
 
 
 def _next_frame(path: str, data: bytes, off: int, *, last: bool) -> bytes | Tail:
-    """The body of the frame at `off`, or the Tail if the bytes from `off` on are torn.
+    """The body of the frame at `off`, or the Tail if the log ends at `off`.
 
-    Torn (a crash mid-write) is allowed only at the end of the last segment:
-    a cut header, a body cut short, a final record whose body checksum
-    fails, or zeros to the end of the file. Anything else is corruption.
+    The newest segment is preallocated, so its records are followed by
+    zeros: zeros from `off` on are its clean end. Torn (a crash mid-write)
+    is allowed only at the end of the newest segment: a cut header, a body
+    cut short, or a final record whose checksum fails with nothing but
+    zeros after it. Anything else is corruption.
     """
     size = len(data)
     if size - off < HEADER_SIZE:
+        if data.count(0, off) == size - off:
+            return Tail(off) if last else _torn(path, off, last, "zero-filled tail")
         return _torn(path, off, last, f"{size - off}-byte partial record header")
     length, body_crc = _HEAD.unpack_from(data, off)
     if zlib.crc32(data[off : off + 8]) != _U32.unpack_from(data, off + 8)[0]:
         if data.count(0, off) == size - off:
-            return _torn(path, off, last, "zero-filled tail")
+            return Tail(off) if last else _torn(path, off, last, "zero-filled tail")
+        if data.count(0, off + HEADER_SIZE) == size - off - HEADER_SIZE:
+            return _torn(path, off, last, "final record header cut short")
         raise corrupt(path, off, "record header checksum mismatch")
     end = off + HEADER_SIZE + length
     if end > size:
@@ -248,7 +254,7 @@ def _next_frame(path: str, data: bytes, off: int, *, last: bool) -> bytes | Tail
         return _torn(path, off, last, f"record of {length} bytes cut short after {have}")
     body = data[off + HEADER_SIZE : end]
     if zlib.crc32(body) != body_crc:
-        if end == size:
+        if data.count(0, end) == size - end:
             return _torn(path, off, last, "final record fails its checksum")
         raise corrupt(path, off, "record checksum mismatch, and valid-looking data follows")
     return body

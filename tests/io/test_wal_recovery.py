@@ -3,6 +3,8 @@ offset, missing and garbled files, and a crash at every step of a snapshot batch
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import struct
 from collections.abc import Callable
@@ -22,13 +24,30 @@ State = tuple[DurableState, bytes]
 
 class NoFsyncDisk(Disk):
     """Real files without fsync: these tests are about what is on disk after a
-    crash, which fsync does not change, and they reopen hundreds of times."""
+    crash, which fsync does not change, and they reopen hundreds of times.
+
+    No preallocation either (as on a file system without fallocate): a crash
+    cuts these segments short. `PreallocatingDisk` is the other crash model.
+    """
 
     def fdatasync(self, fd: int) -> None:
         pass
 
+    def fsync(self, fd: int) -> None:
+        pass
+
     def fsync_dir(self, fd: int) -> None:
         pass
+
+    def preallocate(self, fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, "preallocation switched off for this test")
+
+
+class PreallocatingDisk(NoFsyncDisk):
+    """Segments preallocated with zeros: a crash leaves zeros after the cut, not a short file."""
+
+    def preallocate(self, fd: int, offset: int, length: int) -> None:
+        os.posix_fallocate(fd, offset, length)
 
 
 # Each op writes exactly one record, so states[i] is the state after i records
@@ -47,7 +66,10 @@ SCRIPT: list[Callable[[MemoryStorage | FileStorage], None]] = [
 
 
 def build(
-    directory: Path, segment_size: int = 64 << 20, compact_min_bytes: int = 1 << 20
+    directory: Path,
+    segment_size: int = 64 << 20,
+    compact_min_bytes: int = 1 << 20,
+    disk: Disk | None = None,
 ) -> list[State]:
     """Write SCRIPT with a sync after each op; return the state after each record."""
 
@@ -58,7 +80,7 @@ def build(
             directory,
             segment_size=segment_size,
             compact_min_bytes=compact_min_bytes,
-            disk=NoFsyncDisk(),
+            disk=disk or NoFsyncDisk(),
         ) as storage:
             for op in SCRIPT:
                 op(mem)
@@ -189,17 +211,99 @@ def test_a_cut_in_an_older_segment_is_corruption(tmp_path: Path) -> None:
                 reopen(copy)
 
 
-def test_a_zero_filled_tail_is_cut_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_zeros_after_the_last_record_are_the_clean_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Preallocated space, or a crash after the file grew but before the data landed.
     states = build(tmp_path / "log")
     (segment,) = segments(tmp_path / "log")
-    size = segment.stat().st_size
+    records = segment.stat().st_size
     with segment.open("ab") as f:
-        f.write(bytes(4096))  # a crash after the file grew but before the data landed
+        f.write(bytes(4096))
 
     assert reopen(tmp_path / "log") == states[-1]
+    assert "torn" not in caplog.text
+    assert "cut short" not in caplog.text
+    assert segment.stat().st_size == records + 4096  # kept: writing resumes over the zeros
 
-    assert f"{segment.name} at offset {size}: zero-filled tail" in caplog.text
-    assert segment.stat().st_size == size
+    async def append_more() -> None:
+        with FileStorage(tmp_path / "log", disk=NoFsyncDisk()) as storage:
+            storage.append_entries(7, [Entry(3, b"seven")])
+            pending = storage.sync()
+            assert pending is not None
+            await pending
+
+    run(append_more())
+    state, _ = reopen(tmp_path / "log")
+    assert state.entries[-1] == Entry(3, b"seven")
+    assert len(state.entries) == len(states[-1][0].entries) + 1
+
+
+def test_preallocated_segments_recover_from_a_crash_at_every_byte(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A crash in a preallocated segment leaves zeros from the cut to the end
+    # of the file, whose size does not change.
+    states = build(tmp_path / "log", disk=PreallocatingDisk())
+    (segment,) = segments(tmp_path / "log")
+    ends = record_ends_before_zeros(segment)
+    assert len(ends) == len(states)
+    assert segment.stat().st_size > ends[-1]  # preallocated
+
+    original = segment.read_bytes()
+    starts = [0, *ends[:-1]]
+
+    def intact(i: int, cut: int) -> bool:
+        # Zeroing bytes that were zero already leaves a record as it was.
+        return cut >= ends[i] or original.count(0, max(cut, starts[i]), ends[i]) == ends[i] - max(
+            cut, starts[i]
+        )
+
+    for cut in range(ends[-1] + 1):
+        caplog.clear()
+        copy = damaged_copy(tmp_path / "log", tmp_path / "cut", segment.name, zero_from(cut))
+        complete = 0
+        while complete < len(ends) and intact(complete, cut):
+            complete += 1
+        if complete == 0:
+            with pytest.raises(StorageError, match=r"snapshot files .* but no log"):
+                reopen(copy)
+            continue
+
+        recovered = reopen(copy)
+
+        assert recovered == states[complete - 1], f"cut at {cut}"
+        # Torn: the first damaged record had some of its bytes written.
+        torn = complete < len(ends) and cut > starts[complete]
+        assert ("cut short by a crash" in caplog.text) == torn, cut
+
+
+def test_a_rolled_segment_is_cut_to_its_records(tmp_path: Path) -> None:
+    # Only the newest segment may end in zeros; older ones end at their last record.
+    states = build(tmp_path / "log", segment_size=60, disk=PreallocatingDisk())
+    files = segments(tmp_path / "log")
+    assert len(files) >= 4
+
+    for older in files[:-1]:
+        assert older.stat().st_size == record_ends(older)[-1]
+    assert files[-1].stat().st_size > record_ends_before_zeros(files[-1])[-1]
+    assert reopen(tmp_path / "log") == states[-1]
+
+
+def record_ends_before_zeros(path: Path) -> list[int]:
+    """Offsets where each record of a preallocated segment ends."""
+    data, ends, off = path.read_bytes(), [], 0
+    while off + wal.HEADER_SIZE <= len(data) and data[off : off + wal.HEADER_SIZE] != bytes(12):
+        off += wal.HEADER_SIZE + struct.unpack_from("<I", data, off)[0]
+        ends.append(off)
+    return ends
+
+
+def zero_from(offset: int) -> Callable[[bytearray], None]:
+    def damage(data: bytearray) -> None:
+        data[offset:] = bytes(len(data) - offset)
+
+    return damage
 
 
 def test_garbage_after_the_last_record_is_corruption(tmp_path: Path) -> None:
