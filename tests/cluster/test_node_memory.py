@@ -16,7 +16,7 @@ import pytest
 
 import raftio
 from raftio.errors import NodeClosedError, NotLeaderError, ProposalTimeoutError
-from raftio.node import Node
+from raftio.node import Node, _ProposalTimers
 from raftio.testing import LoopKind, run
 from raftio.transport.memory import Network
 
@@ -225,3 +225,68 @@ def test_proposal_times_out_when_the_leader_is_cut_off(loop_kind: LoopKind, seed
         assert leader._waiters == {}
 
     cluster_test(body, loop_kind, seed)
+
+
+# --- proposal timeouts: 20 ms buckets ------------------------------------------------
+
+
+def isolate(c: MemoryCluster, node: Node) -> None:
+    """Cut every link into and out of `node`."""
+    for end_name in list(c.net._ends):
+        if node.node_id in (end_name[0], end_name[1]):
+            c.net.enable(end_name, False)
+
+
+def test_proposal_times_out_within_one_grain_of_its_timeout(seed: int) -> None:
+    grain = _ProposalTimers.GRAIN
+    timeouts = [0.013, 0.02, 0.05, 0.1, 0.1, 0.1, 0.137, 0.2, 0.25]
+
+    async def body(c: MemoryCluster) -> None:
+        loop = asyncio.get_running_loop()
+        leader = await c.leader()
+        await leader.propose(("add", "x", 1))
+        isolate(c, leader)
+        await asyncio.sleep(0.0071)  # off the 20 ms grid
+
+        async def expiry(timeout: float) -> float:
+            started = loop.time()
+            with pytest.raises(ProposalTimeoutError):
+                await leader.propose(("add", "x", 1), timeout=timeout)
+            return loop.time() - started
+
+        # All at once (the longest stays inside the 0.3 s before check-quorum steps down).
+        waited = await asyncio.gather(*(expiry(t) for t in timeouts))
+
+        for timeout, took in zip(timeouts, waited, strict=True):
+            assert timeout - 1e-9 <= took <= timeout + grain + 1e-9, (timeout, took)
+        # Equal timeouts started together share a bucket: they expire together.
+        assert waited[3] == waited[4] == waited[5]
+        assert leader._waiters == {}
+        assert leader._timers is not None
+        # Their buckets fired and went; only the first proposal's (3 s) is left, empty.
+        assert all(not bucket for bucket in leader._timers._buckets.values())
+        assert len(leader._timers._buckets) <= 1
+
+    cluster_test(body, "virtual", seed)
+
+
+def test_a_committed_proposal_leaves_no_timer_behind(seed: int) -> None:
+    async def body(c: MemoryCluster) -> None:
+        leader = await c.leader()
+        timers = leader._timers
+        assert timers is not None
+
+        assert await leader.propose(("add", "x", 1), timeout=2.0) == 1
+        assert all(not bucket for bucket in timers._buckets.values())
+        results = await asyncio.gather(
+            *(leader.propose(("add", "y", 1), timeout=1.0 + i / 100) for i in range(30))
+        )
+        assert sorted(results) == list(range(1, 31))
+        assert all(not bucket for bucket in timers._buckets.values())
+        assert leader._waiters == {}
+
+        await asyncio.sleep(2.1)  # the buckets' timers fire, finding nothing to expire
+        assert timers._buckets == {}
+        assert await leader.read("x") == 1  # nothing was expired or broken meanwhile
+
+    cluster_test(body, "virtual", seed)

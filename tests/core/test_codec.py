@@ -9,6 +9,8 @@ else, on any input.
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from typing import Any
 
 import msgpack
@@ -341,3 +343,125 @@ def test_unpack_rejects_malformed(data: bytes) -> None:
     """§5.1: a damaged record is reported as CodecError, not trusted."""
     with pytest.raises(CodecError):
         codec.unpack(data)
+
+
+# --- tuple commands: 0xC1 and a msgpack array -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        (),
+        ((),),
+        (1, (2, (3, ())), ()),
+        ("set", "k", b"v"),
+        ("add", frozenset({1, (2, 3)}), {4, "x"}, [frozenset()]),
+        ({"k": (1, b"v")}, {1: {2}}, {(1,): frozenset({b""})}),
+        (b"\x00\xc1\xff", bytearray(b"ba"), None, True, 1.5, -(2**63), 2**64 - 1),
+        ([1, (2,)], [], {}),
+    ],
+)
+def test_tuple_command_round_trip(command: Any) -> None:
+    """§5.3: a tuple command, the usual shape, decodes equal and a tuple all the way down."""
+    encoded = codec.encode_command(command)
+
+    assert encoded[0] == 0xC1
+    expected = tuple(bytes(x) if isinstance(x, bytearray) else x for x in command)
+    assert same(codec.decode_command(encoded), expected)
+
+
+def test_tuple_command_wire_form() -> None:
+    """The byte msgpack never uses, then the items as one msgpack array."""
+    assert codec.encode_command(("set", "k", b"v")) == b"\xc1" + packed(["set", "k", b"v"])
+    assert codec.encode_command(()) == b"\xc1\x90"
+    # Only a top-level tuple: other commands are plain msgpack, nested tuples extensions.
+    assert codec.encode_command(["set", "k"])[0] != 0xC1
+    assert codec.encode_command({"t": ("x",)})[0] != 0xC1
+    assert codec.encode_command([("x",)]) == packed([msgpack.ExtType(1, packed(["x"]))])
+
+
+@pytest.mark.parametrize(
+    ("old", "command"),
+    [
+        (packed(msgpack.ExtType(1, packed(["set", "k"]))), ("set", "k")),
+        (packed(msgpack.ExtType(1, packed([]))), ()),
+        (
+            packed(msgpack.ExtType(1, packed(["a", msgpack.ExtType(2, packed([1, 2]))]))),
+            ("a", {1, 2}),
+        ),
+        (
+            packed(msgpack.ExtType(1, packed([msgpack.ExtType(1, packed([b"x"])), {"k": 1}]))),
+            ((b"x",), {"k": 1}),
+        ),
+    ],
+)
+def test_tuple_command_in_the_old_encoding_still_decodes(old: bytes, command: Any) -> None:
+    """Logs written before the 0xC1 form hold tuples as extension type 1: still readable."""
+    assert old[0] != 0xC1
+    assert same(codec.decode_command(old), command)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("a", "b", object()),
+        ("a", [1, 2, Opaque()]),
+        ("n", 2**64),
+        ["a", "b", object()],
+        {"a": [1, (2, 1 + 2j)]},
+        frozenset({("x", 2**70)}),
+    ],
+)
+def test_a_failed_encode_leaves_nothing_behind(bad: Any) -> None:
+    """The reused packer is reset after a failure: the next command encodes alone."""
+    with pytest.raises(TypeError, match="cannot be replicated"):
+        codec.encode_command(bad)
+
+    assert codec.encode_command(("ok", 1)) == b"\xc1" + packed(["ok", 1])
+    assert codec.encode_command(["ok", 1]) == packed(["ok", 1])
+    assert same(codec.decode_command(codec.encode_command(("ok", (1,)))), ("ok", (1,)))
+
+
+def test_a_failed_record_pack_leaves_nothing_behind() -> None:
+    with pytest.raises(TypeError):
+        codec.pack([1, 2, object()])
+
+    assert codec.pack([1, 2]) == packed([1, 2])
+    assert codec.unpack(codec.pack({"k": [b"v"]})) == {"k": [b"v"]}
+
+
+def test_encoding_from_many_threads_at_once() -> None:
+    """Each thread has its own packers: concurrent encodes never mix their bytes."""
+    threads, rounds = 8, 1500
+    barrier = threading.Barrier(threads)
+    errors: list[str] = []
+
+    def work(t: int) -> None:
+        barrier.wait()
+        for i in range(rounds):
+            # Nested tuples and sets call back into Python mid-pack, where threads switch.
+            command = ("op", t, i, (t, (i, frozenset({t, i}))), {f"{t}-{i}"}, b"%d" % i)
+            message = AppendEntriesReply(t, True, i)
+            try:
+                encoded = codec.encode_command(command)
+                if not same(codec.decode_command(encoded), command):
+                    errors.append(f"thread {t}: {command!r} came back different")
+                if codec.decode_message(codec.encode_message(message)) != message:
+                    errors.append(f"thread {t}: {message!r} came back different")
+                if codec.unpack(codec.pack([t, i])) != [t, i]:
+                    errors.append(f"thread {t}: record [{t}, {i}] came back different")
+            except Exception as exc:
+                errors.append(f"thread {t}: {exc!r}")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+    assert errors == []

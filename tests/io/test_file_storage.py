@@ -211,7 +211,15 @@ async def test_compaction_shrinks_state_size_and_disk_use(tmp_path: Path) -> Non
 
 
 def disk_use(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.iterdir())
+    """Bytes of content: a segment's preallocated zeros after its records do not count."""
+    total = 0
+    for path in directory.iterdir():
+        if path.name.startswith("wal-"):
+            data = path.read_bytes()
+            total += wal.scan_segment(str(path), data, last=True, on_record=lambda r, f: None).end
+        else:
+            total += path.stat().st_size
+    return total
 
 
 async def test_an_older_snapshot_is_deleted_once_the_new_marker_is_durable(tmp_path: Path) -> None:
@@ -297,6 +305,28 @@ async def test_writes_during_an_fsync_go_into_the_next_batch(tmp_path: Path) -> 
     size = len(wal.encode_entries(1, [Entry(1, b"a")]))
     assert disk.calls[-4:] == [("write", size), ("fdatasync", 0), ("write", size), ("fdatasync", 0)]
     storage.close()
+
+
+async def test_writes_synced_in_one_loop_iteration_share_one_fsync(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    storage.append_entries(1, [Entry(1, b"warm-up")])  # the first segment's own fsyncs
+    await wait_sync(storage)
+    fsyncs_before = storage.fsync_count
+
+    # A burst as Raft makes it: each write followed by sync(), no await in between.
+    pending = []
+    for index in range(2, 52):
+        storage.append_entries(index, [Entry(1, b"%d" % index)])
+        fut = storage.sync()
+        assert fut is not None
+        pending.append(fut)
+    await asyncio.gather(*pending)
+
+    assert storage.fsync_count - fsyncs_before == 1
+    assert storage.durable_version == storage.written_version == 51
+    storage.close()
+    with FileStorage(tmp_path) as reopened:
+        assert len(reopened.load().entries) == 51
 
 
 async def test_sync_returns_none_when_everything_is_durable(tmp_path: Path) -> None:
@@ -451,6 +481,111 @@ async def test_pause_holds_syncs_until_resumed(tmp_path: Path) -> None:
         storage.resume_syncs()
         await pending
         assert storage.durable_version == 1
+
+
+async def test_pause_right_after_sync_holds_the_batch_already_scheduled(tmp_path: Path) -> None:
+    with FileStorage(tmp_path) as storage:
+        storage.save_hard_state(1, 0)
+        fsyncs_before = storage.fsync_count
+        pending = storage.sync()  # the batch will be launched later in this iteration...
+        assert pending is not None
+        storage.pause_syncs()  # ...but the disk stalls first
+
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.02)
+        assert storage.durable_version == 0
+        assert storage.fsync_count == fsyncs_before
+        assert not pending.done()
+
+        storage.resume_syncs()
+        async with asyncio.timeout(10):
+            await pending
+        assert storage.durable_version == storage.written_version == 1
+
+
+async def test_pause_while_a_batch_is_in_flight_holds_only_the_next(tmp_path: Path) -> None:
+    disk = GatedDisk()
+    storage = FileStorage(tmp_path, disk=disk)
+    disk.gate.clear()
+    storage.append_entries(1, [Entry(1, b"a")])
+    first = storage.sync()
+    assert first is not None
+    await asyncio.to_thread(disk.entered.acquire)  # the first batch is inside fdatasync
+
+    storage.pause_syncs()
+    storage.append_entries(2, [Entry(1, b"b")])
+    second = storage.sync()
+    assert second is not None
+    disk.gate.set()
+    await first  # already started: the pause does not hold it
+    fdatasyncs = disk.calls.count(("fdatasync", 0))
+
+    for _ in range(5):
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.02)
+    assert storage.durable_version == 1
+    assert not second.done()
+    assert disk.calls.count(("fdatasync", 0)) == fdatasyncs
+
+    storage.resume_syncs()
+    async with asyncio.timeout(10):
+        await second
+    assert storage.durable_version == storage.written_version == 2
+    storage.close()
+
+
+def test_writes_during_sync_delay_join_the_waiting_batch(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, float, int]:
+        loop = asyncio.get_running_loop()
+        with FileStorage(tmp_path, sync_delay=5.0) as storage:
+            storage.save_hard_state(1, 0)
+            await wait_sync(storage)
+            fsyncs_before = storage.fsync_count
+            started = loop.time()
+            pending = []
+            for index in range(1, 11):
+                storage.append_entries(index, [Entry(1, b"x")])
+                fut = storage.sync()
+                assert fut is not None
+                pending.append(fut)
+                await asyncio.sleep(0.4)  # 4 s of loop time: all within the 5 s delay
+            await asyncio.gather(*pending)
+            assert storage.durable_version == storage.written_version
+            return storage.fsync_count - fsyncs_before, loop.time() - started, len(pending)
+
+    fsyncs, elapsed, writes = run(scenario(), loop="virtual")
+
+    assert writes == 10
+    assert fsyncs == 1
+    assert 5.0 <= elapsed < 5.5
+
+
+def test_a_pause_during_sync_delay_holds_the_batch_until_resumed(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, bool, float]:
+        loop = asyncio.get_running_loop()
+        with FileStorage(tmp_path, sync_delay=1.0) as storage:
+            storage.save_hard_state(1, 0)
+            started = loop.time()
+            pending = storage.sync()
+            assert pending is not None
+            await asyncio.sleep(0.5)
+            storage.pause_syncs()  # stalls while the batch waits out its delay
+            await asyncio.sleep(10.0)
+            held = storage.durable_version
+            done_while_paused = pending.done()
+            storage.resume_syncs()
+            async with asyncio.timeout(5):
+                await pending
+            assert storage.durable_version == 1
+            return held, done_while_paused, loop.time() - started
+
+    held, done_while_paused, elapsed = run(scenario(), loop="virtual")
+
+    assert held == 0
+    assert not done_while_paused
+    # Resumed at 10.5 s; the kick that resumes it waits out sync_delay once more.
+    assert 10.5 <= elapsed < 11.6
 
 
 def test_sync_delay_runs_on_the_loop_clock(tmp_path: Path) -> None:

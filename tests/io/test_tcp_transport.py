@@ -315,6 +315,138 @@ def test_writes_are_coalesced_and_nodelay_is_set(run: Runner) -> None:
     run(main())
 
 
+def test_replies_leave_at_once_when_alone_and_in_one_write_when_many(run: Runner) -> None:
+    async def main() -> None:
+        handler = Handler()
+        handler.gate = asyncio.Event()
+        async with serving(handler) as server, end_to(server.port) as end:
+            lone = end.start_call("request_vote", RV)
+            await handler.wait_calls(1)
+            (conn,) = server.connections
+            writes: list[tuple[int, bool]] = []
+
+            def record(parts: Any) -> None:
+                # (replies in this write, written from a handler's task rather than a callback)
+                writes.append((len(parts) // 2, asyncio.current_task() is not None))
+
+            conn._transport = _Spy(conn._transport, record)  # type: ignore[assignment]
+            handler.gate.set()
+            assert await lone == RequestVoteReply(3, True)
+
+            handler.gate = asyncio.Event()
+            n = 40
+            calls = [end.start_call("request_vote", RequestVoteArgs(i, i, 0, 0)) for i in range(n)]
+            await handler.wait_calls(1 + n)
+            handler.gate.set()  # all n handlers finish in the same loop iteration
+            replies = await asyncio.gather(*calls)
+
+            assert replies == [RequestVoteReply(i, i % 2 == 0) for i in range(n)]
+            # The only request in flight: its reply left from its own task, at once.
+            # Then n in flight: their replies left together, in one later write.
+            assert writes == [(1, True), (n, False)]
+
+    run(main())
+
+
+# --- start_call: the call without a task that Raft uses --------------------------
+
+
+def test_start_call_sends_at_once_and_resolves_to_the_reply(run: Runner) -> None:
+    async def main() -> None:
+        handler = Handler()
+        async with serving(handler) as server, end_to(server.port) as end:
+            first = end.start_call("request_vote", RV)
+            assert isinstance(first, asyncio.Future)
+            await handler.wait_calls(1)  # sent although nobody awaits the future yet
+            assert await first == RequestVoteReply(3, True)
+
+            # Replies come back reversed (leader_commit is the handler's delay in ms).
+            futures = [
+                end.start_call("append_entries", AppendEntriesArgs(i, 0, i, 0, [], 30 - i))
+                for i in range(30)
+            ]
+            replies = await asyncio.gather(*futures)
+
+            assert replies == [AppendEntriesReply(i, True, i) for i in range(30)]
+            assert len(handler.calls) == 31
+            assert end._pending == {}  # answered calls leave nothing behind
+            assert len(server.connections) == 1
+
+    run(main())
+
+
+def test_start_call_with_bad_method_or_args_resolves_to_none_at_once(run: Runner) -> None:
+    async def main() -> None:
+        handler = Handler()
+        async with serving(handler) as server, end_to(server.port) as end:
+            # Before the end ever dialled or bound its loop, and after.
+            for _ in range(2):
+                for method, args in [
+                    ("no_such_method", RV),
+                    ("append_entries", RV),
+                    ("request_vote", AppendEntriesArgs(3, 0, 1, 1, [], 0)),
+                ]:
+                    future = end.start_call(method, args)
+                    assert future.done()
+                    assert future.result() is None
+                assert await end.start_call("request_vote", RV) == RequestVoteReply(3, True)
+
+            assert handler.calls == [RV, RV]
+            assert end._pending == {}
+
+    run(main())
+
+
+def test_start_call_after_close_resolves_to_none(run: Runner) -> None:
+    async def main() -> None:
+        handler = Handler()
+        handler.gate = asyncio.Event()
+        async with serving(handler) as server:
+            end = end_to(server.port, timeout=10)
+            pending = end.start_call("request_vote", RV)
+            await handler.wait_calls(1)
+
+            end.close()
+            assert pending.done()
+            assert pending.result() is None
+            later = end.start_call("request_vote", RV)
+            assert later.done()
+            assert later.result() is None
+            await end.wait_closed()
+            assert handler.calls == [RV]
+            handler.gate.set()
+
+    run(main())
+
+
+def test_start_call_to_nothing_listening_resolves_to_none_within_the_timeout(
+    run: Runner,
+) -> None:
+    async def main() -> None:
+        async with end_to(free_port(), timeout=1.0) as end:
+            reply, took = await elapsed(end.start_call("request_vote", RV))
+            assert reply is None
+            assert took < 0.5  # refused at once: no need to wait out the timeout
+            assert end._pending == {}
+
+    run(main())
+
+
+def test_start_call_to_a_silent_peer_resolves_to_none_at_the_timeout(run: Runner) -> None:
+    async def main() -> None:
+        # A black hole: the kernel completes the TCP handshake, nobody answers.
+        with socket.socket() as hole:
+            hole.bind(("127.0.0.1", 0))
+            hole.listen(8)
+            async with end_to(hole.getsockname()[1], timeout=0.3) as end:
+                reply, took = await elapsed(end.start_call("request_vote", RV))
+                assert reply is None
+                assert 0.25 <= took < 1.0
+                assert end._pending == {}
+
+    run(main())
+
+
 class _Spy:
     """Wraps a transport, recording each writelines call before passing it on."""
 
