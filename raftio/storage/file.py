@@ -28,7 +28,6 @@ __all__ = ["Disk", "FileStorage", "StorageLockedError"]
 
 logger = logging.getLogger(__name__)
 
-_INLINE = bool(os.environ.get("RAFTIO_INLINE"))
 _EAGER_FLUSH_BYTES = 4 << 20  # start writing without a sync() once this much is buffered
 
 
@@ -93,6 +92,7 @@ class FileStorage:
         self._next_waiters: list[asyncio.Future[None]] = []
         self._inflight: _Batch | None = None
         self._flushing = False  # a batch is being written, or waits out sync_delay
+        self._delay_served = False  # the next batch has waited sync_delay (then was paused)
         self._worker = WorkerThread("raftio-wal")
         self._resumed = True
         self._error: StorageError | None = None
@@ -214,7 +214,7 @@ class FileStorage:
             return  # resume_syncs() kicks
         self._flushing = True
         loop = asyncio.get_running_loop()
-        if self.sync_delay > 0:
+        if self.sync_delay > 0 and not self._delay_served:
             loop.call_later(self.sync_delay, self._launch)
         else:
             # After the callbacks already queued: writes made in this loop
@@ -227,7 +227,9 @@ class FileStorage:
             return
         if not self._resumed:
             self._flushing = False  # paused during the delay: resume_syncs() kicks
+            self._delay_served = True  # and the batch goes at once then
             return
+        self._delay_served = False
         batch = self._inflight = self._take_batch()
         writer = self._writer
         self._worker.submit(
