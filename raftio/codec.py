@@ -6,6 +6,8 @@ The only module that imports msgpack. Three families:
   bool, int, float, str, bytes, and lists, tuples, sets, frozensets and
   dicts of those; tuples and sets survive the round trip as themselves
   (msgpack extension types 1-3), so every replica applies an equal value.
+  A command that is itself a tuple, the usual shape, is the byte 0xC1
+  (never used by msgpack) followed by its items as an array: one pack.
 * messages: `encode_message` / `decode_message` for the six RPC dataclasses,
   as ``[tag, field, ...]`` arrays with entries as ``[term, data]`` pairs.
   Decoding validates every field's type and raises `CodecError` on

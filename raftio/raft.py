@@ -353,7 +353,12 @@ class Raft:
     def _on_reply(
         self, peer: int, method: str, args: Any, started: float, fut: asyncio.Future[Any]
     ) -> None:
-        self._handle_reply(peer, method, args, started, None if fut.cancelled() else fut.result())
+        try:
+            self._handle_reply(
+                peer, method, args, started, None if fut.cancelled() else fut.result()
+            )
+        except Exception:  # as a task's failure would be: logged, the peer goes on
+            logger.exception("S%d: handling a %s reply failed", self.me, method)
 
     def _handle_reply(self, peer: int, method: str, args: Any, started: float, reply: Any) -> Any:
         if self._killed:
