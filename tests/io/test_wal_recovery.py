@@ -149,18 +149,35 @@ def damaged_copy(src: Path, dst: Path, name: str, damage: Callable[[bytearray], 
 # --- torn tails -----------------------------------------------------------------
 
 
-def test_a_cut_at_every_byte_recovers_the_complete_records(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("model", ["appended", "preallocated"])
+def test_a_crash_at_every_byte_recovers_the_complete_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, model: str
 ) -> None:
-    states = build(tmp_path / "log")
+    # Appended segments end short after a crash; in a preallocated one the
+    # bytes from the cut on are zeros and the file keeps its size.
+    preallocated = model == "preallocated"
+    states = build(tmp_path / "log", disk=PreallocatingDisk() if preallocated else None)
     (segment,) = segments(tmp_path / "log")
-    ends = record_ends(segment)
+    ends = record_ends_before_zeros(segment) if preallocated else record_ends(segment)
     assert len(ends) == len(states)
+    assert (segment.stat().st_size > ends[-1]) == preallocated
+    original = segment.read_bytes()
+    starts = [0, *ends[:-1]]
 
-    for cut in range(segment.stat().st_size + 1):
+    def intact(i: int, cut: int) -> bool:
+        # Zeroing bytes that were zero already leaves a record as it was.
+        start = max(cut, starts[i])
+        return cut >= ends[i] or (
+            preallocated and original.count(0, start, ends[i]) == ends[i] - start
+        )
+
+    for cut in range(ends[-1] + 1):
         caplog.clear()
-        copy = damaged_copy(tmp_path / "log", tmp_path / "cut", segment.name, cut_at(cut))
-        complete = sum(1 for end in ends if end <= cut)
+        damage = zero_from(cut) if preallocated else cut_at(cut)
+        copy = damaged_copy(tmp_path / "log", tmp_path / "cut", segment.name, damage)
+        complete = 0
+        while complete < len(ends) and intact(complete, cut):
+            complete += 1
         if complete == 0:
             # The checkpoint is gone but a snapshot file shows the log existed:
             # no crash does that (the first segment is synced before anything else).
@@ -171,8 +188,9 @@ def test_a_cut_at_every_byte_recovers_the_complete_records(
         recovered = reopen(copy)
 
         assert recovered == states[complete - 1], f"cut at {cut}"
-        torn = cut not in ends
-        assert ("cut short by a crash" in caplog.text or "torn" in caplog.text) == torn, cut
+        # Torn: the first damaged record had some of its bytes written.
+        torn = complete < len(ends) and cut > starts[complete]
+        assert ("cut short by a crash" in caplog.text) == torn, cut
         if torn:
             assert f"{segment.name} at offset" in caplog.text
 
@@ -237,45 +255,6 @@ def test_zeros_after_the_last_record_are_the_clean_end(
     state, _ = reopen(tmp_path / "log")
     assert state.entries[-1] == Entry(3, b"seven")
     assert len(state.entries) == len(states[-1][0].entries) + 1
-
-
-def test_preallocated_segments_recover_from_a_crash_at_every_byte(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # A crash in a preallocated segment leaves zeros from the cut to the end
-    # of the file, whose size does not change.
-    states = build(tmp_path / "log", disk=PreallocatingDisk())
-    (segment,) = segments(tmp_path / "log")
-    ends = record_ends_before_zeros(segment)
-    assert len(ends) == len(states)
-    assert segment.stat().st_size > ends[-1]  # preallocated
-
-    original = segment.read_bytes()
-    starts = [0, *ends[:-1]]
-
-    def intact(i: int, cut: int) -> bool:
-        # Zeroing bytes that were zero already leaves a record as it was.
-        return cut >= ends[i] or original.count(0, max(cut, starts[i]), ends[i]) == ends[i] - max(
-            cut, starts[i]
-        )
-
-    for cut in range(ends[-1] + 1):
-        caplog.clear()
-        copy = damaged_copy(tmp_path / "log", tmp_path / "cut", segment.name, zero_from(cut))
-        complete = 0
-        while complete < len(ends) and intact(complete, cut):
-            complete += 1
-        if complete == 0:
-            with pytest.raises(StorageError, match=r"snapshot files .* but no log"):
-                reopen(copy)
-            continue
-
-        recovered = reopen(copy)
-
-        assert recovered == states[complete - 1], f"cut at {cut}"
-        # Torn: the first damaged record had some of its bytes written.
-        torn = complete < len(ends) and cut > starts[complete]
-        assert ("cut short by a crash" in caplog.text) == torn, cut
 
 
 def test_a_rolled_segment_is_cut_to_its_records(tmp_path: Path) -> None:
