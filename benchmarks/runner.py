@@ -75,6 +75,7 @@ class Settings:
     loop: str = "uvloop"
     quick: bool = False
     command: str = ""
+    docs: Path | None = None  # a page whose generated results block to replace
 
 
 DEFAULTS = Settings()
@@ -388,6 +389,9 @@ def run(settings: Settings) -> int:
     )
     if interrupted:
         return 130
+    if settings.docs is not None and "machine" in bench.results:
+        report.update_docs(settings.docs, bench.results)
+        print(f"updated the results block of {settings.docs}", file=sys.stderr)
     for line in report.target_lines(bench.results):
         print(line)
     return 1 if bench.results["failed"] else 0

@@ -206,6 +206,11 @@ def _add_bench(commands: Any) -> None:
         default="uvloop",
         help="event loop of every process (default uvloop)",
     )
+    p.add_argument(
+        "--docs",
+        metavar="PAGE",
+        help="also write the results into PAGE's generated block, e.g. docs/benchmarks.md",
+    )
     p.set_defaults(run=cmd_bench)
 
 
@@ -255,6 +260,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.repeat < 1 or settings.duration <= 0 or settings.warmup < 0:
         raise CommandError("--repeat must be >= 1, --duration > 0, --warmup >= 0")
     settings.out = Path(args.out) if args.out else None
+    if args.docs:
+        settings.docs = Path(args.docs)
+        text = settings.docs.read_text() if settings.docs.is_file() else ""
+        if runner.report.DOCS_BEGIN not in text:  # fail now, not after the run
+            raise CommandError(f"{args.docs} has no generated results block to replace")
     settings.command = runner.command_line(settings)
     code: int = runner.run(settings)
     return code

@@ -274,7 +274,62 @@ def test_markdown_puts_ratios_next_to_the_figures() -> None:
     assert "**NOT met**" in text
 
 
+def test_the_docs_block_is_replaced_and_the_rest_of_the_page_kept(tmp_path: Path) -> None:
+    results = _results([_point("raftio-embedded", 256, 60_000, 5000),
+                        _point("pysyncobj", 256, 30_000, 9000)])  # fmt: skip
+    results["targets"] = report.evaluate_targets(results)
+    results["command"] = "raftio bench --quick"
+    page = tmp_path / "benchmarks.md"
+    page.write_text(
+        f"# Benchmarks\n\nprose before\n\n{report.DOCS_BEGIN}\nold tables\n"
+        f"{report.DOCS_END}\n\nprose after\n"
+    )
+
+    report.update_docs(page, results)
+    once = page.read_text()
+    report.update_docs(page, results)
+
+    assert page.read_text() == once  # the markers survive: the block can be replaced again
+    assert "old tables" not in once
+    assert once.startswith("# Benchmarks\n\nprose before\n\n" + report.DOCS_BEGIN)
+    assert once.endswith(report.DOCS_END + "\n\nprose after\n")
+    assert "`raftio bench --quick`" in once
+    assert "| 16 B | 256 | 60,000 | 30,000 |" in once
+    assert "### Targets, met or not" in once
+
+
+def test_a_page_without_the_block_is_refused(tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n")
+
+    with pytest.raises(ValueError, match="no generated results block"):
+        report.update_docs(page, _results([]))
+
+    assert page.read_text() == "# Benchmarks\n"
+
+
+def test_the_shipped_page_has_a_block_to_replace() -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+    text = page.read_text()
+
+    assert text.count(report.DOCS_BEGIN) == 1
+    assert text.index(report.DOCS_BEGIN) < text.index(report.DOCS_END)
+
+
 # --- command line -------------------------------------------------------------------
+
+
+def test_bench_refuses_a_docs_page_without_a_block_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("# nothing generated here\n")
+
+    code = raftio_main(["bench", "--docs", str(page), "--out", str(tmp_path / "out")])
+
+    assert code == 2
+    assert "has no generated results block" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
