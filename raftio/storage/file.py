@@ -1,9 +1,9 @@
 """FileStorage: durable Storage in a directory, a write-ahead log with group commit.
 
-Owns the event-loop side: the write buffer, the group-commit flusher that
-hands batches to one worker thread, failure handling, instrumentation and
-the fault hooks. The file format is `wal.py`'s, the system calls
-`writer.py`'s, the in-memory state and opening `recovery.py`'s. See
+Owns the event-loop side: the write buffer, group commit (loop callbacks
+that hand one batch at a time to `worker.py`'s thread), failure handling,
+instrumentation and the fault hooks. The file format is `wal.py`'s, the
+system calls `writer.py`'s, the in-memory state and opening `recovery.py`'s. See
 docs/storage.md for the files and the crash story.
 """
 
