@@ -341,6 +341,34 @@ def _machine(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _tables(results: dict[str, Any], level: str, targets_title: str) -> list[str]:
+    """The targets, throughput, latency and costs tables under `level` headings."""
+    return [
+        f"{level} {targets_title}",
+        "",
+        *_targets_table(results),
+        "",
+        f"{level} Throughput (ops/s)",
+        "",
+        *_throughput_table(results),
+        "",
+        f"{level} Latency p50 / p99 / p99.9 (ms)",
+        "",
+        *_latency_table(results),
+        "",
+        f"{level} Leader costs per committed entry",
+        "",
+        "Leader CPU is the leader process's, all threads (embedded series: with the load",
+        "generator in it); cluster CPU adds the two followers; CPU columns in % are cores",
+        "busy (100% = one core of the 2). Client CPU is the end-to-end load processes'.",
+        "Bytes are TCP payload on the leader's peer connections, both directions; etcd's",
+        "bytes and fsyncs come from its /metrics, PySyncObj counts no RPCs or fsyncs.",
+        "",
+        *_costs_table(results),
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     s = results.get("settings", {})
     lines = [
@@ -357,28 +385,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *_machine(results),
         "",
-        "## Targets",
-        "",
-        *_targets_table(results),
-        "",
-        "## Throughput (ops/s)",
-        "",
-        *_throughput_table(results),
-        "",
-        "## Latency p50 / p99 / p99.9 (ms)",
-        "",
-        *_latency_table(results),
-        "",
-        "## Leader costs per committed entry",
-        "",
-        "Leader CPU is the leader process's, all threads (embedded series: with the load",
-        "generator in it); cluster CPU adds the two followers; CPU columns in % are cores",
-        "busy (100% = one core of the 2). Client CPU is the end-to-end load processes'.",
-        "Bytes are TCP payload on the leader's peer connections, both directions; etcd's",
-        "bytes and fsyncs come from its /metrics, PySyncObj counts no RPCs or fsyncs.",
-        "",
-        *_costs_table(results),
-        "",
+        *_tables(results, "##", "Targets"),
     ]
     for key, why in {**results.get("skipped", {}), **results.get("failed", {})}.items():
         lines.append(f"- {_label(results, key)}: {why.splitlines()[0]}")
@@ -425,28 +432,7 @@ def docs_block(results: dict[str, Any]) -> str:
         "",
         *_machine(results),
         "",
-        "### Targets, met or not",
-        "",
-        *_targets_table(results),
-        "",
-        "### Throughput (ops/s)",
-        "",
-        *_throughput_table(results),
-        "",
-        "### Latency p50 / p99 / p99.9 (ms)",
-        "",
-        *_latency_table(results),
-        "",
-        "### Leader costs per committed entry",
-        "",
-        "Leader CPU is the leader process's, all threads (embedded series: with the load",
-        "generator in it); cluster CPU adds the two followers; CPU columns in % are cores",
-        "busy (100% = one core of the 2). Client CPU is the end-to-end load processes'.",
-        "Bytes are TCP payload on the leader's peer connections, both directions; etcd's",
-        "bytes and fsyncs come from its /metrics, PySyncObj counts no RPCs or fsyncs.",
-        "",
-        *_costs_table(results),
-        "",
+        *_tables(results, "###", "Targets, met or not"),
         DOCS_END,
     ]
     return "\n".join(lines)

@@ -187,8 +187,7 @@ class RaftCore:
         for index in range(first, last + 1):
             entry = log.entry(index)
             mine = started.pop(index, None) if started else None
-            ok = mine is not None and mine[0] == entry.term
-            command = mine[1] if ok else decode(entry.data)  # type: ignore[index]
+            command = mine[1] if mine is not None and mine[0] == entry.term else decode(entry.data)
             msgs.append(
                 ApplyMsg(
                     command_valid=True,
