@@ -39,6 +39,13 @@ from raftio.messages import (
 )
 from raftio.storage.base import DurableState
 from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE
+from raftio.validate import (
+    check_append_entries,
+    check_append_reply,
+    check_install_snapshot,
+    check_request_vote,
+    check_term,
+)
 
 
 class Role(enum.Enum):
@@ -76,6 +83,7 @@ class Progress:
     inflight: int = 0  # AppendEntries with entries not yet answered (REPLICATE)
     wait_ticks: int = 0  # ticks spent waiting for entries or a snapshot to be answered
     recent_active: bool = False  # answered since the last check-quorum
+    sent_commit: int = 0  # the highest leader_commit sent to this follower
 
     def become_probe(self) -> None:
         self.state = Replication.PROBE
@@ -138,6 +146,9 @@ class RaftCore:
         self.term_start_index = 0  # leader only: the first index of its term
         self.elections = 0  # campaigns started (real elections, not pre-votes)
         self.terms_led = 0  # elections won
+        # Peer input refused as impossible from an honest peer, by reason (metrics).
+        self.refused: dict[str, int] = {}
+        self._commit_broadcast = False  # commit advanced: tell idle followers soon
 
         # Outputs waiting for the shell.
         self._storage_ops: list[StorageOp] = []
@@ -267,7 +278,12 @@ class RaftCore:
 
     # ------------------------------------------------------------------ RequestVote
 
-    def handle_request_vote(self, args: RequestVoteArgs) -> RequestVoteReply:
+    def handle_request_vote(self, args: RequestVoteArgs) -> RequestVoteReply | None:
+        """Answer a (pre-)vote request; None (no answer) for one no honest peer sends."""
+        if args.term < self.current_term:
+            return RequestVoteReply(self.current_term, False)  # changes nothing here
+        if self._refuse(check_request_vote(args, self.me, self.peer_count, self.current_term)):
+            return None
         # §5.4.1: vote only for a candidate whose log is at least as up-to-date.
         log = self.log
         log_ok = (args.last_log_term, args.last_log_index) >= (log.last_term, log.last_index)
@@ -293,7 +309,7 @@ class RaftCore:
     def on_request_vote_reply(
         self, peer: int, args: RequestVoteArgs, reply: RequestVoteReply | None
     ) -> None:
-        if reply is None:
+        if reply is None or self._refuse(check_term(reply.term, self.current_term)):
             return
         if reply.term > self.current_term and not reply.vote_granted:
             self._become_follower(reply.term, None)
@@ -313,9 +329,14 @@ class RaftCore:
 
     # ------------------------------------------------------------------ AppendEntries
 
-    def handle_append_entries(self, args: AppendEntriesArgs) -> AppendEntriesReply:
+    def handle_append_entries(self, args: AppendEntriesArgs) -> AppendEntriesReply | None:
+        """Figure 2's receiver rules; None (no answer) for a request no honest leader sends."""
         if args.term < self.current_term:
-            return AppendEntriesReply(self.current_term, False)
+            return AppendEntriesReply(self.current_term, False)  # changes nothing here
+        if self._refuse(check_append_entries(args, self.me, self.peer_count, self.current_term)):
+            return None
+        if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
+            return None
         if args.term > self.current_term or self.role is not Role.FOLLOWER:
             self._become_follower(args.term, args.leader_id)
         self.leader_id = args.leader_id
@@ -327,7 +348,8 @@ class RaftCore:
             # Entries through our snapshot are committed, so they match: skip them.
             skip = log.snapshot_index - prev
             if skip >= len(entries):
-                return AppendEntriesReply(self.current_term, True, log.snapshot_index)
+                # All of it is committed here; confirm only what was sent.
+                return AppendEntriesReply(self.current_term, True, prev + len(entries))
             prev, entries = log.snapshot_index, entries[skip:]
             prev_term = log.snapshot_term
         else:
@@ -336,10 +358,14 @@ class RaftCore:
             return self._reject(prev, x_term=0, x_index=0)
         term_here = log.term_at(prev)
         if term_here != prev_term:
-            assert term_here is not None
+            if term_here is None or prev <= self.commit_index:
+                # Our committed entry cannot disagree with an honest leader's log.
+                self._refuse("committed_conflict")
+                return None
             return self._reject(prev, x_term=term_here, x_index=log.first_index_of_term(prev))
 
-        self._merge_entries(prev, entries)
+        if self._refuse(self._merge_entries(prev, entries)):
+            return None
         match = prev + len(entries)
         if args.leader_commit > self.commit_index:
             # Figure 2: commit up to the leader's commit, but never past what this AE matched.
@@ -352,27 +378,41 @@ class RaftCore:
             self.current_term, False, x_term=x_term, x_index=x_index, x_len=self.log.last_index + 1
         )
 
-    def _merge_entries(self, prev: int, entries: list[Entry]) -> None:
-        """§5.3: append new entries, truncating at the first conflicting one only."""
+    def _merge_entries(self, prev: int, entries: list[Entry]) -> str | None:
+        """§5.3: append new entries, truncating at the first conflicting one only.
+
+        Returns the reason to refuse the whole request (changing nothing) if
+        it contradicts what this log already holds in a way no honest leader
+        can: a different entry below our commit index, or a different
+        command at the same index and term (a leader makes one entry per
+        index in its term; two of them mean a forged one).
+        """
         log = self.log
         for i, entry in enumerate(entries):
             index = prev + 1 + i
             if index > log.last_index:
                 new = entries[i:]
-            elif log.term_at(index) != entry.term:
-                assert index > self.commit_index, "a committed entry would be overwritten"
+            else:
+                mine = log.entry(index)
+                if mine.term == entry.term:
+                    if mine.data != entry.data:
+                        return "entry_forked"
+                    continue
+                if index <= self.commit_index:
+                    return "committed_conflict"
                 log.truncate_from(index)
                 self.durable_index = min(self.durable_index, index - 1)
                 new = entries[i:]
-            else:
-                continue
             log.append(new)
             self._storage_ops.append(("append", index, list(new)))
-            return
+            return None
+        return None
 
     def on_append_entries_reply(
         self, peer: int, args: AppendEntriesArgs, reply: AppendEntriesReply | None
     ) -> None:
+        if reply is not None and self._refuse(check_append_reply(reply, args, self.current_term)):
+            reply = None  # as if lost: probe again rather than believe it
         if reply is not None and reply.term > self.current_term:
             self._become_follower(reply.term, None)
             return
@@ -383,6 +423,8 @@ class RaftCore:
             pr.wait_ticks = 0
             if pr.inflight > 0:
                 pr.inflight -= 1
+                if pr.inflight == 0 and pr.sent_commit < self.commit_index:
+                    self._commit_broadcast = True  # it missed commits while busy
         if reply is None:
             # Lost: fall back to probing; the next heartbeat retries (never in a tight loop).
             if pr.state is Replication.REPLICATE:
@@ -434,9 +476,19 @@ class RaftCore:
 
     # ------------------------------------------------------------------ InstallSnapshot
 
-    def handle_install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply:
+    def handle_install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply | None:
+        """§7 receiver rules; None (no answer) for a request no honest leader sends.
+
+        The shell has the service validate `args.data` before calling this
+        (see Raft.install_snapshot), so a snapshot that would not restore is
+        never persisted.
+        """
         if args.term < self.current_term:
-            return InstallSnapshotReply(self.current_term)
+            return InstallSnapshotReply(self.current_term)  # changes nothing here
+        if self._refuse(check_install_snapshot(args, self.me, self.peer_count, self.current_term)):
+            return None
+        if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
+            return None
         if args.term > self.current_term or self.role is not Role.FOLLOWER:
             self._become_follower(args.term, args.leader_id)
         self.leader_id = args.leader_id
@@ -463,6 +515,8 @@ class RaftCore:
     def on_install_snapshot_reply(
         self, peer: int, args: InstallSnapshotArgs, reply: InstallSnapshotReply | None
     ) -> None:
+        if reply is not None and self._refuse(check_term(reply.term, self.current_term)):
+            reply = None
         if reply is not None and reply.term > self.current_term:
             self._become_follower(reply.term, None)
             return
@@ -610,14 +664,14 @@ class RaftCore:
     def _heartbeat(self, peer: int) -> None:
         pr = self.progress[peer]
         if pr.state is Replication.REPLICATE:
-            self._outbox.append((peer, APPEND_ENTRIES, self.heartbeat_args(peer)))
+            self._post_append(peer, pr, self.heartbeat_args(peer))
         elif pr.state is Replication.SNAPSHOT and pr.wait_ticks < self._election_ticks[1]:
             # An InstallSnapshot is on its way; keep the follower from campaigning meanwhile.
             prev = self.log.snapshot_index
             args = AppendEntriesArgs(
                 self.current_term, self.me, prev, self.log.snapshot_term, [], self.commit_index
             )
-            self._outbox.append((peer, APPEND_ENTRIES, args))
+            self._post_append(peer, pr, args)
         else:
             pr.paused = False
             if pr.state is Replication.SNAPSHOT:
@@ -656,7 +710,7 @@ class RaftCore:
             )
             # Followers in step get this very object, so it is encoded once (codec).
             self._last_append = args
-        self._outbox.append((peer, APPEND_ENTRIES, args))
+        self._post_append(peer, pr, args)
         if pr.state is Replication.REPLICATE:
             pr.next_index += len(entries)
             if pr.inflight == 0:
@@ -687,6 +741,36 @@ class RaftCore:
         candidate = majority_match(matches)
         if candidate > self.commit_index and self.log.term_at(candidate) == self.current_term:
             self.commit_index = candidate
+            self._commit_broadcast = True
+
+    def _post_append(self, peer: int, pr: Progress, args: AppendEntriesArgs) -> None:
+        pr.sent_commit = args.leader_commit
+        self._outbox.append((peer, APPEND_ENTRIES, args))
+
+    @property
+    def commit_broadcast_due(self) -> bool:
+        """The commit index advanced past what some follower was told."""
+        return self._commit_broadcast and self.role is Role.LEADER
+
+    def broadcast_commit(self) -> None:
+        """Tell each idle, in-step follower the new commit index now, not at the next heartbeat.
+
+        A follower with entries in flight learns it from the answer's follow-up
+        (its inflight count reaching zero re-arms this), so under load this
+        sends nothing extra; at low rates it is one empty AppendEntries per
+        follower per commit advance. The shell calls it at most once per loop
+        iteration, which coalesces the advances of one iteration.
+        """
+        self._commit_broadcast = False
+        if self.role is not Role.LEADER:
+            return
+        for peer, pr in self.progress.items():
+            if (
+                pr.state is Replication.REPLICATE
+                and pr.inflight == 0
+                and pr.sent_commit < self.commit_index
+            ):
+                self._post_append(peer, pr, self.heartbeat_args(peer))
 
     # ------------------------------------------------------------------ persistence
 
@@ -704,6 +788,24 @@ class RaftCore:
                 last[2].append(entry)  # coalesce a burst of start() calls into one write
                 return
         ops.append(("append", index, [entry]))
+
+    # ------------------------------------------------------------------ refusals
+
+    def _check_sole_leader(self, term: int, leader_id: int) -> str | None:
+        """At most one leader per term (§5.2): a second one in our term is forged."""
+        if term != self.current_term:
+            return None
+        if self.role is Role.LEADER or (self.leader_id is not None and self.leader_id != leader_id):
+            return "second_leader"
+        return None
+
+    def _refuse(self, reason: str | None) -> bool:
+        """Count a refused input (by reason); True if there was one."""
+        if reason is None:
+            return False
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        self._debug("refuse", reason)
+        return True
 
     # ------------------------------------------------------------------ misc
 

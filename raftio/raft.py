@@ -80,6 +80,7 @@ class Raft:
         self._syncs: dict[asyncio.Future[None], float] = {}  # pending syncs -> start time
         self._metrics = PeerMetrics()
         self._drain_scheduled = False
+        self._commit_broadcast_scheduled = False
         self._apply_wakeup = asyncio.Event()
         self._trace = make_tracer(me, self._loop.time, self._status)
         self._core = RaftCore(
@@ -284,8 +285,17 @@ class Raft:
                     deferred.append(item)
             if deferred:
                 pending.add_done_callback(lambda fut: self._send_after_sync(fut, deferred))
+        if core.commit_broadcast_due and not self._commit_broadcast_scheduled:
+            self._commit_broadcast_scheduled = True
+            self._loop.call_soon(self._broadcast_commit)
         if core.has_applicable():
             self._apply_wakeup.set()
+
+    def _broadcast_commit(self) -> None:
+        self._commit_broadcast_scheduled = False
+        if not self._killed:
+            self._core.broadcast_commit()
+            self._drain()
 
     def _persist(self, ops: list[StorageOp]) -> None:
         storage = self._storage

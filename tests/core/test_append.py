@@ -36,7 +36,7 @@ def no(term: int, x_term: int, x_index: int, x_len: int) -> AppendEntriesReply:
         (ae(3, 6, 3), no(3, 0, 0, 6), LOG, []),
         (ae(3, 9, 3, entries(10, 3)), no(3, 0, 0, 6), LOG, []),
         # rule 2, prev_log_term differs: the follower's term there and its first index
-        (ae(3, 5, 4), no(3, 3, 4, 6), LOG, []),
+        (ae(3, 5, 2), no(3, 3, 4, 6), LOG, []),
         (ae(3, 4, 2), no(3, 3, 4, 6), LOG, []),
         (ae(3, 3, 1, entries(4, 3)), no(3, 2, 3, 6), LOG, []),
         (ae(3, 2, 3), no(3, 1, 1, 6), LOG, []),
@@ -160,7 +160,8 @@ SNAP_LOG = [2, 3]
         (ae(3, 4, 2, entries(5, 2, 2)), ok(3, 6), SNAP_LOG, []),
         # entirely inside the snapshot: success at the snapshot index
         (ae(3, 2, 1, entries(3, 1, 2, 2)), ok(3, 5), SNAP_LOG, []),
-        (ae(3, 4, 2), ok(3, 5), SNAP_LOG, []),
+        # wholly inside the snapshot: confirms what was sent, no more
+        (ae(3, 4, 2), ok(3, 4), SNAP_LOG, []),
         # the part after the snapshot conflicts: truncated there
         (
             ae(4, 4, 2, entries(5, 2, 4)),
@@ -171,7 +172,7 @@ SNAP_LOG = [2, 3]
         # prev at the snapshot index matches by the snapshot's term
         (ae(3, 5, 2, entries(6, 2, 3, 3)), ok(3, 8), [2, 3, 3], [("append", 8, [entry(8, 3)])]),
         # hints still count from the log after the snapshot
-        (ae(3, 7, 4), no(3, 3, 7, 8), SNAP_LOG, []),
+        (ae(3, 7, 2), no(3, 3, 7, 8), SNAP_LOG, []),
         (ae(3, 9, 3), no(3, 0, 0, 8), SNAP_LOG, []),
     ],
 )

@@ -51,7 +51,7 @@ def rv(term: int, candidate: int, last_index: int, last_term: int) -> RequestVot
         # a higher term is adopted and persisted even when the vote is refused
         (None, rv(3, 1, 1, 1), False, 3, None, [("hard_state", 3, None)]),
         # §5.4.1 by term: a later last term wins even with a shorter log
-        (None, rv(2, 1, 1, 3), True, 2, 1, [("hard_state", 2, 1)]),
+        (None, rv(3, 1, 1, 3), True, 3, 1, [("hard_state", 3, 1)]),
         # §5.4.1 by term: an earlier last term loses even with a longer log
         (None, rv(2, 1, 9, 1), False, 2, None, []),
         # §5.4.1 by index: same last term, the longer log is at least as up-to-date
@@ -83,7 +83,7 @@ def test_one_vote_per_term_first_come_first_served() -> None:
     core = make_core([1], term=1)
 
     first = core.handle_request_vote(rv(2, 1, 1, 1))
-    second = core.handle_request_vote(rv(2, 2, 5, 5))
+    second = core.handle_request_vote(rv(2, 2, 5, 2))
 
     assert (first, second) == (RequestVoteReply(2, True), RequestVoteReply(2, False))
     assert core.voted_for == 1
@@ -99,7 +99,7 @@ def test_candidate_and_leader_refuse_same_term(role: Role) -> None:
         core.on_request_vote_reply(1, rv(2, 0, 1, 1), RequestVoteReply(2, True))
     drain(core)
 
-    reply = core.handle_request_vote(rv(2, 1, 5, 5))
+    reply = core.handle_request_vote(rv(2, 1, 5, 2))
 
     assert reply == RequestVoteReply(2, False)
     assert (core.role, core.voted_for) == (role, 0)

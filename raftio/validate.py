@@ -1,0 +1,128 @@
+"""What a peer's RPC may mean: bounds and consistency rules for every field.
+
+The codec checks that a message has the right shape (field types). This
+module checks that its numbers could have come from an honest peer of this
+cluster, before any of them reaches the core's state. Everything a peer
+sends is hostile until it passes here: a term of 2**64 - 1 would be
+persisted and end the cluster's elections (the next term could not be
+encoded), an index near 2**63 would overflow arithmetic on the way to disk.
+
+Each check returns None for an acceptable message or a short reason (a
+metrics label) for a refused one. Pure functions: no I/O, no state.
+"""
+
+from __future__ import annotations
+
+from raftio.messages import (
+    AppendEntriesArgs,
+    AppendEntriesReply,
+    Entry,
+    InstallSnapshotArgs,
+    RequestVoteArgs,
+)
+
+# Far below 2**63: index + batch arithmetic can never overflow a signed
+# 64-bit field, and every value stays exact as a float (2**53).
+MAX_TERM = 1 << 52
+MAX_INDEX = 1 << 52
+# How far a message's term may lead ours. Elections raise a term by one
+# each; pre-vote stops an isolated node from raising its own at all. A
+# forged term can still push the cluster ahead, but only this far per
+# message, so exhausting the term space takes billions of forged frames.
+MAX_TERM_JUMP = 1 << 20
+
+
+def check_term(term: int, current_term: int) -> str | None:
+    """A message's term: non-negative, bounded, and not absurdly far ahead of ours."""
+    if not 0 <= term <= MAX_TERM:
+        return "term_range"
+    if term > current_term + MAX_TERM_JUMP:
+        return "term_jump"
+    return None
+
+
+def _check_sender(sender: int, me: int, peer_count: int) -> str | None:
+    if not 0 <= sender < peer_count or sender == me:
+        return "sender"
+    return None
+
+
+def _check_position(index: int, term: int, max_term: int) -> str | None:
+    """A (log index, term) pair: index 0 has term 0, later indexes a term in 1..max_term."""
+    if not 0 <= index <= MAX_INDEX:
+        return "index_range"
+    if index == 0:
+        return None if term == 0 else "position"
+    return None if 1 <= term <= max_term else "position"
+
+
+def check_request_vote(
+    args: RequestVoteArgs, me: int, peer_count: int, current_term: int
+) -> str | None:
+    return (
+        check_term(args.term, current_term)
+        or _check_sender(args.candidate_id, me, peer_count)
+        # A candidate's log holds no entry of a term later than the one it runs in.
+        or _check_position(args.last_log_index, args.last_log_term, args.term)
+    )
+
+
+def check_append_entries(
+    args: AppendEntriesArgs, me: int, peer_count: int, current_term: int
+) -> str | None:
+    reason = (
+        check_term(args.term, current_term)
+        or _check_sender(args.leader_id, me, peer_count)
+        or _check_position(args.prev_log_index, args.prev_log_term, args.term)
+    )
+    if reason:
+        return reason
+    if not 0 <= args.leader_commit <= MAX_INDEX:
+        return "index_range"
+    if args.prev_log_index + len(args.entries) > MAX_INDEX:
+        return "index_range"
+    return check_entry_terms(args.entries, args.prev_log_term, args.term)
+
+
+def check_entry_terms(entries: list[Entry], prev_term: int, leader_term: int) -> str | None:
+    """A leader's log: terms never decrease, start at 1, never pass the leader's term."""
+    floor = max(prev_term, 1)
+    for entry in entries:
+        term = entry.term
+        if not floor <= term <= leader_term:
+            return "entry_term"
+        floor = term
+    return None
+
+
+def check_install_snapshot(
+    args: InstallSnapshotArgs, me: int, peer_count: int, current_term: int
+) -> str | None:
+    reason = check_term(args.term, current_term) or _check_sender(args.leader_id, me, peer_count)
+    if reason:
+        return reason
+    if args.last_included_index == 0:
+        return "position"  # a snapshot of nothing
+    return _check_position(args.last_included_index, args.last_included_term, args.term)
+
+
+def check_append_reply(
+    reply: AppendEntriesReply, args: AppendEntriesArgs, current_term: int
+) -> str | None:
+    """A follower's answer must be about the request it answers."""
+    reason = check_term(reply.term, current_term)
+    if reason:
+        return reason
+    if reply.success:
+        # It holds at most what we sent; at least what we anchored at.
+        last_sent = args.prev_log_index + len(args.entries)
+        if not args.prev_log_index <= reply.match_index <= last_sent:
+            return "match_index"
+        return None
+    if not (
+        0 <= reply.x_term <= MAX_TERM
+        and 0 <= reply.x_index <= MAX_INDEX
+        and 0 <= reply.x_len <= MAX_INDEX + 1
+    ):
+        return "hint_range"
+    return None
