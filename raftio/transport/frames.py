@@ -18,9 +18,11 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import socket
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -51,9 +53,13 @@ __all__ = [
     "Hello",
     "Refused",
     "Welcome",
+    "cert_names",
+    "cert_node_ids",
+    "check_cert_identity",
     "client_proof",
     "encode_frame",
     "new_nonce",
+    "pair_key",
     "parse_auth",
     "parse_hello",
     "parse_refuse",
@@ -137,6 +143,11 @@ class FrameReader:
     def buffered(self) -> int:
         """Bytes received but not yet returned as frames."""
         return len(self._buf) - self._pos
+
+    def discard(self) -> None:
+        """Forget (and free) whatever is buffered: the connection is being dropped."""
+        self._buf = bytearray()
+        self._pos = 0
 
     def next_frame(self) -> tuple[int, int, bytes] | None:
         buf, pos = self._buf, self._pos
@@ -303,6 +314,84 @@ def proof_matches(expected: bytes, got: bytes) -> bool:
     return hmac.compare_digest(expected, got)
 
 
+def pair_key(secret: bytes, cluster_id: str, a: int, b: int) -> bytes:
+    """The key nodes `a` and `b` (in either order) share, derived from a cluster secret.
+
+    Give node i only its keys ``{j: pair_key(secret, cluster, i, j)}`` (serve's
+    `secret=` mapping; one per `TcpClientEnd`) and keep the secret itself
+    offline: node i can then prove only that it is i, never another node.
+    """
+    low, high = sorted((a, b))
+    return hmac.new(secret, pack(["raftio-pair", cluster_id, low, high]), hashlib.sha256).digest()
+
+
+# --- TLS identity: which node ids a peer's certificate may claim -------------------
+
+_NODE_NAME = re.compile(r"node-(\d{1,18})(?:\.(.+))?", re.ASCII | re.IGNORECASE)
+
+
+def cert_names(peercert: dict[str, Any]) -> list[str]:
+    """The subject CNs and DNS subject alternative names of `getpeercert()`'s result."""
+    names = [
+        value
+        for rdn in peercert.get("subject", ())
+        for key, value in rdn
+        if key == "commonName" and isinstance(value, str)
+    ]
+    names += [
+        value
+        for key, value in peercert.get("subjectAltName", ())
+        if key == "DNS" and isinstance(value, str)
+    ]
+    return names
+
+
+def cert_node_ids(names: list[str], cluster_id: str) -> set[int]:
+    """Node ids named by ``node-<id>.<cluster_id>`` or ``node-<id>`` (case-insensitive)."""
+    ids = set()
+    for name in names:
+        match = _NODE_NAME.fullmatch(name)
+        if match is None:
+            continue
+        cluster = match.group(2)
+        if cluster is None or cluster.casefold() == cluster_id.casefold():
+            ids.add(int(match.group(1)))
+    return ids
+
+
+def check_cert_identity(
+    peercert: dict[str, Any], cluster_id: str, node_id: int, names: Mapping[int, str] | None
+) -> None:
+    """Raise Refused unless the certificate may speak as `node_id` (docs/wire.md, "TLS").
+
+    With `names`, the certificate must carry ``names[node_id]`` as its CN or a
+    DNS name; without, the convention ``node-<id>.<cluster_id>`` (or the bare
+    ``node-<id>``, for a CA that serves one cluster only).
+    """
+    have = cert_names(peercert)
+    if names is not None:
+        want = names.get(node_id)
+        if want is None:
+            raise Refused(f"certificate identity: no certificate name is configured for S{node_id}")
+        if want.casefold() not in {name.casefold() for name in have}:
+            raise Refused(
+                f"certificate identity: client claims S{node_id}, whose certificate name is "
+                f"{want!r}; its certificate names {have[:4]!r}"
+            )
+        return
+    ids = cert_node_ids(have, cluster_id)
+    if not ids:
+        raise Refused(
+            f"certificate identity: the certificate names no node of {cluster_id!r} "
+            f"(want CN or DNS name node-{node_id}.{cluster_id}); it names {have[:4]!r}"
+        )
+    if node_id not in ids:
+        raise Refused(
+            f"certificate identity: client claims S{node_id}, its certificate is for "
+            + ", ".join(f"S{i}" for i in sorted(ids)[:4])
+        )
+
+
 # --- the asyncio side ------------------------------------------------------------
 
 
@@ -407,7 +496,8 @@ class FrameProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self._reader.buffered():
-            logger.warning(
+            self._warn(
+                "mid_frame",
                 "%s: closing connection: peer closed it mid-frame (%d bytes unread)",
                 self.label,
                 self._reader.buffered(),
@@ -426,9 +516,14 @@ class FrameProtocol(asyncio.Protocol):
         self._flush()
         self.close()
 
-    def drop(self, fmt: str, *args: object) -> None:
-        logger.warning("%s: closing connection: " + fmt, self.label, *args)
+    def drop(self, fmt: str, *args: object, reason: str = "protocol_error") -> None:
+        """Log why (as `reason`, see `_warn`) and abort the connection."""
+        self._warn(reason, "%s: closing connection: " + fmt, self.label, *args)
         self.abort()
+
+    def _warn(self, reason: str, fmt: str, *args: object) -> None:
+        """One line about a dropped connection; a server counts and rate-limits these."""
+        logger.warning(fmt, *args)
 
     def close(self) -> None:
         if self._transport is not None:

@@ -411,7 +411,14 @@ class TcpClientEnd:
         self._conn = None
         if not conn.proven:
             self._backoff()  # e.g. the server rejected our AUTH: do not redial at once
-        if not self._closed and not conn.refused:
+        if self._closed or conn.refused:
+            pass
+        elif exc is None and not self._pending:
+            # A server closes links nobody calls on (its idle_timeout): routine.
+            logger.info(
+                "%s: idle connection closed by the server; redialling when needed", self.label
+            )
+        else:
             self._note_problem(f"connection lost ({exc or 'closed by peer'})", logging.WARNING)
         self._fail_all()
 

@@ -1,9 +1,13 @@
 """The serving half of the TCP transport: `serve()` and `TcpServer`.
 
-Owns accepted connections: the server half of the handshake, the connection
-cap, per-connection flow control, and one task per request dispatched to the
-`RpcHandler`. Whatever a peer sends, the worst it can do is get its own
-connection closed, with the reason logged. Wire format: docs/wire.md.
+Owns accepted connections: the server half of the handshake, admission
+(separate caps for unauthenticated and authenticated connections), the
+deadlines (handshake, idle, per frame) enforced by one periodic sweep per
+server, the budget for bytes buffered in partial frames across all
+connections, per-connection flow control, and one task per request
+dispatched to the `RpcHandler`. Whatever a peer sends, the worst it can do is
+get its own connection closed, with the reason counted and logged (at most
+one line per reason per `log_interval`). Wire format and limits: docs/wire.md.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as _ssl
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from raftio.codec import decode_message, encode_message
@@ -26,16 +30,39 @@ from raftio.transport.frames import (
     Refused,
     Rpc,
 )
+from raftio.transport.limits import DEFAULT_LOG_INTERVAL, DropLog
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "TcpServer", "serve"]
+__all__ = [
+    "DEFAULT_FRAME_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_INFLIGHT",
+    "DEFAULT_MAX_PENDING",
+    "DEFAULT_MAX_PER_NODE",
+    "TcpServer",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_CONNECTIONS = 128
+DEFAULT_MAX_CONNECTIONS = 128  # authenticated connections
+DEFAULT_MAX_PENDING = 64  # connections still in the handshake
+DEFAULT_MAX_PER_NODE = 4  # authenticated connections claiming one node id
 DEFAULT_HANDSHAKE_TIMEOUT = 5.0  # seconds from accept to an authenticated peer
+# A leader sends every follower a heartbeat each heartbeat_interval (0.1 s by
+# default, and RaftConfig keeps it under the election timeout), so a link in
+# use is never idle for long; only links nobody calls on (a follower's own
+# connection to its leader, between elections) reach this, and their end
+# redials on its next call.
+DEFAULT_IDLE_TIMEOUT = 60.0
+# From the first byte of a frame to its last: a 64 MiB snapshot at ~2 MB/s.
+DEFAULT_FRAME_TIMEOUT = 30.0
 DEFAULT_MAX_INFLIGHT = 1024  # handler tasks per connection before we stop reading
+_SWEEP_MIN, _SWEEP_MAX = 0.01, 1.0  # seconds between two deadline sweeps
 
 Handler = Callable[[Any], Awaitable[Any]]
+Secret = bytes | Mapping[int, bytes]
 
 _AWAIT_HELLO, _AWAIT_AUTH, _READY = range(3)
 
@@ -48,11 +75,19 @@ async def serve(
     cluster_id: str,
     node_id: int,
     ssl: _ssl.SSLContext | None = None,
-    secret: bytes | None = None,
+    secret: Secret | None = None,
     max_frame: int = DEFAULT_MAX_FRAME,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    max_per_node: int = DEFAULT_MAX_PER_NODE,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+    max_buffered: int | None = None,
+    log_interval: float = DEFAULT_LOG_INTERVAL,
+    tls_identity: bool = True,
+    tls_names: Mapping[int, str] | None = None,
 ) -> TcpServer:
     """Listen on host:port (port 0 picks one: see `TcpServer.port`) for peers' calls.
 
@@ -63,13 +98,37 @@ async def serve(
         cluster_id, node_id: this node; a client of another cluster is refused.
         ssl: a server `ssl.SSLContext`; set `verify_mode = CERT_REQUIRED` and
             load the peers' CA for mutual TLS.
-        secret: require the HMAC-SHA256 shared-secret handshake.
+        secret: require the HMAC-SHA256 shared-secret handshake: the cluster's
+            secret, or per-node keys ``{node_id: key}`` (see `frames.pair_key`),
+            in which case a node id without a key is refused.
         max_frame: largest request frame accepted (an InstallSnapshot carries
             the whole snapshot); a larger one closes the connection.
-        max_connections: connections beyond this are refused at once.
-        handshake_timeout: a connection not authenticated by then is closed.
+        max_connections: authenticated connections (128). One more evicts the
+            least recently active one, so an authenticated peer always gets in.
+        handshake_timeout: a connection not authenticated by then (5 s) is closed.
         max_inflight: handler tasks per connection; beyond it the connection
             is not read until some finish.
+        max_pending: connections still in the handshake (64); one more evicts
+            the oldest of them, so holders cannot keep a real peer out.
+        max_per_node: authenticated connections claiming one node id (4); one
+            more replaces the oldest of them (a peer that redialled).
+        idle_timeout: an authenticated connection that sent nothing and has
+            no request in flight for this long (60 s) is closed.
+        frame_timeout: a frame must arrive whole within this (30 s) of its
+            first byte, or the connection is closed (slowloris).
+        max_buffered: bytes of partial frames buffered across all connections
+            (default 2 x max_frame); past it the connection holding the most
+            is dropped. Must be at least max_frame + 4.
+        log_interval: at most one refusal or drop line per reason per this
+            many seconds (10); the next says how many were suppressed.
+        tls_identity: with mutual TLS, refuse a client whose certificate does
+            not name the node id it claims (docs/wire.md, "TLS").
+        tls_names: node id -> the certificate name (CN or DNS) it must carry,
+            instead of the ``node-<id>.<cluster_id>`` convention.
+
+    Every timeout is enforced by one sweep per server, run every quarter of
+    the shortest timeout (at most every 1 s): a deadline may be overrun by
+    that much.
     """
     server = TcpServer(
         handler,
@@ -80,6 +139,14 @@ async def serve(
         max_connections=max_connections,
         handshake_timeout=handshake_timeout,
         max_inflight=max_inflight,
+        max_pending=max_pending,
+        max_per_node=max_per_node,
+        idle_timeout=idle_timeout,
+        frame_timeout=frame_timeout,
+        max_buffered=max_buffered,
+        log_interval=log_interval,
+        tls_identity=tls_identity,
+        tls_names=tls_names,
     )
     loop = asyncio.get_running_loop()
     # With ssl, the loop runs the TLS handshake before our protocol sees the
@@ -97,13 +164,14 @@ async def serve(
 
 
 class TcpServer:
-    """A listening raftio server; made by `serve()`.
+    """A listening raftio server; made by `serve()` (whose arguments it keeps).
 
     `close()` (plain) stops listening and closes every connection; handlers
     already running are not cancelled (cancelling a Raft handler midway could
     tear a durable write), their replies are just dropped. `await
     wait_closed()` waits for the sockets and those handlers. ``async with``
-    does both on exit.
+    does both on exit. `metrics()` reports connections, buffered bytes and
+    drops by reason.
     """
 
     def __init__(
@@ -112,21 +180,51 @@ class TcpServer:
         *,
         cluster_id: str,
         node_id: int,
-        secret: bytes | None,
+        secret: Secret | None,
         max_frame: int,
         max_connections: int,
         handshake_timeout: float,
         max_inflight: int,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_per_node: int = DEFAULT_MAX_PER_NODE,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        max_buffered: int | None = None,
+        log_interval: float = DEFAULT_LOG_INTERVAL,
+        tls_identity: bool = True,
+        tls_names: Mapping[int, str] | None = None,
     ) -> None:
+        if max_buffered is None:
+            max_buffered = 2 * max_frame
+        _check_limits(
+            max_frame, max_connections, max_pending, max_per_node, max_inflight, max_buffered
+        )
+        _check_durations(handshake_timeout, idle_timeout, frame_timeout, log_interval)
         self.cluster_id, self.node_id, self.secret = cluster_id, node_id, secret
         self.max_frame, self.max_connections = max_frame, max_connections
         self.handshake_timeout, self.max_inflight = handshake_timeout, max_inflight
+        self.max_pending, self.max_per_node = max_pending, max_per_node
+        self.idle_timeout, self.frame_timeout = idle_timeout, frame_timeout
+        self.max_buffered = max_buffered
+        self.tls_identity, self.tls_names = tls_identity, tls_names
         self.handlers: dict[int, tuple[Rpc, Handler]] = {
             kind: (rpc, getattr(handler, rpc.method)) for kind, rpc in RPC_BY_KIND.items()
         }
         self._listener: asyncio.Server | None = None
-        self.connections: set[_ServerConnection] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.connections: set[_ServerConnection] = set()  # every one not yet lost
+        # Oldest first (dicts keep insertion order): eviction takes the head.
+        self._pending: dict[_ServerConnection, None] = {}
+        self._ready: dict[_ServerConnection, None] = {}
+        self._by_node: dict[int, list[_ServerConnection]] = {}
+        self.buffered = 0  # bytes of partial frames held, all connections
+        self.buffered_peak = 0  # the most `buffered` was after any read
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sweep_every = min(
+            _SWEEP_MAX, max(_SWEEP_MIN, min(handshake_timeout, idle_timeout, frame_timeout) / 4)
+        )
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.drops = DropLog(logger, self._now, log_interval)
         self._closing = False
 
     @property
@@ -140,14 +238,111 @@ class TcpServer:
     def port(self) -> int:
         return self.address[1]
 
+    def metrics(self) -> dict[str, float]:
+        """Connections by state, buffered bytes, and drops/refusals by reason."""
+        out: dict[str, float] = {
+            'raftio_tcp_connections{state="unauthenticated"}': len(self._pending),
+            'raftio_tcp_connections{state="authenticated"}': len(self._ready),
+            "raftio_tcp_buffered_bytes": self.buffered,
+            "raftio_tcp_buffered_bytes_peak": self.buffered_peak,
+        }
+        self.drops.export("raftio_tcp_dropped_total", out)
+        return out
+
+    def _now(self) -> float:
+        return (self._loop or asyncio.get_running_loop()).time()
+
     def _new_connection(self) -> _ServerConnection:
-        return _ServerConnection(self, asyncio.get_running_loop())
+        self._loop = loop = asyncio.get_running_loop()
+        return _ServerConnection(self, loop)
+
+    # --- admission ---
 
     def admit(self, conn: _ServerConnection) -> bool:
-        if self._closing or len(self.connections) >= self.max_connections:
+        """A new connection joins the unauthenticated ones, evicting the oldest if full."""
+        if self._closing:
             return False
+        if len(self._pending) >= self.max_pending:
+            oldest = next(iter(self._pending))
+            oldest.evict(
+                "pending_full",
+                f"too many unauthenticated connections (max_pending={self.max_pending}); "
+                "dropping the oldest",
+            )
+        self._pending[conn] = None
         self.connections.add(conn)
+        self._arm_sweeper()
         return True
+
+    def authenticated(self, conn: _ServerConnection, node_id: int) -> None:
+        """`conn` proved itself as `node_id`: make room among the authenticated."""
+        self._pending.pop(conn, None)
+        same = self._by_node.get(node_id, [])
+        if len(same) >= self.max_per_node:
+            same[0].evict(
+                "replaced",
+                f"replaced by a newer connection from S{node_id} "
+                f"(max_per_node={self.max_per_node})",
+            )
+        elif len(self._ready) >= self.max_connections:
+            now = self._now()
+            victim = min(self._ready, key=lambda c: c.last_active(now))
+            victim.evict(
+                "connections_full",
+                f"too many connections (max_connections={self.max_connections}); "
+                "dropping the least recently active",
+            )
+        self._ready[conn] = None
+        self._by_node.setdefault(node_id, []).append(conn)
+
+    def forget(self, conn: _ServerConnection) -> None:
+        """Take `conn` out of every pool (idempotent); its bytes leave the budget."""
+        self._pending.pop(conn, None)
+        if self._ready.pop(conn, 0) is None:
+            same = self._by_node[conn.node_id]
+            same.remove(conn)
+            if not same:
+                del self._by_node[conn.node_id]
+        self.buffered -= conn.counted
+        conn.counted = 0
+
+    # --- the buffer budget ---
+
+    def account(self, conn: _ServerConnection, held: int) -> None:
+        """`conn` now holds `held` bytes of partial frames; shed load past the budget."""
+        self.buffered += held - conn.counted
+        conn.counted = held
+        if self.buffered > self.max_buffered:
+            self._shed()
+        if self.buffered > self.buffered_peak:
+            self.buffered_peak = self.buffered
+
+    def _shed(self) -> None:
+        while self.buffered > self.max_buffered:
+            victim = max(self.connections, key=lambda c: c.counted)
+            if not victim.counted:
+                return  # unreachable: the counts sum to `buffered`
+            victim.evict(
+                "buffer_budget",
+                f"partial frames over the server's budget (max_buffered={self.max_buffered}); "
+                f"dropping the connection holding the most ({victim.counted} bytes)",
+            )
+
+    # --- deadlines: one sweep for all connections ---
+
+    def _arm_sweeper(self) -> None:
+        if self._sweeper is None and self.connections and not self._closing:
+            assert self._loop is not None
+            self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self._now()
+        for conn in list(self.connections):
+            conn.check_deadlines(now)
+        self._arm_sweeper()
+
+    # --- handler tasks ---
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a request in its own task, referenced until it is done.
@@ -162,8 +357,23 @@ class TcpServer:
         assert task is not None
         self._tasks.discard(task)
 
+    def key_for(self, node_id: int) -> bytes | None:
+        """The secret `node_id` must prove it knows (None: no authentication)."""
+        secret = self.secret
+        if secret is None or isinstance(secret, bytes):
+            return secret
+        key = secret.get(node_id)
+        if key is None:
+            raise Refused(f"S{node_id} has no key on this server: not a member of the cluster")
+        return key
+
+    # --- closing ---
+
     def close(self) -> None:
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._listener is not None:
             self._listener.close()
         for conn in list(self.connections):
@@ -189,6 +399,19 @@ class TcpServer:
         await self.wait_closed()
 
 
+def _check_limits(*limits: int) -> None:
+    max_frame, *_, max_buffered = limits
+    if any(limit < 1 for limit in limits):
+        raise ValueError("connection, frame and buffer limits must be positive")
+    if max_buffered < max_frame + 4:
+        raise ValueError("max_buffered must hold at least one max_frame frame")
+
+
+def _check_durations(*durations: float) -> None:
+    if not all(duration > 0 for duration in durations):
+        raise ValueError("timeouts and log_interval must be positive")
+
+
 class _ServerConnection(FrameProtocol):
     """One accepted connection: handshake, then one handler task per request."""
 
@@ -197,34 +420,110 @@ class _ServerConnection(FrameProtocol):
         self._server = server
         self._state = _AWAIT_HELLO
         self._hello: frames.Hello | None = None
+        self._key: bytes | None = None  # what this client must prove it knows
         self._nonce = frames.new_nonce()
-        self._deadline: asyncio.TimerHandle | None = None
+        self._peercert: dict[str, Any] | None = None
         self._inflight = 0
         self._reading_paused = False
+        self.node_id = -1  # the id it proved, once authenticated
+        self.counted = 0  # bytes of partial frames charged to the server's budget
+        # Kept cheap on the hot path (a counter), read by the sweep: a frame
+        # count unchanged since the last sweep means nothing arrived.
+        self.frames_in = 0
+        self._accepted_at = self._active_at = self._partial_since = loop.time()
+        self._seen_frames = 0
+        self._partial_mark = -1  # frames_in when the sweep first saw a partial frame
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        server = self._server
-        if not server.admit(self):
-            reason = f"too many connections (max_connections={server.max_connections})"
-            logger.warning("%s: refusing connection: %s", self.label, reason)
-            self.refuse(reason)
+        if not self._server.admit(self):
+            self.abort()  # the server is closing
             return
-        self._deadline = self._loop.call_later(server.handshake_timeout, self._handshake_expired)
+        self._peercert = transport.get_extra_info("peercert") or None
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self._server.connections.discard(self)
-        if self._deadline is not None:
-            self._deadline.cancel()
+        server = self._server
+        server.connections.discard(self)
+        server.forget(self)
+        self._reader.discard()
         if self._state == _READY:
-            logger.info("%s: connection closed (%s)", self.label, exc or "by peer")
+            server.drops.log(
+                f"closed S{self.node_id}",
+                logging.INFO,
+                "%s: connection closed (%s)",
+                self.label,
+                exc or "by peer",
+            )
 
-    def _handshake_expired(self) -> None:
+    def _warn(self, reason: str, fmt: str, *args: object) -> None:
+        self._server.drops.note(reason, reason, logging.WARNING, fmt, *args)
+
+    def evict(self, reason: str, why: str) -> None:
+        """Make room (the server chose this one): say why, then close."""
+        self._server.forget(self)
+        self._reader.discard()
+        self._warn(reason, "%s: dropping connection: %s", self.label, why)
+        self.refuse(why)
+        if self.write_buffer_size():
+            self.abort()  # it does not read: the REFUSE could hold the socket open
+
+    # --- deadlines (called by the server's sweep) ---
+
+    def last_active(self, now: float) -> float:
+        """When this connection last received a frame or had a request in flight."""
+        if self.frames_in != self._seen_frames or self._inflight:
+            return now
+        return self._active_at
+
+    def check_deadlines(self, now: float) -> None:
+        if not self.is_open():
+            return
+        server = self._server
         if self._state != _READY:
-            self.drop("no handshake within %.1f s", self._server.handshake_timeout)
+            if now - self._accepted_at >= server.handshake_timeout:
+                self.drop(
+                    "no handshake within %.1f s",
+                    server.handshake_timeout,
+                    reason="handshake_timeout",
+                )
+            return
+        self._active_at = self.last_active(now)
+        self._seen_frames = self.frames_in
+        held = self._reader.buffered()
+        if held and not self._reading_paused:
+            if self._partial_mark != self.frames_in:
+                self._partial_mark, self._partial_since = self.frames_in, now
+            elif now - self._partial_since >= server.frame_timeout:
+                self.drop(
+                    "a frame was not complete %.1f s after its first bytes (%d bytes in)",
+                    server.frame_timeout,
+                    held,
+                    reason="frame_timeout",
+                )
+            return
+        self._partial_mark = -1
+        if now - self._active_at >= server.idle_timeout:
+            self._close_idle()
+
+    def _close_idle(self) -> None:
+        # Routine for a link nobody calls on: INFO, and a clean close (no
+        # REFUSE), so the client end just redials on its next call.
+        self._server.drops.note(
+            "idle",
+            "idle",
+            logging.INFO,
+            "%s: closing idle connection (nothing received for %.0f s)",
+            self.label,
+            self._server.idle_timeout,
+        )
+        if self.write_buffer_size():
+            self.abort()  # a peer that does not read would hold the close open
+        else:
+            self.close()
 
     def _on_frame(self, kind: int, request_id: int, payload: bytes) -> None:
+        self.frames_in += 1
         if self._state == _READY:
             entry = self._server.handlers.get(kind)
             if entry is not None:
@@ -237,7 +536,8 @@ class _ServerConnection(FrameProtocol):
             self._on_auth(payload)
             return
         if kind == frames.REFUSE:
-            logger.warning("%s: client refused: %s", self.label, frames.parse_refuse(payload))
+            reason = frames.parse_refuse(payload)
+            self._warn("client_refused", "%s: client refused: %s", self.label, reason)
             self.close()
             return
         raise FrameError(f"unexpected frame kind {kind:#04x}")
@@ -248,20 +548,29 @@ class _ServerConnection(FrameProtocol):
         server = self._server
         try:
             hello = frames.parse_hello(payload)
-            self.label = f"{self.label} S{hello.node_id}"
+        except Refused as refused:
+            self._refuse_logged("version", refused.reason)
+            return
+        self.label = f"{self.label} S{hello.node_id}"
+        try:
             if hello.cluster_id != server.cluster_id:
                 raise Refused(
                     f"cluster id mismatch: client S{hello.node_id} is in {hello.cluster_id!r}, "
                     f"server S{server.node_id} is in {server.cluster_id!r}"
                 )
+            if self._peercert is not None and server.tls_identity:
+                frames.check_cert_identity(
+                    self._peercert, server.cluster_id, hello.node_id, server.tls_names
+                )
+            self._key = server.key_for(hello.node_id)
         except Refused as refused:
-            self._refuse_logged(refused.reason)
+            self._refuse_logged(_refusal_kind(refused.reason), refused.reason)
             return
         self._hello = hello
         proof = b""
-        if server.secret is not None:
+        if self._key is not None:
             proof = frames.server_proof(
-                server.secret, server.cluster_id, hello, server.node_id, self._nonce
+                self._key, server.cluster_id, hello, server.node_id, self._nonce
             )
         welcome = frames.welcome_payload(
             server.cluster_id, server.node_id, self._nonce, proof, server.max_frame
@@ -270,28 +579,28 @@ class _ServerConnection(FrameProtocol):
         self._state = _AWAIT_AUTH
 
     def _on_auth(self, payload: bytes) -> None:
-        server, hello = self._server, self._hello
-        assert hello is not None
+        server, hello, key = self._server, self._hello, self._key
+        assert hello is not None  # _AWAIT_AUTH is entered with it
         proof = frames.parse_auth(payload)
-        if server.secret is not None:
+        if key is not None:
             if not proof:
-                self._refuse_logged("authentication required: this server has a shared secret")
+                self._refuse_logged(
+                    "auth_required", "authentication required: this server has a shared secret"
+                )
                 return
-            want = frames.client_proof(
-                server.secret, server.cluster_id, hello, server.node_id, self._nonce
-            )
+            want = frames.client_proof(key, server.cluster_id, hello, server.node_id, self._nonce)
             if not frames.proof_matches(want, proof):
-                self._refuse_logged("authentication failed: wrong shared secret")
+                self._refuse_logged("auth_failed", "authentication failed: wrong shared secret")
                 return
         self._state = _READY
+        self.node_id = hello.node_id
         self._reader.max_frame = server.max_frame
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        logger.info("%s: connected", self.label)
+        self._active_at = self._loop.time()
+        server.authenticated(self, hello.node_id)
+        server.drops.log(f"connected S{hello.node_id}", logging.INFO, "%s: connected", self.label)
 
-    def _refuse_logged(self, reason: str) -> None:
-        logger.warning("%s: refusing connection: %s", self.label, reason)
+    def _refuse_logged(self, kind: str, reason: str) -> None:
+        self._warn(kind, "%s: refusing connection: %s", self.label, reason)
         self.refuse(reason)
 
     # --- requests ---
@@ -330,6 +639,9 @@ class _ServerConnection(FrameProtocol):
             # handlers that finish without waiting leave in this same write,
             # one loop iteration sooner than if each reply scheduled it.
             self.flush_soon()
+        held = self._reader.buffered()
+        if held != self.counted and self.is_open():
+            self._server.account(self, held)
 
     def _reply(self, request_id: int, rpc: Rpc, reply: Any) -> None:
         if not self.is_open():
@@ -380,3 +692,12 @@ class _ServerConnection(FrameProtocol):
         else:
             self._transport.resume_reading()
             self._read_frames()  # frames that arrived before we paused
+
+
+def _refusal_kind(reason: str) -> str:
+    """The counter a handshake refusal goes to, from its (fixed) wording."""
+    if reason.startswith("certificate identity"):
+        return "tls_identity"
+    if reason.startswith("cluster id mismatch"):
+        return "cluster_mismatch"
+    return "not_member"

@@ -841,17 +841,19 @@ def _make_ca(directory: Path, name: str) -> None:
     )  # fmt: skip
 
 
-def _make_leaf(directory: Path, name: str, ca: str) -> None:
+def _make_leaf(directory: Path, name: str, ca: str, cn: str = "", dns: str = "") -> None:
+    """A certificate `name`.pem for `cn` (default: name), with an optional DNS name."""
     ext = directory / f"{name}.ext"
+    san = "IP:127.0.0.1" + (f",DNS:{dns}" if dns else "")
     ext.write_text(
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n"
+        f"basicConstraints=CA:FALSE\nsubjectAltName={san}\n"
         "extendedKeyUsage=serverAuth,clientAuth\nsubjectKeyIdentifier=hash\n"
         "authorityKeyIdentifier=keyid\n"
     )
     _openssl(
         "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
         "-keyout", directory / f"{name}.key", "-out", directory / f"{name}.csr",
-        "-subj", f"/CN={name}",
+        "-subj", f"/CN={cn or name}",
     )  # fmt: skip
     _openssl(
         "x509", "-req", "-in", directory / f"{name}.csr", "-CA", directory / f"{ca}.pem",
@@ -866,7 +868,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("pki")
     _make_ca(directory, "ca")
     _make_leaf(directory, "server", "ca")
-    _make_leaf(directory, "client", "ca")
+    # A client speaks as S0 (end_to's node id): its certificate must say so.
+    _make_leaf(directory, "client", "ca", cn=f"node-0.{CLUSTER}")
     _make_ca(directory, "rogue-ca")
     _make_leaf(directory, "rogue", "rogue-ca")
     return directory
@@ -991,7 +994,7 @@ def test_hostile_bytes_close_only_that_connection(
 def test_connection_flood_is_capped(run: Runner, caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
         async with (
-            serving(Handler(), max_connections=4, handshake_timeout=0.3) as server,
+            serving(Handler(), max_pending=4, handshake_timeout=0.3) as server,
             end_to(server.port) as end,
         ):
             assert await end.call("request_vote", RV) is not None
@@ -1003,13 +1006,16 @@ def test_connection_flood_is_capped(run: Runner, caplog: pytest.LogCaptureFixtur
                 refused += data[4:5] == bytes([frames.REFUSE])
                 writer.close()
                 await writer.wait_closed()
-            assert refused >= 27  # 3 free slots; the rest are told why and closed
+            # Each newcomer past 4 evicts the oldest unauthenticated one, telling it
+            # why; the last 4 run out of handshake time.
+            assert refused == 26
 
             assert await end.call("request_vote", RV) is not None
             assert len(server.connections) == 1
+            assert server.metrics()['raftio_tcp_dropped_total{reason="pending_full"}'] == 26
 
     run(main())
-    assert logged(caplog, "too many connections (max_connections=4)", ".tcp_server")
+    assert logged(caplog, "too many unauthenticated connections (max_pending=4)", ".tcp_server")
 
 
 def test_a_flooding_client_is_not_read_past_max_inflight(run: Runner) -> None:
