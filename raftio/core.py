@@ -36,6 +36,7 @@ from raftio.messages import (
     Message,
     RequestVoteArgs,
     RequestVoteReply,
+    UndecodableCommand,
 )
 from raftio.storage.base import DurableState
 from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE
@@ -149,6 +150,7 @@ class RaftCore:
         # Peer input refused as impossible from an honest peer, by reason (metrics).
         self.refused: dict[str, int] = {}
         self._commit_broadcast = False  # commit advanced: tell idle followers soon
+        self.fault: str | None = None  # set once this peer must stop (see _forked)
 
         # Outputs waiting for the shell.
         self._storage_ops: list[StorageOp] = []
@@ -198,7 +200,13 @@ class RaftCore:
         for index in range(first, last + 1):
             entry = log.entry(index)
             mine = started.pop(index, None) if started else None
-            command = mine[1] if mine is not None and mine[0] == entry.term else decode(entry.data)
+            if mine is not None and mine[0] == entry.term:
+                command = mine[1]
+            else:
+                try:
+                    command = decode(entry.data)
+                except Exception:
+                    command = UndecodableCommand(entry.data)
             msgs.append(
                 ApplyMsg(
                     command_valid=True,
@@ -360,11 +368,13 @@ class RaftCore:
         if term_here != prev_term:
             if term_here is None or prev <= self.commit_index:
                 # Our committed entry cannot disagree with an honest leader's log.
-                self._refuse("committed_conflict")
+                self._forked(args, prev, "committed_conflict")
                 return None
             return self._reject(prev, x_term=term_here, x_index=log.first_index_of_term(prev))
 
-        if self._refuse(self._merge_entries(prev, entries)):
+        forked = self._merge_entries(prev, entries)
+        if forked is not None:
+            self._forked(args, forked[1], forked[0])
             return None
         match = prev + len(entries)
         if args.leader_commit > self.commit_index:
@@ -378,10 +388,10 @@ class RaftCore:
             self.current_term, False, x_term=x_term, x_index=x_index, x_len=self.log.last_index + 1
         )
 
-    def _merge_entries(self, prev: int, entries: list[Entry]) -> str | None:
+    def _merge_entries(self, prev: int, entries: list[Entry]) -> tuple[str, int] | None:
         """§5.3: append new entries, truncating at the first conflicting one only.
 
-        Returns the reason to refuse the whole request (changing nothing) if
+        Returns (reason, index) to refuse the whole request (changing nothing) if
         it contradicts what this log already holds in a way no honest leader
         can: a different entry below our commit index, or a different
         command at the same index and term (a leader makes one entry per
@@ -396,10 +406,10 @@ class RaftCore:
                 mine = log.entry(index)
                 if mine.term == entry.term:
                     if mine.data != entry.data:
-                        return "entry_forked"
+                        return "entry_forked", index
                     continue
                 if index <= self.commit_index:
-                    return "committed_conflict"
+                    return "committed_conflict", index
                 log.truncate_from(index)
                 self.durable_index = min(self.durable_index, index - 1)
                 new = entries[i:]
@@ -798,6 +808,20 @@ class RaftCore:
         if self.role is Role.LEADER or (self.leader_id is not None and self.leader_id != leader_id):
             return "second_leader"
         return None
+
+    def _forked(self, args: AppendEntriesArgs, index: int, reason: str) -> None:
+        """Our log contradicts our term's leader where no honest leader could.
+
+        Either a forged frame got in (no secret) or storage lost what it had
+        synced. Nothing here can say which copy is right, so the peer stops
+        (the shell fail-stops on `fault`) instead of serving or spreading it.
+        """
+        self._refuse(reason)
+        self.fault = (
+            f"log forked from leader S{args.leader_id}'s at index {index} ({reason}, "
+            f"term {args.term}, commit {self.commit_index}): a forged frame or a lying disk; "
+            "rebuild this node's data"
+        )
 
     def _refuse(self, reason: str | None) -> bool:
         """Count a refused input (by reason); True if there was one."""

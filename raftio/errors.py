@@ -27,3 +27,11 @@ class ProposalLostError(RaftioError):
 
 class NodeClosedError(RaftioError):
     """The node is shut down."""
+
+
+class NodeFailedError(NodeClosedError):
+    """The node fail-stopped: it met something it could not trust (`reason` says what)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the node fail-stopped: {reason}")

@@ -87,6 +87,18 @@ class InstallSnapshotReply:
     term: int
 
 
+@dataclass(frozen=True, slots=True)
+class UndecodableCommand:
+    """Delivered as `ApplyMsg.command` for a committed entry whose bytes do not decode.
+
+    Only a forged or damaged entry can be undecodable (a leader encodes every
+    command it appends). Every replica delivers the same marker for it, so
+    they stay in agreement and keep applying what follows.
+    """
+
+    data: bytes
+
+
 @dataclass(slots=True)
 class ApplyMsg:
     """What a peer delivers on `apply_ch`: a committed command or a snapshot."""

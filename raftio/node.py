@@ -22,7 +22,7 @@ import logging
 import math
 import random
 import ssl as ssl_module
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,14 +30,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from raftio.config import RaftConfig
 from raftio.errors import (
     NodeClosedError,
+    NodeFailedError,
     NotLeaderError,
     ProposalLostError,
     ProposalTimeoutError,
 )
-from raftio.messages import ApplyMsg
+from raftio.messages import ApplyMsg, UndecodableCommand
 from raftio.metrics import Histogram
 from raftio.raft import Raft, make
-from raftio.storage.base import Storage
+from raftio.storage.base import Storage, StorageError
 from raftio.transport.base import ClientEnd
 
 if TYPE_CHECKING:
@@ -62,6 +63,11 @@ class StateMachine(Protocol):
         ...
 
 
+# A state machine may also define `validate_snapshot(data) -> None`, raising
+# if `data` would not restore; without it, Node restores into a scratch
+# instance (`type(sm)()`) when the class can be built without arguments.
+
+
 @dataclass(frozen=True, slots=True)
 class NodeStatus:
     node_id: int
@@ -76,6 +82,7 @@ class NodeStatus:
     snapshot_index: int
     log_bytes: int
     match_index: dict[int, int]
+    failure: str | None = None  # why the node fail-stopped (role is then "failed")
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -158,6 +165,8 @@ class Node:
         self._snapshots_taken = 0
         self._last_snapshot_bytes = 0
         self._snapshot_seconds = Histogram()
+        self.failure: str | None = None  # why the node fail-stopped, if it did
+        self._failed = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -183,12 +192,23 @@ class Node:
         storage = self._storage if self._storage is not None else self._open_storage()
         snapshot = storage.read_snapshot()
         if snapshot:
-            self._sm.restore(snapshot)
+            try:
+                self._sm.restore(snapshot)
+            except Exception as exc:
+                storage.close()
+                raise StorageError(f"the stored snapshot does not restore: {exc!r:.200}") from exc
         peers = self._peers if self._peers is not None else self._connect_peers()
         self._timers = _ProposalTimers(self._loop)
         self._raft = make(
-            peers, self.node_id, storage, self._apply_batch, self._config, rng=self._rng
+            peers,
+            self.node_id,
+            storage,
+            self._apply_batch,
+            self._config,
+            rng=self._rng,
+            validate_snapshot=_snapshot_validator(self._sm),
         )
+        self._raft.on_failure(self._on_failure)
         self._storage = storage
         self.applied_index = self._snapshot_index = self._raft.status().snapshot_index
         if self._peers is None:
@@ -251,6 +271,17 @@ class Node:
         for end in self._ends:
             await end.wait_closed()
         self._fail_all(NodeClosedError("the node was closed"))
+
+    async def wait_failed(self) -> str:
+        """Wait until the node fail-stops; returns why (see `failure`)."""
+        await self._failed.wait()
+        assert self.failure is not None
+        return self.failure
+
+    def _on_failure(self, reason: str) -> None:
+        self.failure = reason
+        self._failed.set()
+        self._fail_all(NodeFailedError(reason))
 
     # ------------------------------------------------------------------ service API
 
@@ -336,6 +367,7 @@ class Node:
             snapshot_index=st.snapshot_index,
             log_bytes=self._storage.raft_state_size() if self._storage is not None else 0,
             match_index=st.match_index,
+            failure=st.failure,
         )
 
     # ------------------------------------------------------------------ applier
@@ -365,6 +397,15 @@ class Node:
         if msg.command is None:  # a leader's no-op
             if waiter is not None:
                 _settle(waiter[1], exc=ProposalLostError("leadership changed"))
+            return
+        if isinstance(msg.command, UndecodableCommand):
+            # Forged or damaged: skipped alike on every replica, never applied.
+            logger.error("S%d: skipped entry %d: its command does not decode", self.node_id, index)
+            if waiter is not None:
+                _settle(
+                    waiter[1],
+                    exc=ProposalLostError("the entry was replaced by one that does not decode"),
+                )
             return
         try:
             result = self._sm.apply(msg.command)
@@ -409,6 +450,8 @@ class Node:
     # ------------------------------------------------------------------ helpers
 
     def _live_raft(self) -> Raft:
+        if self.failure is not None:
+            raise NodeFailedError(self.failure)
         if self._closed or self._raft is None or self._raft.killed():
             raise NodeClosedError("the node is not running")
         return self._raft
@@ -426,6 +469,23 @@ class Node:
         for _, _, waiter in self._applied_waiters:
             _settle(waiter, exc=exc)
         self._applied_waiters.clear()
+
+
+def _snapshot_validator(sm: StateMachine) -> Callable[[bytes], object] | None:
+    """How to check that a leader's snapshot would restore, before it is persisted."""
+    check = getattr(sm, "validate_snapshot", None)
+    if callable(check):
+        return check  # type: ignore[no-any-return]
+    cls = type(sm)
+    try:
+        cls()
+    except Exception:
+        return None  # no scratch instance to try it on
+
+    def restore_into_scratch(data: bytes) -> None:
+        cls().restore(data)
+
+    return restore_into_scratch
 
 
 class _ProposalTimers:

@@ -62,6 +62,7 @@ class Raft:
         apply_ch: asyncio.Queue[ApplyMsg] | Callable[[list[ApplyMsg]], None],
         config: RaftConfig,
         rng: random.Random,
+        validate_snapshot: Callable[[bytes], object] | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._peers = list(peers)
@@ -74,6 +75,9 @@ class Raft:
         self._apply_ch = apply_ch
         self._config = config
         self._killed = False
+        self._validate_snapshot = validate_snapshot
+        self.failure: str | None = None  # why the peer fail-stopped (None: it did not)
+        self._failure_callbacks: list[Callable[[str], None]] = []
         # Insertion-ordered, so kill() cancels in creation order and a seed replays exactly.
         self._tasks: dict[asyncio.Task[Any], None] = {}
         self._read_round: asyncio.Future[bool] | None = None
@@ -81,6 +85,8 @@ class Raft:
         self._metrics = PeerMetrics()
         self._drain_scheduled = False
         self._commit_broadcast_scheduled = False
+        self._last_refusal_log = -1e9
+        self._refusals_unlogged = 0
         self._apply_wakeup = asyncio.Event()
         self._trace = make_tracer(me, self._loop.time, self._status)
         self._core = RaftCore(
@@ -132,12 +138,19 @@ class Raft:
     def killed(self) -> bool:
         return self._killed
 
+    def on_failure(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(reason)` once if this peer fail-stops (see `failure`)."""
+        if self.failure is not None:
+            callback(self.failure)
+        else:
+            self._failure_callbacks.append(callback)
+
     def status(self) -> RaftStatus:
         """A snapshot of this peer's volatile state, for monitoring."""
         core = self._core
         return RaftStatus(
             me=self.me,
-            role=core.role.value,
+            role="failed" if self.failure is not None else core.role.value,
             term=core.current_term,
             leader_id=core.leader_id,
             commit_index=core.commit_index,
@@ -145,6 +158,7 @@ class Raft:
             snapshot_index=core.log.snapshot_index,
             term_start_index=core.term_start_index,
             match_index={peer: pr.match_index for peer, pr in core.progress.items()},
+            failure=self.failure,
         )
 
     def metrics(self) -> dict[str, float]:
@@ -159,7 +173,10 @@ class Raft:
             "raftio_applied_index": core.applied_index,
             "raftio_elections_total": core.elections,
             "raftio_terms_led_total": core.terms_led,
+            "raftio_failed": int(self.failure is not None),
         }
+        for reason, count in core.refused.items():
+            out[f'raftio_refused_total{{reason="{reason}"}}'] = count
         self._metrics.export(out)
         return out
 
@@ -221,7 +238,21 @@ class Raft:
     async def install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply | None:
         if self._killed or not _valid(args, InstallSnapshotArgs, self._core.peer_count):
             return None
-        return await self._answer(self._core.handle_install_snapshot, args)
+        core = self._core
+        if (
+            self._validate_snapshot is not None
+            and args.term >= core.current_term
+            and args.last_included_index > core.commit_index
+        ):
+            # The service checks the state would restore before anything is
+            # persisted: a snapshot that does not is refused, never installed.
+            try:
+                self._validate_snapshot(args.data)
+            except Exception as exc:
+                core.refused["snapshot_invalid"] = core.refused.get("snapshot_invalid", 0) + 1
+                self._log_refusal(f"refused a snapshot from S{args.leader_id}: {exc!r:.200}")
+                return None
+        return await self._answer(core.handle_install_snapshot, args)
 
     async def _answer(self, handle: Callable[[A], R], args: A) -> R | None:
         """Run a core handler, then reply only once the state it promises is durable."""
@@ -233,6 +264,10 @@ class Raft:
         except Exception:
             self._fail("handling " + describe(args))
             return None
+        if reply is None:
+            if self._core.fault is not None:
+                self._fail(self._core.fault)
+            return None  # refused by the core (counted there); nothing changed
         self._drain()
         pending = self._storage.sync()
         if pending is not None:
@@ -264,6 +299,10 @@ class Raft:
                 pending = self._storage.sync()
             except StorageError as exc:
                 self._fail(f"storage write failed: {exc}")
+                return
+            except Exception as exc:
+                # Memory and disk may disagree now: stop before acting on either.
+                self._fail(f"storage write failed unexpectedly: {exc!r}")
                 return
             mark = (core.log.last_index, core.log.last_term)
             if pending is None:
@@ -332,11 +371,37 @@ class Raft:
             self._send(item)
 
     def _fail(self, what: str) -> None:
-        """Fail-stop: a peer that cannot trust its own state must not act on it."""
+        """Fail-stop: a peer that cannot trust its own state must not act on it.
+
+        Logs one CRITICAL line with the cause, stops every task (never a
+        zombie that answers RPCs but neither campaigns nor applies), reports
+        `failed` in `status()` and tells `on_failure` subscribers.
+        """
+        if self.failure is not None or self._killed:
+            return
+        self.failure = what
         logger.critical("S%d stopping: %s", self.me, what, exc_info=sys.exc_info()[0] is not None)
         if self._trace:
             self._trace("error", what)
         self.kill()
+        callbacks, self._failure_callbacks = self._failure_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(what)
+            except Exception:
+                logger.exception("S%d: a failure callback raised", self.me)
+
+    def _log_refusal(self, text: str) -> None:
+        """At most one WARNING per second: a hostile peer must not flood the log."""
+        now = self._loop.time()
+        if now - self._last_refusal_log >= 1.0:
+            suppressed = (
+                f" ({self._refusals_unlogged} more not logged)" if self._refusals_unlogged else ""
+            )
+            logger.warning("S%d: %s%s", self.me, text, suppressed)
+            self._last_refusal_log, self._refusals_unlogged = now, 0
+        else:
+            self._refusals_unlogged += 1
 
     # ------------------------------------------------------------------ tasks
 
@@ -367,8 +432,8 @@ class Raft:
             self._handle_reply(
                 peer, method, args, started, None if fut.cancelled() else fut.result()
             )
-        except Exception:  # as a task's failure would be: logged, the peer goes on
-            logger.exception("S%d: handling a %s reply failed", self.me, method)
+        except Exception as exc:  # as a task's failure: the peer fail-stops
+            self._fail(f"handling a {method} reply failed: {exc!r}")
 
     def _handle_reply(self, peer: int, method: str, args: Any, started: float, reply: Any) -> Any:
         if self._killed:
@@ -434,8 +499,13 @@ class Raft:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("S%d: task %s failed", self.me, task.get_name(), exc_info=task.exception())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # A dead ticker or applier would leave a zombie: stop the whole peer.
+            logger.error("S%d: task %s failed", self.me, task.get_name(), exc_info=exc)
+            self._fail(f"task {task.get_name()} failed: {exc!r}")
 
     def _status(self) -> tuple[int, str]:
         core = getattr(self, "_core", None)
@@ -457,6 +527,7 @@ class RaftStatus:
     snapshot_index: int
     term_start_index: int  # a leader's first index of its term (0 if not leader)
     match_index: dict[int, int]
+    failure: str | None = None  # why the peer fail-stopped (role is then "failed")
 
 
 class _ReadTally:
@@ -513,6 +584,7 @@ def make(
     config: RaftConfig | None = None,
     *,
     rng: random.Random | None = None,
+    validate_snapshot: Callable[[bytes], object] | None = None,
 ) -> Raft:
     """Create and start a Raft peer; call from inside a running event loop.
 
@@ -525,6 +597,9 @@ def make(
             loop with each batch, in order (the cheaper path `Node` uses).
         config: timing and batching settings (defaults satisfy the lab's limits).
         rng: randomness for election timeouts (seed it for reproducible runs).
+        validate_snapshot: called with a leader's snapshot data before it is
+            persisted; if it raises, the snapshot is refused (counted in
+            metrics) and never installed. `Node` passes its state machine's.
     """
     if not 0 <= me < len(peers):
         raise ValueError(f"me={me} is not an index into {len(peers)} peers")
@@ -534,4 +609,12 @@ def make(
         asyncio.get_running_loop()
     except RuntimeError:
         raise RuntimeError("raftio.make() must be called inside a running event loop") from None
-    return Raft(peers, me, storage, apply_ch, config or RaftConfig(), rng or random.Random())
+    return Raft(
+        peers,
+        me,
+        storage,
+        apply_ch,
+        config or RaftConfig(),
+        rng or random.Random(),
+        validate_snapshot,
+    )
