@@ -1,0 +1,581 @@
+"""The peer-protocol campaign on the in-memory network: capture, inject, then check.
+
+`run_peer_campaign(PeerParams(seed=s, frames=n))` runs on the virtual clock:
+
+1. **capture**: a 3-node cluster of real `Node`s over `transport.memory`
+   elects, commits writes, loses its leader (RequestVote), snapshots and
+   brings a restarted laggard back (InstallSnapshot); every request each
+   node receives, and its reply, is kept as a `Seed`.
+2. **inject**: while writers keep proposing, `frames` mutants are handed to
+   the nodes' RPC handlers as the transport would (decoded by
+   `codec.decode_message`; refused there if malformed), one every
+   `mean_gap` virtual seconds on average. Every reply must encode.
+3. **check** (`Outcome.problems()`): no task died and no handler raised (an
+   ERROR line with a traceback, a CRITICAL line, an exception); no node is
+   a zombie (every running peer still has its ticker and its applier); no
+   node fail-stopped (a refused frame must never cost a node), and any that
+   did restarts; a leader within 5 s; a write commits; every acknowledged
+   write reads back unchanged on every node and the replicas agree; then
+   the whole cluster restarts from its storage and all of that holds again.
+
+A campaign is a pure function of its parameters: the same seed replays the
+same frames at the same virtual times. Nothing here reads a real clock but
+the wall-time figure of the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import raftio
+from raftio import codec
+from raftio.errors import NodeClosedError, NotLeaderError, ProposalLostError, ProposalTimeoutError
+from raftio.messages import Message
+from raftio.node import Node
+from raftio.testing.clock import run
+from raftio.testing.mutate.engine import PEER_METHODS, Mutant, Mutator, Seed
+from raftio.transport.memory import Network
+
+__all__ = ["Outcome", "PeerParams", "Register", "capture_corpus", "run_peer_campaign"]
+
+LEADER_BOUND = 5.0  # seconds (virtual) after the last frame by which a leader must exist
+_WRITE_ERRORS = (NotLeaderError, ProposalTimeoutError, ProposalLostError, NodeClosedError)
+
+
+class Register:
+    """The campaign's state machine: a dict of str -> str set by ("set", key, value).
+
+    Strict as a real service would be: a malformed command is refused
+    (ValueError), a snapshot that does not decode to its shape raises.
+    """
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def apply(self, command: Any) -> str:
+        if not (isinstance(command, tuple) and len(command) == 3 and command[0] == "set"):
+            raise ValueError(f"not a register command: {command!r:.60}")
+        _, key, value = command
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"malformed register command: {command!r:.60}")
+        self.data[key] = value
+        return value
+
+    def snapshot(self) -> bytes:
+        return codec.pack({"data": self.data})
+
+    def restore(self, data: bytes) -> None:
+        state = codec.unpack(data)
+        if not (isinstance(state, dict) and isinstance(state.get("data"), dict)):
+            raise ValueError("not a register snapshot")
+        items = state["data"].items()
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in items):
+            raise ValueError("not a register snapshot")
+        self.data = dict(state["data"])
+
+    def query(self, key: str) -> str | None:
+        return self.data.get(key)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerParams:
+    """One campaign. `frames` mutants of the frames a `peers`-node cluster exchanged."""
+
+    seed: int = 1
+    frames: int = 10_000
+    peers: int = 3
+    mean_gap: float = 0.002  # virtual seconds between frames, on average
+    writers: int = 2
+    snapshot_bytes: int = 3000
+    only: int | None = None  # inject only this mutant (replay one case)
+    machine: Callable[[], Register] = Register  # each node's state machine
+    max_problems: int = 20  # stop injecting once this many kinds of problem are recorded
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a campaign injected, measured and found.
+
+    Problems are kept once per kind (their text with every number as N),
+    with the first occurrence's text, which names the frame it followed,
+    and a count.
+    """
+
+    params: Any
+    corpus: int = 0
+    injected: int = 0
+    codec_refused: int = 0  # did not decode: the transport drops these
+    answered: int = 0  # the handler replied
+    unanswered: int = 0  # the handler returned None (refused or dropped)
+    writes_acked: int = 0
+    writes_failed: int = 0
+    found: dict[str, tuple[str, int]] = field(default_factory=dict)
+    leader_after: float | None = None  # virtual seconds to a leader after the last frame
+    leader_after_restart: float | None = None
+    warnings: int = 0
+    virtual_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def add(self, kind: str, text: str, detail: str = "") -> None:
+        """Record one problem of `kind` ("fail-stop", "task died", "zombie", "data", ...).
+
+        `detail` (the frame that preceded it) is kept with the first occurrence
+        but does not tell problems apart.
+        """
+        key = re.sub(r"\d+", "N", f"{kind}: {text}")[:160]
+        first, count = self.found.get(key, (f"{kind}: {text}{detail}", 0))
+        self.found[key] = (first, count + 1)
+
+    def problems(self) -> list[str]:
+        out = [
+            first if count == 1 else f"{first} [x{count}]" for first, count in self.found.values()
+        ]
+        for name, value in (("", self.leader_after), (" after restart", self.leader_after_restart)):
+            if value is None or value > LEADER_BOUND:
+                out.append(f"no leader within {LEADER_BOUND} s{name} (got {value})")
+        return out
+
+    def lines(self) -> list[str]:
+        p = self.params
+        out = [
+            f"seed {p.seed}: {self.injected} frames from {self.corpus} captured "
+            f"({self.codec_refused} refused by the codec, {self.answered} answered, "
+            f"{self.unanswered} unanswered); writes {self.writes_acked} acknowledged, "
+            f"{self.writes_failed} failed; leader {self.leader_after} s after the last frame, "
+            f"{self.leader_after_restart} s after a full restart; {self.warnings} warning lines; "
+            f"{self.virtual_seconds:.1f} s virtual, {self.wall_seconds:.1f} s wall",
+        ]
+        problems = self.problems()
+        out.append(f"problems: {len(problems)}")
+        out += [f"  {line}" for line in problems]
+        return out
+
+
+class _LogWatch(logging.Handler):
+    """Raftio's log lines during a campaign: problems are kept with the frame number."""
+
+    def __init__(self, outcome: Outcome, last: Callable[[], Mutant | None]) -> None:
+        super().__init__(logging.WARNING)
+        self._outcome, self._last = outcome, last
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.name}: {record.getMessage():.300}"
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]!s:.200})"
+        last = self._last()
+        detail = f"; last frame {last.describe()}" if last is not None else ""
+        if record.levelno >= logging.CRITICAL:
+            self._outcome.add("fail-stop", text, detail)
+        elif record.levelno >= logging.ERROR and record.exc_info:
+            self._outcome.add("task died or raised", text, detail)
+        elif record.levelno >= logging.ERROR:
+            self._outcome.add("error line", text, detail)
+        else:
+            self._outcome.warnings += 1
+
+
+class _Recorder:
+    """A node's RPC handlers as the network sees them, keeping what arrives (capture)."""
+
+    def __init__(self, me: int, raft: raftio.Raft, cluster: FuzzCluster) -> None:
+        self._me, self._raft, self._cluster = me, raft, cluster
+
+    async def request_vote(self, args: Any) -> Any:
+        return self._keep("request_vote", args, await self._raft.request_vote(args))
+
+    async def append_entries(self, args: Any) -> Any:
+        return self._keep("append_entries", args, await self._raft.append_entries(args))
+
+    async def install_snapshot(self, args: Any) -> Any:
+        return self._keep("install_snapshot", args, await self._raft.install_snapshot(args))
+
+    def _keep(self, method: str, args: Message, reply: Message | None) -> Message | None:
+        if self._cluster.recording:
+            corpus = self._cluster.corpus
+            corpus.append(Seed(method, self._me, codec.encode_message(args)))
+            if reply is not None:
+                corpus.append(Seed(method + "_reply", self._me, codec.encode_message(reply)))
+        return reply
+
+
+class FuzzCluster:
+    """n real Nodes (Register machines, MemoryStorage) on one seeded in-memory Network."""
+
+    def __init__(
+        self,
+        seed: int,
+        n: int,
+        snapshot_bytes: int,
+        corpus: list[Seed],
+        machine: Callable[[], Register] = Register,
+    ) -> None:
+        self.net = Network(seed)
+        self.n = n
+        self.rng = random.Random(seed)
+        self.snapshot_bytes = snapshot_bytes
+        self.corpus = corpus
+        self.storages = [raftio.MemoryStorage() for _ in range(n)]
+        self.machine = machine
+        self.machines = [machine() for _ in range(n)]
+        self.nodes: list[Node | None] = [None] * n
+        self.recording = True  # keep what the nodes receive (the capture phase)
+        self.addresses = [f"127.0.0.1:{7000 + i}" for i in range(n)]
+        self._ends = 0
+
+    async def start(self, i: int) -> Node:
+        ends = []
+        for j in range(self.n):
+            self._ends += 1
+            name = ("peer", i, j, self._ends)
+            ends.append(self.net.make_end(name))
+            self.net.connect(name, j)
+            self.net.enable(name, True)
+        self.machines[i] = self.machine()
+        node = Node(
+            i,
+            self.addresses,
+            None,
+            self.machines[i],
+            storage=self.storages[i],
+            peers=ends,
+            snapshot_bytes=self.snapshot_bytes,
+            propose_timeout=1.0,
+            rng=random.Random(self.rng.random()),
+        )
+        try:
+            await node.start()
+        except BaseException:
+            await node.close()
+            raise
+        self.nodes[i] = node
+        self.net.add_server(i, _Recorder(i, node.raft, self))
+        return node
+
+    async def crash(self, i: int) -> None:
+        node = self.nodes[i]
+        self.net.delete_server(i)
+        if node is not None:
+            await node.close()
+        self.storages[i] = self.storages[i].copy()
+        self.nodes[i] = None
+
+    def leader(self) -> Node | None:
+        for node in self.nodes:
+            if node is not None and not node.raft.killed() and node.raft.get_state()[1]:
+                return node
+        return None
+
+    async def wait_leader(self, bound: float) -> float | None:
+        """Virtual seconds until some running node leads, or None after `bound`."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while loop.time() - started <= bound:
+            if self.leader() is not None:
+                return round(loop.time() - started, 3)
+            await asyncio.sleep(0.01)
+        return None
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            if node is not None:
+                await node.close()
+        self.net.cleanup()
+
+
+class _Campaign:
+    def __init__(self, params: PeerParams) -> None:
+        self.p = params
+        self.outcome = Outcome(params)
+        self.corpus: list[Seed] = []
+        self.cluster = FuzzCluster(
+            params.seed, params.peers, params.snapshot_bytes, self.corpus, params.machine
+        )
+        self.acked: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
+        self.frame = -1
+        self.last: Mutant | None = None  # the latest mutant handed to a node
+        self._stop = False
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._writes = 0
+
+    # --- phases ---
+
+    async def run(self) -> Outcome:
+        c, loop = self.cluster, asyncio.get_running_loop()
+        started = loop.time()
+        for i in range(c.n):
+            await c.start(i)
+        await self.capture()
+        writers = [loop.create_task(self.writer(w)) for w in range(self.p.writers)]
+        await self.inject()
+        self._stop = True
+        await asyncio.gather(*writers)
+        await self.check()
+        self.outcome.virtual_seconds = loop.time() - started
+        return self.outcome
+
+    async def capture(self) -> None:
+        """Elections, writes, a snapshot sent to a laggard: the real frames to mutate."""
+        c = self.cluster
+        await c.wait_leader(10.0)
+        await self.write_some(20)
+        old = c.leader()
+        if old is not None:  # lose the leader: RequestVote and its replies
+            await c.crash(old.node_id)
+            await c.wait_leader(10.0)
+            await self.write_some(10)
+            await self.restart(old.node_id)
+        leader = c.leader()
+        laggard = next((i for i in range(c.n) if leader is None or i != leader.node_id), 0)
+        await c.crash(laggard)
+        await self.write_some(120)  # past snapshot_bytes: the leader compacts
+        await self.restart(laggard)  # and brings the laggard back with InstallSnapshot
+        await asyncio.sleep(1.0)
+        await self.write_some(10)
+        c.recording = False
+        self.corpus[:] = _keep_varied(self.corpus, random.Random(self.p.seed), per_method=300)
+        self.outcome.corpus = len(self.corpus)
+
+    async def write_some(self, count: int) -> None:
+        for _ in range(count):
+            await self.write_one("c")
+
+    async def write_one(self, prefix: str) -> None:
+        leader = self.cluster.leader()
+        if leader is None:
+            await asyncio.sleep(0.05)
+            return
+        self._writes += 1
+        key, value = f"{prefix}{self._writes}", f"v{self._writes}.{self.p.seed}"
+        try:
+            await leader.propose(("set", key, value), timeout=1.0)
+        except _WRITE_ERRORS:
+            self.failed[key] = value
+            self.outcome.writes_failed += 1
+            return
+        except Exception as exc:
+            self.outcome.add("other", f"propose raised {exc!r:.200}")
+            return
+        self.acked[key] = value
+        self.outcome.writes_acked += 1
+
+    async def writer(self, w: int) -> None:
+        while not self._stop:
+            await self.write_one(f"w{w}.")
+            await asyncio.sleep(0.005)
+
+    async def inject(self) -> None:
+        p = self.p
+        mutator = Mutator(self.corpus, p.seed, p.peers)
+        rng = random.Random(f"gaps:{p.seed}")
+        numbers = range(p.frames) if p.only is None else [p.only]
+        for n in numbers:
+            if len(self.outcome.found) >= p.max_problems:
+                self.outcome.add("other", f"stopped injecting after frame {self.frame}")
+                break
+            await asyncio.sleep(rng.expovariate(1 / p.mean_gap))
+            self.frame = n
+            while len(self._inflight) >= 16:  # handlers waiting on storage: bound them
+                await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+            task = asyncio.get_running_loop().create_task(self.deliver(mutator.mutant(n)))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            if n % 500 == 499:
+                self.check_tasks()
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=10.0)
+
+    async def deliver(self, mutant: Mutant) -> None:
+        """Hand one mutant to its target's handler, as the transport would."""
+        out = self.outcome
+        out.injected += 1
+        self.last = mutant
+        node = self.cluster.nodes[mutant.target]
+        if node is None or mutant.method not in PEER_METHODS:
+            return
+        try:
+            args = codec.decode_message(mutant.payload)
+        except codec.CodecError:
+            out.codec_refused += 1
+            return
+        except Exception as exc:
+            out.add("codec", f"decode_message raised {exc!r:.200}", f" on {mutant.describe()}")
+            return
+        handler: Callable[[Any], Awaitable[Any]] = getattr(node.raft, mutant.method)
+        try:
+            reply = await handler(args)
+        except Exception as exc:
+            out.add(
+                "task died or raised", f"handler raised {exc!r:.200}", f" on {mutant.describe()}"
+            )
+            return
+        if reply is None:
+            out.unanswered += 1
+            return
+        out.answered += 1
+        try:
+            codec.encode_message(reply)
+        except Exception as exc:
+            out.add(
+                "reply", f"{type(reply).__name__} does not encode ({exc})", f": {mutant.describe()}"
+            )
+
+    # --- checks ---
+
+    def check_tasks(self) -> None:
+        """No zombie: a running peer has its ticker and its applier."""
+        for i, node in enumerate(self.cluster.nodes):
+            if node is None or node.raft.killed():
+                continue
+            names = {t.get_coro().__qualname__ for t in node.raft._tasks if not t.done()}  # type: ignore[union-attr]
+            missing = [t for t in ("Raft._ticker", "Raft._applier") if t not in names]
+            if missing:
+                problem = f"S{i} running without {', '.join(missing)}"
+                self.outcome.add("zombie", problem, f" (seen after frame {self.frame})")
+
+    async def restart_failed(self) -> None:
+        c = self.cluster
+        for i, node in enumerate(c.nodes):
+            if node is not None and node.raft.killed():
+                role = node.status().role
+                if role != "failed":
+                    self.outcome.add("other", f"S{i} fail-stopped but its status says {role!r}")
+                await self.restart(i)
+
+    async def restart(self, i: int) -> None:
+        """Crash node i if it runs, then start it from what its storage kept."""
+        c = self.cluster
+        await c.crash(i)
+        try:
+            await c.start(i)
+        except Exception as exc:
+            self.outcome.add("restart", f"S{i} cannot restart from its storage: {exc!r:.200}")
+
+    async def check(self) -> None:
+        out, c = self.outcome, self.cluster
+        self.check_tasks()
+        await self.restart_failed()
+        out.leader_after = await c.wait_leader(LEADER_BOUND)
+        await self.check_data("after the frames")
+        for i in range(c.n):
+            await c.crash(i)
+        for i in range(c.n):
+            await self.restart(i)
+        out.leader_after_restart = await c.wait_leader(LEADER_BOUND)
+        self.check_tasks()
+        await self.check_data("after a full restart")
+
+    async def check_data(self, when: str) -> None:
+        """A write commits; then every node holds every acknowledged write, and they agree."""
+        c, out = self.cluster, self.outcome
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        barrier = None
+        while barrier is None and loop.time() < deadline:
+            leader = c.leader()
+            if leader is None:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                await leader.propose(("set", "barrier", when), timeout=2.0)
+            except _WRITE_ERRORS:
+                continue
+            barrier = leader.status().commit_index
+        if barrier is None:
+            out.add("other", f"no write committed within 10 s {when}")
+            return
+        running = [(i, n) for i, n in enumerate(c.nodes) if n is not None and not n.raft.killed()]
+        for _ in range(200):  # 10 s: followers catch up (a snapshot, then the rest)
+            if all(n.applied_index >= barrier for _, n in running):
+                break
+            await asyncio.sleep(0.05)
+        for i, node in running:
+            if node.applied_index < barrier:
+                st = node.status()
+                out.add(
+                    "liveness",
+                    f"S{i} applied {node.applied_index} < {barrier} {when}",
+                    f" ({st.role} T{st.term} commit {st.commit_index} last {st.last_index} "
+                    f"snapshot {st.snapshot_index}; refused {node.raft._core.refused})",
+                )
+                continue
+            data = c.machines[i].data
+            wrong = [k for k, v in self.acked.items() if data.get(k) != v]
+            if wrong:
+                k = wrong[0]
+                out.add(
+                    "data",
+                    f"S{i} {when}: {len(wrong)} of {len(self.acked)} acknowledged writes "
+                    f"differ, e.g. {k}={data.get(k)!r} (acknowledged {self.acked[k]!r})",
+                )
+            foreign = [k for k in data if k not in self.acked and k not in self.failed]
+            if foreign and foreign != ["barrier"]:
+                out.add("data", f"S{i} {when}: keys nobody wrote: {foreign[:3]}")
+        states = {
+            i: c.machines[i].data
+            for i, n in running
+            if n.applied_index == running[0][1].applied_index
+        }
+        if len({repr(sorted(s.items())) for s in states.values()}) > 1:
+            out.add("data", f"replicas at the same applied index disagree {when}")
+
+
+def _keep_varied(corpus: list[Seed], rng: random.Random, per_method: int) -> list[Seed]:
+    """At most `per_method` seeds of each method (heartbeats would crowd out the rest)."""
+    by_method: dict[str, list[Seed]] = {}
+    for s in corpus:
+        by_method.setdefault(s.method, []).append(s)
+    kept: list[Seed] = []
+    for method in sorted(by_method):
+        seeds = by_method[method]
+        with_entries = [s for s in seeds if len(s.payload) > 40]  # rarer, richer frames first
+        rest = [s for s in seeds if len(s.payload) <= 40]
+        rng.shuffle(rest)
+        kept += (with_entries + rest)[:per_method]
+    return kept
+
+
+async def _campaign(params: PeerParams) -> Outcome:
+    campaign = _Campaign(params)
+    watch = _LogWatch(campaign.outcome, lambda: campaign.last)
+    root = logging.getLogger("raftio")
+    saved = root.propagate
+    root.addHandler(watch)
+    root.propagate = False  # a million frames' warnings must not pile up in a test's log
+    try:
+        return await campaign.run()
+    finally:
+        root.removeHandler(watch)
+        root.propagate = saved
+        await campaign.cluster.close()
+
+
+def capture_corpus(seed: int, peers: int = 3) -> list[Seed]:
+    """The frames a campaign with this seed mutates (its capture phase alone)."""
+
+    async def capture() -> list[Seed]:
+        campaign = _Campaign(PeerParams(seed=seed, peers=peers))
+        try:
+            for i in range(peers):
+                await campaign.cluster.start(i)
+            await campaign.capture()
+        finally:
+            await campaign.cluster.close()
+        return campaign.corpus
+
+    return run(capture(), "virtual")
+
+
+def run_peer_campaign(params: PeerParams) -> Outcome:
+    """Run one campaign on a fresh virtual-clock loop; see the module docstring."""
+    started = time.perf_counter()
+    outcome = run(_campaign(params), "virtual")
+    outcome.wall_seconds = time.perf_counter() - started
+    return outcome
