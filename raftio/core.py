@@ -150,7 +150,6 @@ class RaftCore:
         # Peer input refused as impossible from an honest peer, by reason (metrics).
         self.refused: dict[str, int] = {}
         self._commit_broadcast = False  # commit advanced: tell idle followers soon
-        self.fault: str | None = None  # set once this peer must stop (see _forked)
 
         # Outputs waiting for the shell.
         self._storage_ops: list[StorageOp] = []
@@ -341,7 +340,10 @@ class RaftCore:
         """Figure 2's receiver rules; None (no answer) for a request no honest leader sends."""
         if args.term < self.current_term:
             return AppendEntriesReply(self.current_term, False)  # changes nothing here
-        if self._refuse(check_append_entries(args, self.me, self.peer_count, self.current_term)):
+        checked = check_append_entries(
+            args, self.me, self.peer_count, self.current_term, hears_leader=self._hears_leader()
+        )
+        if self._refuse(checked):
             return None
         if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
             return None
@@ -368,13 +370,11 @@ class RaftCore:
         if term_here != prev_term:
             if term_here is None or prev <= self.commit_index:
                 # Our committed entry cannot disagree with an honest leader's log.
-                self._forked(args, prev, "committed_conflict")
+                self._refuse("committed_conflict")
                 return None
             return self._reject(prev, x_term=term_here, x_index=log.first_index_of_term(prev))
 
-        forked = self._merge_entries(prev, entries)
-        if forked is not None:
-            self._forked(args, forked[1], forked[0])
+        if self._refuse(self._merge_entries(prev, entries)):
             return None
         match = prev + len(entries)
         if args.leader_commit > self.commit_index:
@@ -388,14 +388,15 @@ class RaftCore:
             self.current_term, False, x_term=x_term, x_index=x_index, x_len=self.log.last_index + 1
         )
 
-    def _merge_entries(self, prev: int, entries: list[Entry]) -> tuple[str, int] | None:
+    def _merge_entries(self, prev: int, entries: list[Entry]) -> str | None:
         """§5.3: append new entries, truncating at the first conflicting one only.
 
-        Returns (reason, index) to refuse the whole request (changing nothing) if
+        Returns the reason to refuse the whole request (changing nothing) if
         it contradicts what this log already holds in a way no honest leader
-        can: a different entry below our commit index, or a different
-        command at the same index and term (a leader makes one entry per
-        index in its term; two of them mean a forged one).
+        can: a different entry at or below our commit index (ours is
+        committed, so the frame is the forgery), or a different command at
+        the same index and term (a leader makes one entry per index in its
+        term; of two, we keep the one we have, and may have acknowledged).
         """
         log = self.log
         for i, entry in enumerate(entries):
@@ -406,10 +407,10 @@ class RaftCore:
                 mine = log.entry(index)
                 if mine.term == entry.term:
                     if mine.data != entry.data:
-                        return "entry_forked", index
+                        return "entry_forked"
                     continue
                 if index <= self.commit_index:
-                    return "committed_conflict", index
+                    return "committed_conflict"
                 log.truncate_from(index)
                 self.durable_index = min(self.durable_index, index - 1)
                 new = entries[i:]
@@ -495,7 +496,10 @@ class RaftCore:
         """
         if args.term < self.current_term:
             return InstallSnapshotReply(self.current_term)  # changes nothing here
-        if self._refuse(check_install_snapshot(args, self.me, self.peer_count, self.current_term)):
+        checked = check_install_snapshot(
+            args, self.me, self.peer_count, self.current_term, hears_leader=self._hears_leader()
+        )
+        if self._refuse(checked):
             return None
         if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
             return None
@@ -808,20 +812,6 @@ class RaftCore:
         if self.role is Role.LEADER or (self.leader_id is not None and self.leader_id != leader_id):
             return "second_leader"
         return None
-
-    def _forked(self, args: AppendEntriesArgs, index: int, reason: str) -> None:
-        """Our log contradicts our term's leader where no honest leader could.
-
-        Either a forged frame got in (no secret) or storage lost what it had
-        synced. Nothing here can say which copy is right, so the peer stops
-        (the shell fail-stops on `fault`) instead of serving or spreading it.
-        """
-        self._refuse(reason)
-        self.fault = (
-            f"log forked from leader S{args.leader_id}'s at index {index} ({reason}, "
-            f"term {args.term}, commit {self.commit_index}): a forged frame or a lying disk; "
-            "rebuild this node's data"
-        )
 
     def _refuse(self, reason: str | None) -> bool:
         """Count a refused input (by reason); True if there was one."""

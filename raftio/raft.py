@@ -265,8 +265,6 @@ class Raft:
             self._fail("handling " + describe(args))
             return None
         if reply is None:
-            if self._core.fault is not None:
-                self._fail(self._core.fault)
             return None  # refused by the core (counted there); nothing changed
         self._drain()
         pending = self._storage.sync()

@@ -32,11 +32,16 @@ MAX_INDEX = 1 << 52
 MAX_TERM_JUMP = 1 << 20
 
 
-def check_term(term: int, current_term: int) -> str | None:
-    """A message's term: non-negative, bounded, and not absurdly far ahead of ours."""
+def check_term(term: int, current_term: int, *, bounded_jump: bool = True) -> str | None:
+    """A message's term: non-negative, bounded, and not absurdly far ahead of ours.
+
+    `bounded_jump=False` waives the jump limit: a leader's message to a node
+    that hears no leader of its own (it was away while the cluster's term
+    moved on, whatever moved it) must be able to bring it back.
+    """
     if not 0 <= term <= MAX_TERM:
         return "term_range"
-    if term > current_term + MAX_TERM_JUMP:
+    if bounded_jump and term > current_term + MAX_TERM_JUMP:
         return "term_jump"
     return None
 
@@ -68,10 +73,10 @@ def check_request_vote(
 
 
 def check_append_entries(
-    args: AppendEntriesArgs, me: int, peer_count: int, current_term: int
+    args: AppendEntriesArgs, me: int, peer_count: int, current_term: int, *, hears_leader: bool
 ) -> str | None:
     reason = (
-        check_term(args.term, current_term)
+        check_term(args.term, current_term, bounded_jump=hears_leader)
         or _check_sender(args.leader_id, me, peer_count)
         or _check_position(args.prev_log_index, args.prev_log_term, args.term)
     )
@@ -96,9 +101,11 @@ def check_entry_terms(entries: list[Entry], prev_term: int, leader_term: int) ->
 
 
 def check_install_snapshot(
-    args: InstallSnapshotArgs, me: int, peer_count: int, current_term: int
+    args: InstallSnapshotArgs, me: int, peer_count: int, current_term: int, *, hears_leader: bool
 ) -> str | None:
-    reason = check_term(args.term, current_term) or _check_sender(args.leader_id, me, peer_count)
+    reason = check_term(args.term, current_term, bounded_jump=hears_leader) or _check_sender(
+        args.leader_id, me, peer_count
+    )
     if reason:
         return reason
     if args.last_included_index == 0:

@@ -247,24 +247,37 @@ def test_an_install_snapshot_whose_data_does_not_restore_is_refused(seed: int) -
     assert all(n.failure is None for n in cluster.nodes)
 
 
-def test_an_append_that_rewrites_a_committed_entry_fail_stops_that_node_only(seed: int) -> None:
+@pytest.mark.parametrize("where", ["below_commit", "same_term_fork"])
+def test_an_append_that_contradicts_the_log_is_refused_and_changes_nothing(
+    seed: int, where: str
+) -> None:
+    """A replayed current-term AppendEntries with one changed entry is no kill switch."""
+
     async def attack(cluster: Cluster) -> None:
         leader = await cluster.leader()
         node = follower_of(cluster)
         term = node.raft.get_state()[0]
+        log = node.raft._core.log
         commit = node.raft.status().commit_index
         assert commit > 3
-        forged = Entry(term, encode_command(("set", "a0", "forged")))
-        # prev points below commit with the right term, then a different entry there.
-        prev_term = node.raft._core.log.term_at(commit - 2)
+        at = commit - 1 if where == "below_commit" else log.last_index
+        prev_term = log.term_at(at - 1)
         assert prev_term is not None
-        args = AppendEntriesArgs(term, leader.node_id, commit - 2, prev_term, [forged], commit)
+        mine = log.entry(at)
+        forged = Entry(mine.term, encode_command(("set", "a0", "forged")))
+        if where == "below_commit":
+            forged = Entry(term, forged.data)  # a different term where ours is committed
+        args = AppendEntriesArgs(term, leader.node_id, at - 1, prev_term, [forged], commit)
+        before = node.raft.status()
         assert await node.raft.append_entries(args) is None
-        assert node.failure is not None
-        assert "forked" in node.failure
-        assert node.status().role == "failed"
+        assert log.entry(at) is mine
+        assert node.raft.status() == before
+        reason = "committed_conflict" if mine.term != forged.term else "entry_forked"
+        assert node.metrics()[f'raftio_refused_total{{reason="{reason}"}}'] == 1
 
-    scenario(seed, attack, survivors=2)
+    cluster = scenario(seed, attack)
+    assert all(n.failure is None for n in cluster.nodes)
+    assert all(m.values["a0"] != "forged" for m in cluster.machines)
 
 
 def test_a_forged_undecodable_committed_entry_is_skipped_alike_everywhere(seed: int) -> None:
