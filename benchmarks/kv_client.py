@@ -4,8 +4,8 @@ One process holds `--connections` connections to one server and keeps one
 put outstanding on each (closed loop). Two protocols:
 
 * `raftio`: the KV client protocol (`raftio.kv.protocol`): a length-prefixed
-  msgpack put with its own client id and seq per connection, as `KVClient`
-  sends it. `KVClient` itself serializes its callers behind one lock and
+  msgpack put with its own session (registered at connect time) and seq per
+  connection, as `KVClient` sends it. `KVClient` itself serializes its callers behind one lock and
   retries on its own; thousands of them cost the load generator more CPU
   than the server it measures, so this is a lean client of the same frames.
 * `etcd`: etcd's HTTP/JSON gateway, `POST /v3/kv/put` with base64 key and
@@ -142,6 +142,7 @@ class LoadClient:
         self.values = random_values(options.payload)
         self.name: str = options.name
         self.conns: list[Connection] = []
+        self.sessions: list[str] = []  # per connection, registered before the run
         self.token = secrets.token_hex(4)
 
     async def connect(self) -> None:
@@ -156,6 +157,15 @@ class LoadClient:
                 )
             )
             self.conns.extend(conn for _, conn in made)
+        if self.protocol == "raftio":
+            register = encode_frame({"op": "register"})
+            for first in range(0, self.connections, _CONNECT_BATCH):
+                batch = self.conns[first : first + _CONNECT_BATCH]
+                replies = await asyncio.gather(*(conn.request(register) for conn in batch))
+                for reply in replies:
+                    if not reply["ok"]:
+                        raise OpError(f"register: {reply['error']}")
+                    self.sessions.append(reply["value"])
 
     def make_op(self, i: int) -> Callable[[], Awaitable[Any]]:
         conn = self.conns[i]
@@ -171,13 +181,13 @@ class LoadClient:
             return etcd_put
         seq = 0
         values = self.values
-        client = f"{key}-{self.token}"  # a fresh client id: seqs restart at 1
+        session = self.sessions[i]
 
         async def raftio_put() -> None:
             nonlocal seq
             seq += 1
             frame = encode_frame(
-                {"op": "put", "key": key, "value": next(values), "client": client, "seq": seq}
+                {"op": "put", "key": key, "value": next(values), "session": session, "seq": seq}
             )
             reply = await conn.request(frame)
             if not reply["ok"]:

@@ -116,7 +116,13 @@ class BenchNode:
             propose_timeout=30.0,
         )
         self.kv = KVServer(
-            self.node, self.machine, self.client_peers, timeout=30.0, max_connections=1 << 16
+            self.node,
+            self.machine,
+            self.client_peers,
+            timeout=30.0,
+            max_connections=1 << 16,
+            max_pending=1 << 16,
+            max_sessions=1 << 16,
         )
         self.server: TcpServer | None = None
         self.raft_port = parse_address(self.peers[self.id])[1]

@@ -65,7 +65,8 @@ async def tour(
     print(f"the leader answers at {client.leader}")
 
     # 3. Exactly once: a request sent twice (as after a lost reply) applies once.
-    request = {"op": "append", "key": "log", "value": "+1", "client": "tour", "seq": 1}
+    session = await client.request({"op": "register"})  # KVClient does this by itself
+    request = {"op": "append", "key": "log", "value": "+1", "session": session, "seq": 1}
     first, again = await client.request(request), await client.request(request)
     print(f"same request twice -> {first!r}, {again!r}; log = {await client.get('log')!r}")
 

@@ -1,18 +1,29 @@
 """KVClient: an asyncio client of the KV service that finds the leader and retries.
 
-Owns the client side of raftio.kv.protocol: one cached connection per node,
-leader redirects, retries with jittered exponential backoff, and the
-(client id, seq) numbering that makes a retried write apply exactly once.
+Owns the client side of raftio.kv.protocol: one cached connection per node
+(authenticated with the token, if any), leader redirects, retries with
+jittered exponential backoff, and the session: registered with the cluster
+before the first write, then (session, seq) on every write, so a retried
+write applies at most once and is acknowledged only by its own application.
 
 A client sends one request at a time (an internal lock serializes callers):
-that is what lets the servers' duplicate table keep only each client's
-last write. Use several clients for concurrency.
+that is what lets a session keep only its last write. Use several clients
+for concurrency.
+
+When the cluster no longer knows the session (`session_expired`: evicted as
+least recently used; `unknown_session`), the write was not applied by the
+attempt that got that answer. If no earlier attempt of the same write can
+have reached the log, the client registers again and resends the write in
+the new session; otherwise the write may or may not have applied, and the
+client raises `KVSessionError` (`maybe_applied=True`) instead of resending
+it blindly. Either way the next write uses a new session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import random
 import secrets
@@ -20,22 +31,26 @@ from collections.abc import Sequence
 from typing import Any
 
 from raftio.errors import RaftioError
+from raftio.kv.machine import SESSION_ERRORS, SESSION_EXPIRED, UNKNOWN_SESSION
 from raftio.kv.protocol import (
     CLOSED,
     LOST,
     NOT_LEADER,
     TIMEOUT,
+    UNAUTHORIZED,
     ProtocolError,
+    auth_proof,
     encode_frame,
     read_frame,
 )
 from raftio.node import parse_address
 
-__all__ = ["KVClient", "KVRequestError", "KVUnavailableError"]
+__all__ = ["KVClient", "KVRequestError", "KVSessionError", "KVUnavailableError"]
 
 logger = logging.getLogger(__name__)
 
 _RETRYABLE = frozenset({NOT_LEADER, TIMEOUT, LOST, CLOSED})
+_UNSURE = frozenset({TIMEOUT, LOST, CLOSED})  # the write may be in the log
 _Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
@@ -55,13 +70,28 @@ class KVRequestError(RaftioError):
         super().__init__(f"{error}: {message}")
 
 
+class KVSessionError(KVRequestError):
+    """The cluster refused a write's session or seq; the write was not applied by this request.
+
+    `maybe_applied` is True when an earlier attempt of the same write may
+    have been applied before the session was lost: its outcome is unknown.
+    The client's next write registers a new session.
+    """
+
+    def __init__(self, error: str, message: str, *, maybe_applied: bool) -> None:
+        self.maybe_applied = maybe_applied
+        unsure = "; an earlier attempt may have applied it" if maybe_applied else ""
+        super().__init__(error, message + unsure)
+
+
 class KVClient:
     """Talks to a KV cluster given every node's client "host:port".
 
     Args:
         addresses: the nodes' client addresses (any order; redirects may name others).
-        client_id: this client's identity in the servers' duplicate table;
-            random by default. Two live clients must never share one.
+        client_id: a label for this client in its log lines (random by
+            default). The servers identify it by the session they issue.
+        token: the cluster's KV token, if its servers require one.
         attempt_timeout: seconds one attempt (connect, send, reply) may take.
         deadline: seconds a request keeps retrying before KVUnavailableError.
         backoff: (first, max) seconds slept between failed attempts.
@@ -72,6 +102,7 @@ class KVClient:
         addresses: Sequence[str],
         *,
         client_id: str | None = None,
+        token: bytes | None = None,
         attempt_timeout: float = 3.0,
         deadline: float = 30.0,
         backoff: tuple[float, float] = (0.01, 0.1),
@@ -82,7 +113,11 @@ class KVClient:
             parse_address(address)
         self.addresses = list(addresses)
         self.client_id = client_id or secrets.token_hex(8)
-        self.seq = 0  # the number of the last write issued
+        self.session: str | None = None  # issued by the cluster at the first write
+        self.seq = 0  # the number of the last write issued in `session`
+        self._token = token
+        self._wrote = False  # the current attempt sent its request
+        self._unsure = False  # an attempt of the current write may be in the log
         self.leader: str | None = None  # where the last request succeeded
         self._attempt_timeout, self._deadline = attempt_timeout, deadline
         self._backoff = backoff
@@ -139,12 +174,39 @@ class KVClient:
 
     async def _write(self, op: str, key: str, value: str) -> str:
         async with self._lock:
-            # The seq is fixed before the first attempt: every retry resends it.
-            self.seq += 1
-            request = {"op": op, "key": key, "value": value, "client": self.client_id,
-                       "seq": self.seq}  # fmt: skip
-            result: str = await self._retry(request)
-            return result
+            try:
+                return await self._write_in_session(op, key, value)
+            except KVSessionError as exc:
+                if exc.maybe_applied or exc.error not in (SESSION_EXPIRED, UNKNOWN_SESSION):
+                    raise
+                # No attempt of this write can have applied: resend it in a new session.
+                logger.info("%s: %s before the write; registering again", self.client_id, exc)
+            return await self._write_in_session(op, key, value)
+
+    async def _write_in_session(self, op: str, key: str, value: str) -> str:
+        try:
+            return await self._numbered_write(op, key, value)
+        except BaseException:
+            # Without a definite answer the write may still apply, or never:
+            # numbering on would leave a gap, so the next write starts a new session.
+            self.session = None
+            raise
+
+    async def _numbered_write(self, op: str, key: str, value: str) -> str:
+        if self.session is None:
+            await self._register()
+        # The seq is fixed before the first attempt: every retry resends it.
+        self.seq += 1
+        request = {"op": op, "key": key, "value": value, "session": self.session, "seq": self.seq}
+        self._unsure = False
+        result: str = await self._retry(request)
+        return result
+
+    async def _register(self) -> None:
+        session = await self._retry({"op": "register"})
+        if not isinstance(session, str):
+            raise ProtocolError(f"register answered {session!r:.80}, not a session id")
+        self.session, self.seq = session, 0
 
     async def request(self, request: dict[str, Any]) -> Any:
         """Send one request, following redirects and retrying until the deadline."""
@@ -161,6 +223,7 @@ class KVClient:
                 reply = await self._exchange(target, request, self._attempt_timeout)
             except (OSError, TimeoutError, ProtocolError) as exc:
                 problem, redirected = f"{target}: {_describe(exc)}", False
+                self._unsure |= self._wrote
                 self._down.add(target)
                 target = self._rotate(target)
             else:
@@ -175,8 +238,13 @@ class KVClient:
             if not redirected or redirects > len(self.addresses):
                 failures += 1
                 delay = self._delay(failures)
-            logger.debug("%s seq=%s: %s; retrying in %.3fs", request["op"], request.get("seq"),
-                         problem, delay)  # fmt: skip
+            logger.debug(
+                "%s seq=%s: %s; retrying in %.3fs",
+                request["op"],
+                request.get("seq"),
+                problem,
+                delay,
+            )
             if loop.time() + delay > give_up:
                 raise KVUnavailableError(f"gave up after {failures} attempts; last: {problem}")
             await asyncio.sleep(delay)
@@ -184,8 +252,11 @@ class KVClient:
     def _after_error(self, target: str, reply: dict[str, Any]) -> tuple[str, str, bool]:
         """(what went wrong, where to try next, whether that is a redirect) for an error reply."""
         error, message = str(reply.get("error")), str(reply.get("message", ""))
+        if error in SESSION_ERRORS:
+            raise KVSessionError(error, message, maybe_applied=self._unsure)
         if error not in _RETRYABLE:
             raise KVRequestError(error, message)
+        self._unsure |= error in _UNSURE
         hint = reply.get("leader")
         # A follower may still name a leader that just died: one we could not
         # reach since our last success is not worth a redirect.
@@ -212,10 +283,12 @@ class KVClient:
     async def _exchange(
         self, address: str, request: dict[str, Any], timeout: float | None
     ) -> dict[str, Any]:
+        self._wrote = False
         try:
             async with asyncio.timeout(timeout or self._attempt_timeout):
                 reader, writer = await self._stream(address)
                 writer.write(encode_frame(request))
+                self._wrote = True
                 await writer.drain()
                 reply = await read_frame(reader)
         except BaseException:
@@ -236,14 +309,53 @@ class KVClient:
         if stream is None or stream[1].is_closing():
             host, port = parse_address(address)
             stream = await asyncio.open_connection(host, port)
-            self._streams[address] = stream
+            self._streams[address] = stream  # from here on, a failure drops it
+            if self._token is not None:
+                await self._authenticate(address, self._token, *stream)
         return stream
+
+    async def _authenticate(
+        self, address: str, token: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """The handshake of raftio.kv.protocol: the server proves itself first, then we do."""
+        nonce = secrets.token_bytes(16)
+        writer.write(encode_frame({"op": "hello", "nonce": nonce}))
+        hello = await _reply(reader)
+        value = hello.get("value") if hello["ok"] else None
+        server_nonce, proof = (
+            (value.get("nonce"), value.get("proof")) if isinstance(value, dict) else (None, None)
+        )
+        if not (isinstance(server_nonce, bytes) and isinstance(proof, bytes)):
+            raise KVRequestError(
+                UNAUTHORIZED,
+                f"{address} asked for no token: not this cluster's node, or its token is not set",
+            )
+        expected = auth_proof(token, "raftio-kv-server", nonce, server_nonce)
+        if not hmac.compare_digest(expected, proof):
+            raise KVRequestError(
+                UNAUTHORIZED,
+                f"{address} does not hold our token: a wrong token, or not this cluster's node",
+            )
+        client_proof = auth_proof(token, "raftio-kv-client", nonce, server_nonce)
+        writer.write(encode_frame({"op": "auth", "proof": client_proof}))
+        verdict = await _reply(reader)
+        if not verdict["ok"]:
+            raise KVRequestError(str(verdict.get("error")), str(verdict.get("message")))
 
     def _drop(self, address: str) -> None:
         stream = self._streams.pop(address, None)
         if stream is not None:
             with contextlib.suppress(Exception):
                 stream[1].close()
+
+
+async def _reply(reader: asyncio.StreamReader) -> dict[str, Any]:
+    reply = await read_frame(reader)
+    if reply is None:
+        raise ConnectionResetError("connection closed by the server")
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise ProtocolError(f"malformed reply {reply!r:.80}")
+    return reply
 
 
 def _describe(exc: BaseException) -> str:

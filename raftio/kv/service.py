@@ -2,20 +2,24 @@
 
 Owns only their lifecycle and order: the Node starts before the client port
 opens, and the client port closes before the Node stops, so no client is
-ever answered by a half-started or half-stopped replica.
+ever answered by a half-started or half-stopped replica. The client port
+takes the Node's `secret` as its token unless told otherwise, so a cluster
+whose peers authenticate also authenticates its clients.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from raftio.kv.machine import KVStateMachine
 from raftio.kv.server import KVServer
 from raftio.node import Node
 
 __all__ = ["KVNode"]
+
+FROM_SECRET: Final = "from-secret"  # KVNode's default kv_token: the Node's secret
 
 
 class KVNode:
@@ -27,6 +31,11 @@ class KVNode:
         client_peers: every node's client "host:port".
         data_dir: the node's FileStorage directory.
         client_timeout: seconds a client request may wait inside the node.
+        kv_token: the token clients must prove they hold; by default the
+            Node's `secret` (none if the node has none); None serves the
+            client port without a token.
+        kv_options: more KVServer keywords (limits: max_connections,
+            max_pending, idle_timeout, frame_timeout, max_sessions, ...).
         **node_options: passed to Node (cluster_id, secret, snapshot_bytes, ...).
     """
 
@@ -38,11 +47,24 @@ class KVNode:
         data_dir: str | Path | None,
         *,
         client_timeout: float = 2.0,
+        kv_token: bytes | str | None = FROM_SECRET,
+        kv_options: Mapping[str, Any] | None = None,
         **node_options: Any,
     ) -> None:
+        if kv_token == FROM_SECRET:
+            kv_token = node_options.get("secret")
+        if isinstance(kv_token, str):
+            raise TypeError("kv_token must be bytes or None")
         self.machine = KVStateMachine()
         self.node = Node(node_id, peers, data_dir, self.machine, **node_options)
-        self.server = KVServer(self.node, self.machine, client_peers, timeout=client_timeout)
+        self.server = KVServer(
+            self.node,
+            self.machine,
+            client_peers,
+            timeout=client_timeout,
+            token=kv_token,
+            **(kv_options or {}),
+        )
 
     async def start(self) -> None:
         try:

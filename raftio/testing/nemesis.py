@@ -838,7 +838,7 @@ class MemoryKvClient:
     """A KV client of a `MemoryKvCluster`, with `raftio.kv.KVClient`'s retry rules.
 
     One request at a time. A write gets the next `seq` before its first
-    attempt and every retry resends the same (client, seq), so it applies
+    attempt and every retry resends the same (session, seq), so it applies
     at most once. An attempt that fails (node down, no reply within
     `attempt_timeout`, not_leader, timeout, lost, closed) is retried on the
     leader named in the reply, else on the next node, until `deadline`
@@ -864,6 +864,7 @@ class MemoryKvClient:
         self.cluster, self.client_id, self._rng = cluster, client_id, rng
         self._spread = spread
         self._attempt_timeout, self._deadline, self._backoff = attempt_timeout, deadline, backoff
+        self.session: str | None = None  # registered before the first write
         self.seq = 0
         self.leader: int | None = None
         self.attempts = 0
@@ -879,9 +880,15 @@ class MemoryKvClient:
         return await self._write("append", key, value)
 
     async def _write(self, op: str, key: str, value: str) -> Any:
+        if self.session is None:
+            self.session, self.seq = await self._request({"op": "register"}), 0
         self.seq += 1
-        request = {"op": op, "key": key, "value": value, "client": self.client_id, "seq": self.seq}
-        return await self._request(request)
+        request = {"op": op, "key": key, "value": value, "session": self.session, "seq": self.seq}
+        try:
+            return await self._request(request)
+        except BaseException:
+            self.session = None  # outcome unknown: numbering on would leave a gap
+            raise
 
     async def _request(self, request: dict[str, Any]) -> Any:
         loop = asyncio.get_running_loop()
