@@ -80,6 +80,7 @@ class Mutant:
     target: int
     payload: bytes
     steps: tuple[str, ...]
+    origin: int = 0  # the index in the corpus of the frame it was made from
 
     def describe(self) -> str:
         return f"#{self.number} {self.method} ->S{self.target}: {'; '.join(self.steps)}"
@@ -248,7 +249,7 @@ class Mutator:
             payload = self._mutate_tree(rng, tree, steps)
         if rng.random() < 0.2 or (payload is origin.payload and len(steps) == 1):
             payload = _damage(rng, payload, steps)
-        return Mutant(number, method, target, payload, tuple(steps))
+        return Mutant(number, method, target, payload, tuple(steps), index)
 
     def _mutate_tree(self, rng: random.Random, original: Any, steps: list[str]) -> bytes:
         tree = codec.unpack(codec.pack(original))  # a private copy
