@@ -4,13 +4,19 @@ Owns argument parsing and each command's console output and exit code;
 the work itself lives in raftio.kv (the service, the client, local process
 clusters and the demo). Commands:
 
-    raftio node --id I --peers ... --client-peers ... --data DIR   one KV node, until SIGTERM
+    raftio node --id I --peers ... --client-peers ... --data DIR (--secret-file F | --insecure)
     raftio demo [-n 3] [--dir D] [--writes N]       a cluster survives a SIGKILLed leader
     raftio cluster up -n N --dir D [--base-port P]  N detached nodes; `cluster down --dir D`
     raftio kv (--dir D | --peers ...) get|put|append KEY [VALUE]
     raftio status (--dir D | --peers ...)
     raftio bench [--quick] [--out DIR] [--only SYSTEM] ...   benchmarks/ (a checkout only)
     raftio logview [FILE|-] [--peers 0,2] [--topics role,vote] [--from T] [--to T]
+
+An ordinary mistake (a malformed address, an unusable directory or secret
+file, a node that dies at start-up) is one line on stderr and a non-zero
+exit code, never a traceback: usage errors exit 2, failures 1, a closed
+stdout (`| head`) 141 without a word. `node`, `demo` and `cluster up` run
+on uvloop where it is installed (`--loop asyncio` opts out).
 """
 
 from __future__ import annotations
@@ -19,20 +25,29 @@ import argparse
 import asyncio
 import logging
 import os
+import select
 import signal
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import raftio
-from raftio import logview
+from raftio import _loop, logview
 from raftio.kv.client import KVClient, KVRequestError, KVUnavailableError
 from raftio.kv.demo import Demo, DemoResult
 from raftio.kv.display import LiveView, metrics_table, status_table
-from raftio.kv.local import ClusterSpec, LocalCluster, running_detached, stop_detached
+from raftio.kv.local import (
+    ClusterSpec,
+    LocalCluster,
+    SecretFileError,
+    read_secret,
+    running_detached,
+    stop_detached,
+)
 from raftio.kv.service import KVNode
+from raftio.node import parse_address
 from raftio.storage.base import StorageError
 
 __all__ = ["build_parser", "main"]
@@ -40,6 +55,9 @@ __all__ = ["build_parser", "main"]
 logger = logging.getLogger("raftio.cli")
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_UP_WAIT = 15.0  # seconds `cluster up` waits for every node to answer and one to lead
+_KV_NOTE_AFTER = 1.0  # seconds `raftio kv` waits silently before saying it is retrying
+_SIGPIPE_EXIT = 128 + signal.SIGPIPE  # what a shell reports for a process killed by SIGPIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,17 +65,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except CommandError as exc:
-        print(f"raftio {args.command}: {exc}", file=sys.stderr)
-        return 2
+        print(f"{_prog(args)}: {exc}", file=sys.stderr)
+        return exc.code
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket's, not ours: a bug to see
+        return _SIGPIPE_EXIT
     return code
 
 
 class CommandError(Exception):
-    """A command cannot run as asked; main() prints it and exits 2."""
+    """A command cannot run as asked; main() prints it as one line and exits `code`."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, not usage plus message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _prog(args: argparse.Namespace) -> str:
+    action = getattr(args, "action", None)
+    return " ".join(["raftio", args.command, *([action] if action else [])])
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout's reader went away; if so, point stdout at /dev/null for a quiet exit."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError, AttributeError):
+        return False
+    # The write end of a pipe whose reader has gone polls as an error (Linux, BSDs).
+    if not any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events):
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the flush at exit must not fail again
+    os.close(devnull)
+    return True
+
+
+def _os_reason(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
+def _secret(path: str) -> bytes:
+    try:
+        return read_secret(path)
+    except SecretFileError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _loop_choice(choice: str | None) -> str:
+    """The event loop to run on: --loop if given, else uvloop where installed."""
+    if choice is None:
+        return _loop.default_loop()
+    if choice == "uvloop" and _loop.default_loop() != "uvloop":
+        raise CommandError("--loop uvloop: uvloop is not installed (pip install uvloop)")
+    return choice
 
 
 def _load_spec(directory: str | Path) -> ClusterSpec:
@@ -65,13 +142,17 @@ def _load_spec(directory: str | Path) -> ClusterSpec:
         return ClusterSpec.load(directory)
     except FileNotFoundError:
         raise CommandError(f"no cluster in {directory} (no cluster.json)") from None
+    except NotADirectoryError:
+        raise CommandError(f"{directory} is not a directory") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise CommandError(f"cannot read {directory}/cluster.json: {exc}") from None
 
 
 # --------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="raftio", description="Raft for Python asyncio: a replicated key/value service."
     )
     parser.add_argument("--version", action="version", version=f"raftio {raftio.__version__}")
@@ -86,11 +167,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _address(text: str) -> str:
+    address = text.strip()
+    _, sep, port = address.rpartition(":")
+    if sep and port.isdigit() and not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{address!r}: port {port} is out of range (1-65535)")
+    try:
+        parse_address(address)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{address!r} is not host:port (e.g. 127.0.0.1:7100)"
+        ) from None
+    return address
+
+
 def _addresses(text: str) -> list[str]:
-    addresses = [a.strip() for a in text.split(",") if a.strip()]
+    addresses = [_address(a) for a in text.split(",") if a.strip()]
     if not addresses:
         raise argparse.ArgumentTypeError("expected host:port[,host:port...]")
     return addresses
+
+
+def _add_loop(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--loop", choices=_loop.LOOPS,
+                   help=f"event loop of {what} (default: uvloop where installed)")  # fmt: skip
 
 
 def _add_node(commands: Any) -> None:
@@ -101,12 +201,16 @@ def _add_node(commands: Any) -> None:
                    help="every node's client host:port, in the same order")  # fmt: skip
     p.add_argument("--data", required=True, help="this node's data directory")
     p.add_argument("--cluster-id", default="raftio", help="peers of other clusters are refused")
-    p.add_argument("--secret-file", help="file holding the cluster's shared secret")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--secret-file", help="file holding the cluster's shared secret (mode 600)")
+    auth.add_argument("--insecure", action="store_true",
+                      help="no secret: whoever reaches the ports is trusted")  # fmt: skip
     p.add_argument("--snapshot-bytes", type=int, default=8 << 20,
                    help="snapshot once the log passes this many bytes")  # fmt: skip
     p.add_argument("--parent-pid", type=int, help="exit when this process is no longer the parent")
     p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")  # fmt: skip
+    _add_loop(p, "this node")
     p.set_defaults(run=cmd_node)
 
 
@@ -116,6 +220,7 @@ def _add_demo(commands: Any) -> None:
     p.add_argument("--dir", help="keep the cluster's files here (default: a temporary directory)")
     p.add_argument("--writes", type=int, default=100, help="writes before the kill (default 100)")
     p.add_argument("--timeout", type=float, default=50.0, help="give up after this many seconds")
+    _add_loop(p, "the demo and its nodes")
     p.set_defaults(run=cmd_demo)
 
 
@@ -130,7 +235,8 @@ def _add_cluster(commands: Any) -> None:
         type=int,
         help="Raft ports P..P+n-1, client ports P+n..P+2n-1 (default: free ports)",
     )
-    up.set_defaults(run=cmd_cluster_up)  # fmt: skip
+    _add_loop(up, "the nodes")
+    up.set_defaults(run=cmd_cluster_up)
     down = actions.add_parser("down", help="stop the nodes of --dir")
     down.add_argument("--dir", required=True, help="cluster directory")
     down.set_defaults(run=cmd_cluster_down)
@@ -140,6 +246,8 @@ def _add_target(p: argparse.ArgumentParser) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--dir", help="cluster directory made by `raftio cluster up`")
     target.add_argument("--peers", type=_addresses, help="the nodes' client host:port list")
+    p.add_argument("--secret-file",
+                   help="the cluster's shared secret (default with --dir: DIR/secret)")  # fmt: skip
 
 
 def _add_kv(commands: Any) -> None:
@@ -265,15 +373,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
         text = settings.docs.read_text() if settings.docs.is_file() else ""
         if runner.report.DOCS_BEGIN not in text:  # fail now, not after the run
             raise CommandError(f"{args.docs} has no generated results block to replace")
+    _check_something_runs(runner, settings)
     settings.command = runner.command_line(settings)
     code: int = runner.run(settings)
     return code
 
 
-def _client_addresses(args: argparse.Namespace) -> list[str]:
+def _check_something_runs(runner: Any, settings: Any) -> None:
+    """Refuse a run in which every selected system would be skipped (it would prove nothing)."""
+    plans = runner.selected_plans(settings)
+    if not plans:
+        raise CommandError("--only and --series select no series to run")
+    reasons = [plan.available() for plan, _ in plans]
+    if all(reasons):
+        raise CommandError("nothing to run: " + "; ".join(dict.fromkeys(reasons)))
+
+
+def _target(args: argparse.Namespace) -> tuple[list[str], bytes | None]:
+    """The client addresses and the secret (token) of `kv` / `status`."""
     if args.peers:
-        return list(args.peers)
-    return _load_spec(args.dir).client_peers
+        addresses = list(args.peers)
+        token = _secret(args.secret_file) if args.secret_file else None
+        return addresses, token
+    spec = _load_spec(args.dir)
+    if args.secret_file:
+        return spec.client_peers, _secret(args.secret_file)
+    try:
+        return spec.client_peers, spec.secret()
+    except SecretFileError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _client(addresses: list[str], token: bytes | None, **options: Any) -> KVClient:
+    return KVClient(addresses, token=token, **options)
 
 
 # --------------------------------------------------------------------------- node
@@ -282,47 +414,50 @@ def _client_addresses(args: argparse.Namespace) -> list[str]:
 def cmd_node(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format=_LOG_FORMAT)
     if not 0 <= args.id < len(args.peers) or len(args.client_peers) != len(args.peers):
-        print("raftio node: --id must index --peers; --client-peers must match it", file=sys.stderr)
-        return 2
-    secret = _read_secret(args.secret_file) if args.secret_file else None
+        raise CommandError("--id must index --peers; --client-peers must match it")
+    if args.secret_file is None and not args.insecure:
+        raise CommandError(
+            "give --secret-file FILE (the cluster's shared secret), or --insecure to run "
+            "without authenticating peers and clients"
+        )
+    secret = _secret(args.secret_file) if args.secret_file else None
+    loop = _loop_choice(args.loop)
+    if secret is None:
+        logger.warning("node %d runs --insecure: whoever reaches its ports is trusted", args.id)
     kv = KVNode(args.id, args.peers, args.client_peers, args.data, cluster_id=args.cluster_id,
                 secret=secret, snapshot_bytes=args.snapshot_bytes)  # fmt: skip
     try:
-        asyncio.run(_serve_node(kv, args.data, args.parent_pid))
+        failure = _loop.run(_serve_node(kv, args.data, args.parent_pid), loop)
     except (OSError, StorageError) as exc:
         logger.error("node %d cannot run: %s", args.id, exc)
         return 1
-    return 0
+    return 0 if failure is None else 1  # a fail-stopped node exits non-zero
 
 
-def _read_secret(path: str) -> bytes:
-    try:
-        secret = Path(path).read_bytes().strip()
-    except OSError as exc:
-        raise CommandError(f"cannot read the secret file: {exc}") from None
-    if not secret:
-        raise CommandError(f"the secret file {path} is empty")
-    return secret
-
-
-async def _serve_node(kv: KVNode, data: str, parent_pid: int | None) -> None:
+async def _serve_node(kv: KVNode, data: str, parent_pid: int | None) -> str | None:
+    """Serve until SIGTERM/SIGINT or a fail-stop; returns the failure, if any."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with kv:
         node = kv.node
-        logger.info("node %d ready: raft %s, clients %s, data %s", node.node_id, node.address,
-                    kv.server.client_addresses[node.node_id], data)  # fmt: skip
+        logger.info("node %d ready: raft %s, clients %s, data %s, loop %s", node.node_id,
+                    node.address, kv.server.client_addresses[node.node_id], data,
+                    _loop.loop_name(loop))  # fmt: skip
         watcher = loop.create_task(_watch_parent(parent_pid, stop), name="parent-watcher")
         watcher.add_done_callback(_log_failure)
+        failed = loop.create_task(node.wait_failed(), name="failure-watcher")
+        failed.add_done_callback(lambda _: stop.set())
         try:
             await stop.wait()
         finally:
             watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            failed.cancel()
+            await asyncio.gather(watcher, failed, return_exceptions=True)
         logger.info("node %d stopping", node.node_id)
     logger.info("node %d stopped", node.node_id)
+    return node.failure
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -348,24 +483,41 @@ async def _watch_parent(parent_pid: int | None, stop: asyncio.Event) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format=_LOG_FORMAT)
     if args.n < 3:
-        print("raftio demo: -n must be at least 3 (a majority must survive the kill)",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        raise CommandError("-n must be at least 3 (a majority must survive the kill)")
+    loop = _loop_choice(args.loop)
     with tempfile.TemporaryDirectory(prefix="raftio-demo-") as tmp:
         directory = Path(args.dir) if args.dir else Path(tmp)
-        if directory.exists() and any(directory.iterdir()):
-            print(f"raftio demo: {directory} is not empty", file=sys.stderr)
-            return 2
+        _check_empty(directory)
         spec = ClusterSpec.create(directory, args.n)
-        print(f"raftio demo: {args.n} node processes on 127.0.0.1, files in {directory}")
-        result = asyncio.run(_demo(spec, args.writes, args.timeout))
+        _prepare(spec)
+        print(f"raftio demo: {args.n} node processes on 127.0.0.1 ({loop}), files in {directory}")
+        result = _loop.run(_demo(spec, args.writes, args.timeout, loop), loop)
         _print_demo_result(spec, result)
     return 0 if result.passed else 1
 
 
-async def _demo(spec: ClusterSpec, writes: int, timeout: float) -> DemoResult:
+def _check_empty(directory: Path) -> None:
+    try:
+        if directory.exists() and any(directory.iterdir()):
+            raise CommandError(f"{directory} is not empty")
+    except OSError as exc:
+        raise CommandError(f"cannot use {directory}: {_os_reason(exc)}") from None
+
+
+def _prepare(spec: ClusterSpec) -> None:
+    """Write cluster.json and the secret, or fail in one line."""
+    try:
+        spec.save()
+        spec.ensure_secret()
+    except OSError as exc:
+        raise CommandError(
+            f"cannot write the cluster directory {spec.directory}: {_os_reason(exc)}"
+        ) from None
+
+
+async def _demo(spec: ClusterSpec, writes: int, timeout: float, loop: str) -> DemoResult:
     view = LiveView(sys.stdout, live=sys.stdout.isatty())
-    demo = Demo(spec, view, writes=writes)
+    demo = Demo(spec, view, writes=writes, loop=loop)
     try:
         async with asyncio.timeout(timeout):
             return await demo.run()
@@ -391,45 +543,107 @@ def _print_demo_result(spec: ClusterSpec, result: DemoResult) -> None:
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:
-    return asyncio.run(_cluster_up(Path(args.dir), args.n, args.base_port))
+    if args.n is not None and args.n < 1:
+        raise CommandError("-n must be at least 1")
+    if args.base_port is not None and not 0 < args.base_port <= 65536 - 2 * (args.n or 3):
+        raise CommandError(f"--base-port {args.base_port}: the ports must lie in 1-65535")
+    loop = _loop_choice(args.loop)
+    nodes_loop = args.loop  # None: each node picks its own default
+    return _loop.run(_cluster_up(Path(args.dir), args.n, args.base_port, nodes_loop), loop)
 
 
-async def _cluster_up(directory: Path, n: int | None, base_port: int | None) -> int:
-    try:
-        spec = ClusterSpec.load(directory)
-    except FileNotFoundError:
-        spec = ClusterSpec.create(directory, n or 3, base_port=base_port)
-        spec.save()
-    if n is not None and n != spec.n:
-        raise CommandError(f"{directory} holds a cluster of {spec.n}, not {n}")
+async def _cluster_up(
+    directory: Path, n: int | None, base_port: int | None, loop: str | None
+) -> int:
+    spec = _open_cluster(directory, n, base_port)
+    token = _secret(str(spec.secret_path))
     running = running_detached(spec)
-    cluster = LocalCluster(spec, detached=True)
-    for i in range(spec.n):
-        if i not in running:
-            cluster.start(i)
+    cluster = LocalCluster(spec, detached=True, loop=loop)
     try:
-        statuses = await _wait_for_leader(spec.client_peers, 15.0)
-    except TimeoutError:
-        print("raftio cluster up: no leader within 15 s; stopping", file=sys.stderr)
-        for i in cluster.procs:
-            print(f"--- node {i} log ---\n{cluster.tail(i)}", file=sys.stderr)
+        for i in range(spec.n):
+            if i not in running:
+                cluster.start(i)
+    except OSError as exc:
         cluster.kill_all_now()
-        return 1
-    started = sorted(cluster.procs)
-    cluster.release()
+        raise CommandError(f"cannot start the nodes in {directory}: {_os_reason(exc)}") from None
+    try:
+        statuses = await _wait_for_cluster(cluster, token, running)
+    finally:
+        started = sorted(cluster.procs)
+        cluster.release()  # they run on, whatever happened; `cluster down` stops them
     print(f"cluster of {spec.n} in {directory}: started {started or 'none'}, "
           f"already running {sorted(running) or 'none'}")  # fmt: skip
     _print_table(statuses, running_detached(spec))
     return 0
 
 
-async def _wait_for_leader(addresses: list[str], timeout: float) -> list[dict[str, Any] | None]:
-    async with KVClient(addresses) as client, asyncio.timeout(timeout):
+def _open_cluster(directory: Path, n: int | None, base_port: int | None) -> ClusterSpec:
+    """The cluster in `directory`, made (cluster.json and secret) if there is none."""
+    try:
+        spec = ClusterSpec.load(directory)
+    except FileNotFoundError:
+        spec = ClusterSpec.create(directory, n or 3, base_port=base_port)
+    except (OSError, ValueError, TypeError):
+        spec = _load_spec(directory)  # raises its one-line error
+    if n is not None and n != spec.n:
+        raise CommandError(f"{directory} holds a cluster of {spec.n}, not {n}")
+    _prepare(spec)
+    return spec
+
+
+async def _wait_for_cluster(
+    cluster: LocalCluster, token: bytes | None, running: dict[int, int]
+) -> list[dict[str, Any] | None]:
+    """Statuses once every node answers and one leads; CommandError (exit 1) as soon as a node
+    this command started has exited, or after _UP_WAIT seconds."""
+    spec = cluster.spec
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _UP_WAIT
+    async with _client(spec.client_peers, token) as client:
         while True:
-            statuses = await _statuses(client, addresses)
+            _raise_if_exited(cluster, running)
+            statuses = await _statuses(client, spec.client_peers)
             if all(statuses) and any(s["role"] == "leader" for s in statuses if s):
                 return statuses
+            if loop.time() >= deadline:
+                raise CommandError(_not_ready(spec, statuses), code=1)
             await asyncio.sleep(0.1)
+
+
+def _raise_if_exited(cluster: LocalCluster, running: dict[int, int]) -> None:
+    exited = cluster.exited()
+    if not exited:
+        return
+    spec, first = cluster.spec, min(exited)
+    others = sorted(exited)[1:]
+    also = f" (nodes {_ids(others)} exited too)" if others else ""
+    alive = sorted({*running, *cluster.procs} - exited.keys())
+    for i in exited:
+        spec.pid_path(i).unlink(missing_ok=True)
+    rest = f"; nodes {_ids(alive)} run on: raftio cluster down --dir {spec.directory} stops them"
+    raise CommandError(
+        f"node {first} exited at start-up (exit code {exited[first]}): "
+        f"{cluster.exit_cause(first)}{also}; log: {spec.log_path(first)}{rest if alive else ''}",
+        code=1,
+    )
+
+
+def _not_ready(spec: ClusterSpec, statuses: list[dict[str, Any] | None]) -> str:
+    silent = [i for i, s in enumerate(statuses) if s is None]
+    leaders = [i for i, s in enumerate(statuses) if s is not None and s["role"] == "leader"]
+    what = (
+        f"node {leaders[0]} leads, but nodes {_ids(silent)} do not answer"
+        if leaders
+        else "no leader"
+    )
+    return (
+        f"{what} within {_UP_WAIT:.0f} s; the nodes run on (logs: {spec.directory}/node-*.log; "
+        f"raftio cluster down --dir {spec.directory} stops them)"
+    )
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return ", ".join(map(str, ids))
 
 
 def cmd_cluster_down(args: argparse.Namespace) -> int:
@@ -447,15 +661,12 @@ def cmd_cluster_down(args: argparse.Namespace) -> int:
 
 def cmd_kv(args: argparse.Namespace) -> int:
     if (args.op == "get") != (args.value is None):
-        print(f"raftio kv: {args.op} takes {'no' if args.op == 'get' else 'a'} VALUE",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        raise CommandError(f"{args.op} takes {'no' if args.op == 'get' else 'a'} VALUE")
+    addresses, token = _target(args)
     try:
-        value = asyncio.run(_kv(_client_addresses(args), args.op, args.key, args.value,
-                                args.timeout))  # fmt: skip
+        value = _loop.run(_kv(addresses, token, args), _loop.default_loop())
     except (KVUnavailableError, KVRequestError) as exc:
-        print(f"raftio kv: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(str(exc), code=1) from None
     if value is None:
         print("(nil)", file=sys.stderr)
         return 1
@@ -463,20 +674,28 @@ def cmd_kv(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _kv(
-    addresses: list[str], op: str, key: str, value: str | None, timeout: float
-) -> str | None:
-    async with KVClient(addresses, deadline=timeout) as client:
-        if op == "get":
-            return await client.get(key)
-        assert value is not None
-        return await (client.put if op == "put" else client.append)(key, value)
+async def _kv(addresses: list[str], token: bytes | None, args: argparse.Namespace) -> str | None:
+    async with _client(addresses, token, deadline=args.timeout) as client:
+        request = asyncio.ensure_future(_kv_request(client, args.op, args.key, args.value))
+        done, _ = await asyncio.wait({request}, timeout=_KV_NOTE_AFTER)
+        if not done:  # say why nothing happens yet (no node up, an election, ...)
+            print(f"raftio kv: no node has answered yet; retrying for up to {args.timeout:g} s "
+                  "(--timeout)", file=sys.stderr)  # fmt: skip
+        return await request
+
+
+async def _kv_request(client: KVClient, op: str, key: str, value: str | None) -> str | None:
+    if op == "get":
+        return await client.get(key)
+    if value is None:
+        raise ValueError(f"{op} needs a value")  # cmd_kv checked it already
+    return await (client.put if op == "put" else client.append)(key, value)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    addresses = _client_addresses(args)
+    addresses, token = _target(args)
     pids = running_detached(_load_spec(args.dir)) if args.dir else {}
-    statuses = asyncio.run(_status(addresses))
+    statuses = _loop.run(_status(addresses, token), _loop.default_loop())
     _print_table(statuses, pids)
     if args.metrics:
         print()
@@ -485,8 +704,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if any(statuses) else 1
 
 
-async def _status(addresses: list[str]) -> list[dict[str, Any] | None]:
-    async with KVClient(addresses) as client:
+async def _status(addresses: list[str], token: bytes | None) -> list[dict[str, Any] | None]:
+    async with _client(addresses, token) as client:
         return await _statuses(client, addresses)
 
 

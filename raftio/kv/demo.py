@@ -11,7 +11,9 @@ output from raftio.kv.display. The phases:
 5. restart the killed node; its applied index must reach the leader's and
    its state digest must equal every other node's.
 
-Every node is stopped on the way out, on failure and on Ctrl-C too.
+Every node is stopped on the way out, on failure and on Ctrl-C too; the
+status table is last drawn before they stop, so it shows the final state.
+A node that exits unasked fails the run at once, with the cause from its log.
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ from raftio.kv.client import KVClient, KVUnavailableError
 from raftio.kv.display import LiveView, status_table
 from raftio.kv.local import ClusterSpec, LocalCluster
 
-__all__ = ["Demo", "DemoResult"]
+__all__ = ["Demo", "DemoFailure", "DemoResult"]
 
 logger = logging.getLogger(__name__)
 
 _KEYS = 16
 _WAIT = 15.0  # seconds any one phase may wait for the cluster
 _POLL = 0.2
+
+
+class DemoFailure(Exception):
+    """A phase cannot go on; the message says why, in one line."""
 
 
 @dataclass(slots=True)
@@ -48,29 +54,38 @@ class DemoResult:
 class Demo:
     """One run of the demo over the cluster described by `spec` (a fresh directory)."""
 
-    def __init__(self, spec: ClusterSpec, view: LiveView, *, writes: int = 100) -> None:
+    def __init__(
+        self, spec: ClusterSpec, view: LiveView, *, writes: int = 100, loop: str | None = None
+    ) -> None:
         self.spec, self.view, self.writes = spec, view, writes
-        self.cluster = LocalCluster(spec)
+        self.cluster = LocalCluster(spec, loop=loop)
         self.result = DemoResult()
         self.expected: dict[str, str] = {}  # key -> value, from acknowledged writes only
         self.acked = 0
         self.statuses: list[dict[str, Any] | None] = [None] * spec.n
-        self.states: dict[int, str] = {}
-        self._monitor = KVClient(spec.client_peers, attempt_timeout=0.5)
+        self.states: dict[int, str] = {}  # node id -> "killed", for nodes stopped on purpose
+        self._answered: set[int] = set()  # nodes that answered since they last started
+        self._token = spec.secret()
+        self._monitor = self._client(attempt_timeout=0.5)
         self._loop = asyncio.get_running_loop()
 
     async def run(self) -> DemoResult:
         """Run every phase; a phase that fails ends the run as a failed check."""
         self.spec.save()
-        poller = asyncio.create_task(self._poll_forever(), name="demo-status-poller")
         try:
             async with self.cluster:
-                await self._scenario()
-        except (TimeoutError, KVUnavailableError) as exc:
-            self.check(False, f"{type(exc).__name__}: {exc}")
+                poller = asyncio.create_task(self._poll_forever(), name="demo-status-poller")
+                try:
+                    await self._scenario()
+                finally:
+                    # Before the nodes stop: the last table drawn shows them as they ran.
+                    poller.cancel()
+                    await asyncio.gather(poller, return_exceptions=True)
+        except DemoFailure as exc:
+            self.check(False, str(exc))
+        except KVUnavailableError as exc:
+            self.check(False, f"no node answered in time: {exc}")
         finally:
-            poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
             await self._monitor.close()
         return self.result
 
@@ -87,7 +102,7 @@ class Demo:
         leader, term = await self._wait_leader(exclude=None)
         self.check(True, f"node {leader} elected leader of term {term} "
                          f"in {self._loop.time() - started:.2f} s")  # fmt: skip
-        async with KVClient(self.spec.client_peers, deadline=_WAIT) as client:
+        async with self._client(deadline=_WAIT) as client:
             await self._write_phase(client)
             await self._failover_phase(client, leader)
             await self._read_back(client)
@@ -100,6 +115,9 @@ class Demo:
         elapsed = self._loop.time() - started
         self.check(ok, f"{self.writes} writes acknowledged in {elapsed:.2f} s, "
                        "each answered with the expected value")  # fmt: skip
+        self.view.event("      (digest: a hash of a node's applied state; a follower applies an "
+                        "entry once it learns it is committed, so digests differ until the "
+                        "applied indexes match)")  # fmt: skip
         await self._show_table()
 
     async def _failover_phase(self, client: KVClient, victim: int) -> None:
@@ -113,9 +131,14 @@ class Demo:
             self.states[victim] = "killed"
             self.view.event(f"SIGKILL node {victim} (pid {proc.pid}), the leader")
             await self.cluster.kill(victim)
-            async with asyncio.timeout(_WAIT):
-                await writer.resumed.wait()
-                await writer.more_done.wait()
+            try:
+                async with asyncio.timeout(_WAIT):
+                    await writer.resumed.wait()
+                    await writer.more_done.wait()
+            except TimeoutError:
+                raise DemoFailure(
+                    f"writes did not resume on another node within {_WAIT:.0f} s of the kill"
+                ) from None
         finally:
             writer.stop = True
             await task
@@ -147,6 +170,7 @@ class Demo:
         started = self._loop.time()
         proc = self.cluster.start(victim)
         self.states.pop(victim, None)
+        self._answered.discard(victim)
         self.view.event(f"restarted node {victim} (pid {proc.pid})")
         statuses = await self._wait_caught_up()
         leader = next(s for s in statuses if s["role"] == "leader")
@@ -158,22 +182,42 @@ class Demo:
     # ------------------------------------------------------------------ waiting
 
     async def _wait_leader(self, exclude: int | None) -> tuple[int, int]:
-        async with asyncio.timeout(_WAIT):
-            while True:
-                for i, status in enumerate(await self._collect()):
-                    if status is not None and status["role"] == "leader" and i != exclude:
-                        return i, int(status["term"])
-                await asyncio.sleep(_POLL / 2)
+        try:
+            async with asyncio.timeout(_WAIT):
+                while True:
+                    self._check_alive()
+                    for i, status in enumerate(await self._collect()):
+                        if status is not None and status["role"] == "leader" and i != exclude:
+                            return i, int(status["term"])
+                    await asyncio.sleep(_POLL / 2)
+        except TimeoutError:
+            raise DemoFailure(f"no node became leader within {_WAIT:.0f} s") from None
 
     async def _wait_caught_up(self) -> list[dict[str, Any]]:
-        async with asyncio.timeout(_WAIT):
-            while True:
-                statuses = await self._collect()
-                if _caught_up(statuses):
-                    return [s for s in statuses if s is not None]
-                await asyncio.sleep(_POLL / 2)
+        try:
+            async with asyncio.timeout(_WAIT):
+                while True:
+                    self._check_alive()
+                    statuses = await self._collect()
+                    if _caught_up(statuses):
+                        return [s for s in statuses if s is not None]
+                    await asyncio.sleep(_POLL / 2)
+        except TimeoutError:
+            raise DemoFailure(
+                f"the nodes did not reach one applied index and digest within {_WAIT:.0f} s"
+            ) from None
+
+    def _check_alive(self) -> None:
+        """DemoFailure naming the cause if a node exited that the demo did not kill."""
+        for i, code in sorted(self.cluster.exited().items()):
+            if self.states.get(i) != "killed":
+                raise DemoFailure(
+                    f"node {i} exited (exit code {code}): {self.cluster.exit_cause(i)}; "
+                    f"log: {self.spec.log_path(i)}"
+                )
 
     async def _show_table(self) -> None:
+        self._check_alive()
         if not self.view.live:
             await self._collect()
             self.view.show_table()
@@ -197,8 +241,24 @@ class Demo:
             except KVUnavailableError:
                 statuses.append(None)
         self.statuses = statuses
-        self.view.update(status_table(statuses, pids=self._pids(), states=self.states))
+        self.view.update(status_table(statuses, pids=self._pids(), states=self._states(statuses)))
         return statuses
+
+    def _states(self, statuses: list[dict[str, Any] | None]) -> dict[int, str]:
+        """The state column: killed, starting (not yet answering), silent, exited; else up."""
+        states = dict(self.states)
+        for i, status in enumerate(statuses):
+            if status is not None:
+                self._answered.add(i)
+            elif i not in states:
+                if not self.cluster.running(i):
+                    states[i] = "exited"
+                else:
+                    states[i] = "silent" if i in self._answered else "starting"
+        return states
+
+    def _client(self, **options: Any) -> KVClient:
+        return KVClient(self.spec.client_peers, token=self._token, **options)
 
     # ------------------------------------------------------------------ writes
 

@@ -5,9 +5,15 @@ processes started from it; the CLI's `demo` and `cluster` commands and the
 real-process tests use it. A cluster directory D holds:
 
     D/cluster.json   {"cluster_id": ..., "peers": [...], "client_peers": [...], ...}
+    D/secret         the cluster's shared secret: 32 random bytes, mode 0600, made once
     D/node-I/        node I's FileStorage
-    D/node-I.log     node I's output (appended across restarts)
+    D/node-I.log     node I's output since its last start (the run before: node-I.log.1)
     D/node-I.pid     node I's pid, while a detached node runs (`raftio cluster up`)
+
+Nodes run as `python -P -m raftio node`: `-P` keeps a `raftio/` folder in
+the working directory (a checkout's parent, say) from shadowing the
+installed package. Every node gets `--secret-file D/secret`, and so do the
+clients that `raftio kv --dir D` and `raftio status --dir D` make.
 
 `LocalCluster` owns its node processes and stops them all on exit (even on
 failure or Ctrl-C); started with `detached=True` the nodes outlive this
@@ -20,18 +26,34 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ClusterSpec", "LocalCluster", "free_ports", "running_detached", "stop_detached"]
+__all__ = [
+    "ClusterSpec",
+    "LocalCluster",
+    "SecretFileError",
+    "free_ports",
+    "read_secret",
+    "running_detached",
+    "stop_detached",
+]
 
 SPEC_FILE = "cluster.json"
+SECRET_FILE = "secret"
+SECRET_BYTES = 32
+MIN_SECRET_BYTES = 16
+_MAX_SECRET_FILE = 64 << 10
 _STOP_GRACE = 5.0  # seconds a node gets to exit after SIGTERM before SIGKILL
 
 
@@ -47,6 +69,47 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+class SecretFileError(ValueError):
+    """A secret file that cannot be used; the message is one line naming the file and the fix."""
+
+
+def read_secret(path: str | Path) -> bytes:
+    """The shared secret in `path` (the file's bytes, whitespace stripped).
+
+    Refuses (SecretFileError) a file that is missing, not a regular file,
+    open to group or others (the fix, `chmod 600`, is in the message),
+    empty, or holding fewer than 16 bytes.
+    """
+    try:
+        # O_NONBLOCK: a FIFO in its place must not hang the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise SecretFileError(f"the secret file {path} does not exist") from None
+    except OSError as exc:
+        raise SecretFileError(f"cannot read the secret file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise SecretFileError(f"the secret file {path} is not a regular file")
+        if mode & 0o077:
+            raise SecretFileError(
+                f"the secret file {path} is open to group or others (mode "
+                f"{stat.S_IMODE(mode):04o}): chmod 600 {path}"
+            )
+        raw = f.read(_MAX_SECRET_FILE + 1)
+    if len(raw) > _MAX_SECRET_FILE:
+        raise SecretFileError(f"the secret file {path} is over 64 KiB: is it the right file?")
+    secret = raw.strip()
+    if not secret:
+        raise SecretFileError(f"the secret file {path} is empty")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise SecretFileError(
+            f"the secret file {path} holds {len(secret)} bytes, fewer than {MIN_SECRET_BYTES}: "
+            f"make a new one (head -c 32 /dev/urandom > {path}; chmod 600 {path})"
+        )
+    return secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,34 +169,81 @@ class ClusterSpec:
     def pid_path(self, i: int) -> Path:
         return self.directory / f"node-{i}.pid"
 
-    def node_argv(self, i: int, *, parent_pid: int | None = None) -> list[str]:
-        """The command that runs node i: `python -m raftio node ...`."""
+    @property
+    def secret_path(self) -> Path:
+        return self.directory / SECRET_FILE
+
+    def ensure_secret(self) -> Path:
+        """The cluster's secret file, made first if missing: random bytes, mode 0600.
+
+        Made atomically: written and fsynced under a temporary name created
+        0600, then linked into place, so no reader ever sees a partial or
+        world-readable secret, and of two racing callers the first one wins.
+        """
+        path = self.secret_path
+        if path.exists():
+            return path
+        self.directory.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_bytes(SECRET_BYTES)
+        while secret.strip() != secret:  # readers strip whitespace (`echo x > secret`)
+            secret = secrets.token_bytes(SECRET_BYTES)
+        fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=self.directory)  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secret)
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)  # never replaces an existing secret
+        finally:
+            os.unlink(tmp)
+        _fsync_dir(self.directory)
+        return path
+
+    def secret(self) -> bytes | None:
+        """The cluster's secret, or None for a directory made before clusters had one."""
+        if not self.secret_path.exists():
+            return None
+        return read_secret(self.secret_path)
+
+    def node_argv(
+        self, i: int, *, parent_pid: int | None = None, loop: str | None = None
+    ) -> list[str]:
+        """The command that runs node i: `python -P -m raftio node ... --secret-file D/secret`."""
         argv = [
-            sys.executable, "-m", "raftio", "node",
+            # -P: a raftio/ folder in the working directory must not shadow the package.
+            sys.executable, "-P", "-m", "raftio", "node",
             "--id", str(i),
             "--peers", ",".join(self.peers),
             "--client-peers", ",".join(self.client_peers),
             "--data", str(self.data_dir(i)),
             "--cluster-id", self.cluster_id,
+            "--secret-file", str(self.secret_path),
         ]  # fmt: skip
         if self.snapshot_bytes is not None:
             argv += ["--snapshot-bytes", str(self.snapshot_bytes)]
         if parent_pid is not None:
             argv += ["--parent-pid", str(parent_pid)]
+        if loop is not None:
+            argv += ["--loop", loop]
         return argv + self.extra_args
 
 
 class LocalCluster:
     """The node processes of one ClusterSpec, started and stopped by this process.
 
-    Use as a context manager: leaving it stops every node this object
+    Every node gets the cluster's secret (made on the first start). Use as
+    a context manager: leaving it stops every node this object
     started and still owns (SIGTERM, then SIGKILL after a grace period).
     Non-detached nodes also exit by themselves if this process dies.
     """
 
-    def __init__(self, spec: ClusterSpec, *, detached: bool = False) -> None:
+    def __init__(
+        self, spec: ClusterSpec, *, detached: bool = False, loop: str | None = None
+    ) -> None:
         self.spec = spec
         self.detached = detached
+        self.loop = loop  # the nodes' --loop; None: their default (uvloop where installed)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     async def __aenter__(self) -> LocalCluster:
@@ -143,15 +253,19 @@ class LocalCluster:
         await self.stop_all()
 
     def start(self, i: int) -> subprocess.Popen[bytes]:
-        """Start node i (it must not be running)."""
+        """Start node i (it must not be running); its log starts afresh (the last: .log.1)."""
         if self.running(i):
             raise RuntimeError(f"node {i} is already running")
         spec = self.spec
         spec.data_dir(i).mkdir(parents=True, exist_ok=True)
+        spec.ensure_secret()
         parent = None if self.detached else os.getpid()
-        with open(spec.log_path(i), "ab") as log:
+        log_path = spec.log_path(i)
+        with contextlib.suppress(FileNotFoundError):
+            log_path.replace(log_path.with_name(log_path.name + ".1"))
+        with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                spec.node_argv(i, parent_pid=parent),
+                spec.node_argv(i, parent_pid=parent, loop=self.loop),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -165,6 +279,25 @@ class LocalCluster:
     def start_all(self) -> None:
         for i in range(self.spec.n):
             self.start(i)
+
+    def exited(self) -> dict[int, int]:
+        """node id -> exit code of the nodes this object started that have exited."""
+        codes = {i: proc.poll() for i, proc in self.procs.items()}
+        return {i: code for i, code in codes.items() if code is not None}
+
+    def exit_cause(self, i: int) -> str:
+        """One line on why node i's run ended, from its log: its last error, else its last line."""
+        try:
+            lines = self.spec.log_path(i).read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return "it left no log"
+        for line in reversed(lines):
+            match = _ERROR_LINE.match(line)
+            if match:
+                return match.group(1)
+        # A traceback (an import failure) ends with its exception, unindented.
+        last = [line for line in lines if line.strip() and not line[0].isspace()]
+        return last[-1] if last else "it logged nothing"
 
     def running(self, i: int) -> bool:
         proc = self.procs.get(i)
@@ -253,6 +386,18 @@ def running_detached(spec: ClusterSpec) -> dict[int, int]:
         if pid is not None and _is_node_process(pid):
             pids[i] = pid
     return pids
+
+
+# An ERROR or CRITICAL line of the CLI's log format: "<date> <time> LEVEL logger: message".
+_ERROR_LINE = re.compile(r"^\S+ \S+ (?:ERROR|CRITICAL) \S+: (.*)$")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 async def _wait_exit(procs: Sequence[subprocess.Popen[bytes]]) -> None:

@@ -2,12 +2,15 @@
 
 Every process a fixture starts is SIGKILLed and reaped in its finalizer,
 whatever the test did. Helpers poll the nodes' client ports, never sleep
-for a fixed time to let something happen.
+for a fixed time to let something happen. Nodes hold their cluster's
+secret, as every LocalCluster's do: clients come from `kv_client()`, raw
+connections from `open_authenticated()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,20 +21,52 @@ import pytest
 
 from raftio.kv import KVClient, KVUnavailableError
 from raftio.kv.local import ClusterSpec, LocalCluster
+from raftio.kv.protocol import auth_proof, encode_frame, read_frame
+from raftio.node import parse_address
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_raftio(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_raftio(
+    *args: str, timeout: float = 60.0, cwd: Path = ROOT, **options: Any
+) -> subprocess.CompletedProcess[str]:
     """`python -m raftio ARGS`, output captured."""
     return subprocess.run(
         [sys.executable, "-m", "raftio", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=ROOT,
+        cwd=cwd,
         check=False,
+        **options,
     )
+
+
+def kv_client(
+    cluster: LocalCluster, addresses: list[str] | None = None, **options: Any
+) -> KVClient:
+    """A KVClient of `cluster` (all its nodes, or `addresses`) holding the cluster's secret."""
+    addresses = addresses if addresses is not None else cluster.spec.client_peers
+    return KVClient(addresses, token=cluster.spec.secret(), **options)
+
+
+async def open_authenticated(
+    address: str, token: bytes | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection to a node's client port, past the token handshake (raftio.kv.protocol)."""
+    reader, writer = await asyncio.open_connection(*parse_address(address))
+    if token is None:
+        return reader, writer
+    nonce = secrets.token_bytes(16)
+    writer.write(encode_frame({"op": "hello", "nonce": nonce}))
+    hello = await read_frame(reader)
+    server_nonce = hello["value"]["nonce"]
+    assert hello["value"]["proof"] == auth_proof(token, "raftio-kv-server", nonce, server_nonce)
+    proof = auth_proof(token, "raftio-kv-client", nonce, server_nonce)
+    writer.write(encode_frame({"op": "auth", "proof": proof}))
+    verdict = await read_frame(reader)
+    assert verdict["ok"], verdict
+    return reader, writer
 
 
 def start_cluster(directory: Path, n: int = 3, **options: Any) -> LocalCluster:
@@ -62,10 +97,11 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
         cluster.kill_all_now()
 
 
-async def statuses(addresses: list[str]) -> list[dict[str, Any] | None]:
+async def statuses(cluster: LocalCluster) -> list[dict[str, Any] | None]:
     """Every node's status map, None for a node that does not answer."""
     result: list[dict[str, Any] | None] = []
-    async with KVClient(addresses) as client:
+    addresses = cluster.spec.client_peers
+    async with kv_client(cluster) as client:
         for address in addresses:
             try:
                 result.append(await client.status(address, timeout=0.5))
@@ -78,17 +114,17 @@ async def wait_leader(cluster: LocalCluster, timeout: float = 10.0) -> int:
     """The id of a node that reports itself leader (polling its client port)."""
     async with asyncio.timeout(timeout):
         while True:
-            for i, status in enumerate(await statuses(cluster.spec.client_peers)):
+            for i, status in enumerate(await statuses(cluster)):
                 if status is not None and status["role"] == "leader":
                     return i
             await asyncio.sleep(0.05)
 
 
-async def caught_up(addresses: list[str], timeout: float) -> list[dict[str, Any]]:
+async def caught_up(cluster: LocalCluster, timeout: float) -> list[dict[str, Any]]:
     """Statuses once every node is up and has applied the leader's index, one digest."""
     async with asyncio.timeout(timeout):
         while True:
-            found = await statuses(addresses)
+            found = await statuses(cluster)
             live = [s for s in found if s is not None]
             leader = [s for s in live if s["role"] == "leader"]
             if len(live) == len(found) and len(leader) == 1:

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from raftio.kv import KVClient
 from raftio.kv.local import LocalCluster
 from raftio.kv.protocol import MAX_FRAME, encode_frame, read_frame
 from raftio.node import parse_address
 
-from .conftest import wait_leader
+from .conftest import kv_client, open_authenticated, wait_leader
 
 
 def frame(body: bytes) -> bytes:
@@ -55,9 +54,11 @@ FRAMING = [
 ]
 
 
-async def send_raw(address: str, data: bytes, half_close: bool) -> tuple[Any, bytes]:
-    """Send `data`; return the first reply frame (None if none) and whatever follows until EOF."""
-    reader, writer = await asyncio.open_connection(*parse_address(address))
+async def send_raw(
+    address: str, data: bytes, half_close: bool, token: bytes | None
+) -> tuple[Any, bytes]:
+    """Authenticate, send `data`; return the first reply frame (None if none) and what follows."""
+    reader, writer = await open_authenticated(address, token)
     try:
         writer.write(data)
         if half_close:
@@ -78,8 +79,8 @@ async def test_bad_input_closes_the_connection_and_the_node_serves_on(
     node = await wait_leader(shared_cluster)
     address = shared_cluster.spec.client_peers[node]
 
-    reply, rest = await send_raw(address, data, half_close)
-    async with KVClient(shared_cluster.spec.client_peers) as client:
+    reply, rest = await send_raw(address, data, half_close, shared_cluster.spec.secret())
+    async with kv_client(shared_cluster) as client:
         written = await client.put("after-bad-input", "ok")
 
     assert (reply or {}).get("error") == error
@@ -94,12 +95,12 @@ async def test_abandoned_connections_do_not_hurt(shared_cluster: LocalCluster) -
     for _, writer in streams[:50]:
         writer.write(b"\x00\x00\x00")  # half a header, then silence
 
-    async with KVClient(shared_cluster.spec.client_peers) as client:
+    async with kv_client(shared_cluster) as client:
         written = await client.append("busy", "x")
     for _, writer in streams:
         writer.close()
         await writer.wait_closed()
-    async with KVClient(shared_cluster.spec.client_peers) as client:
+    async with kv_client(shared_cluster) as client:
         value = await client.get("busy")
 
     assert written == "x"

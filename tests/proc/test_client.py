@@ -10,7 +10,7 @@ from raftio.kv import KVClient, KVRequestError, KVUnavailableError
 from raftio.kv.local import LocalCluster, free_ports
 from raftio.kv.machine import MAX_VALUE
 
-from .conftest import wait_leader
+from .conftest import kv_client, wait_leader
 
 
 async def test_a_follower_redirects_the_client_to_the_leader(shared_cluster: LocalCluster) -> None:
@@ -18,7 +18,7 @@ async def test_a_follower_redirects_the_client_to_the_leader(shared_cluster: Loc
     leader = await wait_leader(shared_cluster)
     follower = addresses[(leader + 1) % len(addresses)]
 
-    async with KVClient([follower]) as client:
+    async with kv_client(shared_cluster, [follower]) as client:
         value = await client.put("redirected", "yes")
         answered_by = client.leader
 
@@ -30,7 +30,7 @@ async def test_status_reports_every_node(shared_cluster: LocalCluster) -> None:
     addresses = shared_cluster.spec.client_peers
     await wait_leader(shared_cluster)
 
-    async with KVClient(addresses) as client:
+    async with kv_client(shared_cluster) as client:
         found = [await client.status(address) for address in addresses]
 
     assert [s["node_id"] for s in found] == [0, 1, 2]
@@ -43,7 +43,7 @@ async def test_status_reports_every_node(shared_cluster: LocalCluster) -> None:
 async def test_a_value_past_the_limit_is_refused_and_changes_nothing(
     shared_cluster: LocalCluster,
 ) -> None:
-    async with KVClient(shared_cluster.spec.client_peers) as client:
+    async with kv_client(shared_cluster) as client:
         await client.put("big", "x" * (MAX_VALUE - 1))
 
         with pytest.raises(KVRequestError, match="failed"):

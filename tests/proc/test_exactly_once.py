@@ -6,22 +6,26 @@ import asyncio
 import contextlib
 from typing import Any
 
-from raftio.kv import KVClient, KVStateMachine
+from raftio.kv import KVStateMachine
 from raftio.kv.local import LocalCluster
 from raftio.kv.machine import write_command
 from raftio.kv.protocol import encode_frame, read_frame
 from raftio.node import parse_address
 
-from .conftest import wait_leader
+from .conftest import kv_client, open_authenticated, wait_leader
+
+HANDSHAKE = ("hello", "auth")  # the token handshake's requests, relayed like any other
 
 
 async def leader_address(cluster: LocalCluster) -> str:
     return cluster.spec.client_peers[await wait_leader(cluster)]
 
 
-async def send_frames(address: str, requests: list[dict[str, Any]]) -> list[Any]:
-    """One connection; each request then its reply, in turn."""
-    reader, writer = await asyncio.open_connection(*parse_address(address))
+async def send_frames(
+    address: str, requests: list[dict[str, Any]], token: bytes | None
+) -> list[Any]:
+    """One authenticated connection; each request then its reply, in turn."""
+    reader, writer = await open_authenticated(address, token)
     try:
         replies = []
         for request in requests:
@@ -58,9 +62,12 @@ class ReplyDropper:
         node_r, node_w = await asyncio.open_connection(*parse_address(self.target))
         try:
             while (request := await read_frame(client_r)) is not None:
-                self.requests.append(request)
                 node_w.write(encode_frame(request))
                 reply = await read_frame(node_r)
+                if request.get("op") in HANDSHAKE:
+                    client_w.write(encode_frame(reply))
+                    continue
+                self.requests.append(request)
                 if self.drops > 0:
                     self.drops -= 1
                     return
@@ -78,7 +85,8 @@ async def test_a_duplicated_request_applies_once(shared_cluster: LocalCluster) -
     write = {"op": "append", "key": "dup", "value": "x", "client": "dup-test", "seq": 1}
     second = {**write, "value": "y", "seq": 2}
 
-    replies = await send_frames(address, [write, write, second, write, {"op": "get", "key": "dup"}])
+    requests = [write, write, second, write, {"op": "get", "key": "dup"}]
+    replies = await send_frames(address, requests, shared_cluster.spec.secret())
 
     ok = [{"ok": True, "value": v} for v in ("x", "x", "xy", None, "xy")]
     assert replies == ok  # the stale copy of seq 1 after seq 2 answers None and changes nothing
@@ -90,10 +98,10 @@ async def test_client_retries_a_lost_reply_and_the_write_applies_once(
     leader = await leader_address(shared_cluster)
     dropper = ReplyDropper(leader, drops=2)
 
-    async with dropper as proxy, KVClient([proxy]) as client:
+    async with dropper as proxy, kv_client(shared_cluster, [proxy]) as client:
         first = await client.append("lost-replies", "a")
         second = await client.append("lost-replies", "b")
-    async with KVClient(shared_cluster.spec.client_peers) as reader:
+    async with kv_client(shared_cluster) as reader:
         value = await reader.get("lost-replies")
 
     seqs = [r["seq"] for r in dropper.requests]

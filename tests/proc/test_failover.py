@@ -13,7 +13,7 @@ import signal
 from raftio.kv import KVClient
 from raftio.kv.local import LocalCluster
 
-from .conftest import caught_up, wait_leader
+from .conftest import caught_up, kv_client, wait_leader
 
 
 class Writer:
@@ -50,7 +50,7 @@ async def test_sigkill_leader_writes_resume_and_none_is_lost(
     addresses = cluster.spec.client_peers
     victim = await wait_leader(cluster)
     loop = asyncio.get_running_loop()
-    async with KVClient(addresses, deadline=10.0) as client:
+    async with kv_client(cluster, deadline=10.0) as client:
         writer = Writer(client)
         await writer.run(60)
 
@@ -68,7 +68,7 @@ async def test_sigkill_leader_writes_resume_and_none_is_lost(
         )
 
         cluster.start(victim)
-        final = await caught_up(addresses, timeout=15.0)
+        final = await caught_up(cluster, timeout=15.0)
         values = {key: await client.get(key) for key in writer.expected}
 
     print(f"writes resumed {resumed_at - killed_at:.3f} s after the SIGKILL")
