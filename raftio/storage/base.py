@@ -25,6 +25,14 @@ class StorageError(Exception):
     """A write or fsync failed, or stored data is unreadable: state cannot be trusted."""
 
 
+class StorageCorruptError(StorageError):
+    """The directory is damaged where it held durable state; the peer must not start.
+
+    The message is one line naming the file and, where there is one, the
+    offset: ``<path> at offset <n>: <what is wrong>``.
+    """
+
+
 @dataclass(slots=True)
 class DurableState:
     """Everything a peer restores at start (Figure 2 persistent state + snapshot metadata)."""

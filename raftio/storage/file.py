@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from raftio import codec
 from raftio.messages import Entry
 from raftio.storage import wal
-from raftio.storage.base import DurableState, StorageError
+from raftio.storage.base import DurableState, StorageCorruptError, StorageError
 from raftio.storage.recovery import StorageLockedError, lock_directory, make_directory, recover
 from raftio.storage.wal import Checkpoint
 from raftio.storage.worker import WorkerThread
 from raftio.storage.writer import Closed, Disk, SnapshotFile
 
-__all__ = ["Disk", "FileStorage", "StorageLockedError"]
+__all__ = ["Disk", "FileStorage", "StorageCorruptError", "StorageLockedError"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +60,18 @@ class FileStorage:
         disk: the write and fsync calls; tests pass a subclass that fails.
         sync_delay: seconds (event-loop clock) each batch waits before it
             is written, to model a slow disk; may be changed at any time.
+        watermark_delay: seconds (event-loop clock) of idleness after a
+            group commit before the MANIFEST records it as durable (one
+            fdatasync per idle period; under load each batch's records
+            carry the previous batch's watermark instead). None: only on
+            segment rolls and at close.
 
     Raises:
         StorageLockedError: the directory is open elsewhere.
-        StorageError: the directory's content is corrupt or contradicts itself.
+        StorageCorruptError: the directory is damaged where it held durable
+            state (below the durable watermark, or contradicting itself); the
+            message names the file and offset.
+        StorageError: opening failed otherwise.
     """
 
     def __init__(
@@ -74,9 +82,12 @@ class FileStorage:
         compact_min_bytes: int = 1 << 20,
         disk: Disk | None = None,
         sync_delay: float = 0.0,
+        watermark_delay: float | None = 0.05,
     ) -> None:
         self.directory = os.fspath(directory)
         self.sync_delay = sync_delay
+        self.watermark_delay = watermark_delay
+        self._watermark_timer: asyncio.TimerHandle | None = None
         self._compact_min_bytes = compact_min_bytes
         disk = disk or Disk()
         make_directory(self.directory, disk)
@@ -152,11 +163,22 @@ class FileStorage:
         if not self._state.compact(index, term, name):
             return
         self._snapshot = bytes(data)
-        # The snapshot file must be durable before its marker can reach the disk.
-        if self._buf:
-            self._items.append(self._buf)
-            self._buf = bytearray()
-        self._items.append(SnapshotFile(name, index, term, self._snapshot))
+        snapshot = SnapshotFile(name, index, term, self._snapshot)
+        for i, item in enumerate(self._items):
+            if isinstance(item, SnapshotFile):
+                # A batch writes only its newest snapshot, in the place of the
+                # first: its file is durable before any of the batch's markers.
+                # Older markers name files never written; they lie past the
+                # durable watermark until the batch is synced, and recovery cuts
+                # the log before them if a crash comes first.
+                self._items[i] = snapshot
+                break
+        else:
+            # The snapshot file must be durable before its marker can reach the disk.
+            if self._buf:
+                self._items.append(self._buf)
+                self._buf = bytearray()
+            self._items.append(snapshot)
         self._append(wal.snapshot_mark_body(index, term, name))
 
     def _check_usable(self) -> None:
@@ -203,6 +225,8 @@ class FileStorage:
         self._resumed = True
         if not self._closed:
             self._kick()
+            if not self._flushing:
+                self._arm_watermark()
 
     def _kick(self) -> None:
         """Start writing the buffered records unless a batch is already on its way."""
@@ -252,6 +276,32 @@ class FileStorage:
             if not fut.done():
                 fut.set_result(None)
         self._kick()  # what was written meanwhile: the next group commit
+        if not self._flushing:
+            self._arm_watermark()
+
+    # --- the durable watermark ----------------------------------------------
+
+    def _arm_watermark(self) -> None:
+        if self._watermark_timer is None and self.watermark_delay is not None:
+            loop = asyncio.get_running_loop()
+            self._watermark_timer = loop.call_later(self.watermark_delay, self._write_watermark)
+
+    def _write_watermark(self) -> None:
+        """Idle since the last group commit: record it in the MANIFEST (off the hot path)."""
+        self._watermark_timer = None
+        if self._flushing or self._error is not None or self._closed or not self._resumed:
+            return  # the next batch's end re-arms the timer
+        self._flushing = True  # batches wait for this one fdatasync
+        self._worker.submit(self._writer.write_manifest, self._watermark_written)
+
+    def _watermark_written(self, _wrote: object, error: BaseException | None) -> None:
+        self._flushing = False
+        if self._closed or isinstance(error, Closed):
+            return
+        if error is not None:
+            self._fail(error if isinstance(error, Exception) else RuntimeError(repr(error)))
+            return
+        self._kick()
 
     def _take_batch(self) -> _Batch:
         items = self._items
@@ -298,10 +348,23 @@ class FileStorage:
         if self._closed:
             return
         self._closed = True
+        if self._watermark_timer is not None:
+            self._watermark_timer.cancel()
+            self._watermark_timer = None
+        if not self._flushing and self._error is None:
+            self._record_watermark()
         self._writer.close()  # a batch still queued for the worker now fails fast
         self._worker.stop()
         self._reject_waiters(StorageError(f"{self.directory} was closed before this sync"))
         os.close(self._lock_fd)
+
+    def _record_watermark(self) -> None:
+        # The worker is idle: write the MANIFEST from here, so a clean close
+        # leaves a watermark that covers every acknowledged write.
+        try:
+            self._writer.write_manifest()
+        except (StorageError, Closed) as exc:
+            logger.warning("FileStorage %s: MANIFEST not updated at close: %s", self.directory, exc)
 
     def __enter__(self) -> FileStorage:
         return self

@@ -12,17 +12,21 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from raftio import codec
 from raftio.messages import Entry
-from raftio.storage import wal
-from raftio.storage.base import DurableState, StorageError
+from raftio.storage import manifest, wal
+from raftio.storage.base import DurableState, StorageCorruptError, StorageError
+from raftio.storage.manifest import Mark
 from raftio.storage.wal import Checkpoint
 from raftio.storage.writer import Disk, WalWriter
 
 logger = logging.getLogger(__name__)
+
+QUARANTINE = "quarantine"  # bytes a repair cut from the log, kept for a post-mortem
 
 
 class StorageLockedError(StorageError):
@@ -155,49 +159,131 @@ def lock_directory(directory: str) -> int:
 
 
 def recover(directory: str, disk: Disk, segment_size: int) -> tuple[LogState, bytes, WalWriter]:
-    """Replay the log from the newest checkpoint; cut a torn tail; check the snapshot."""
+    """Replay the log from the newest checkpoint; repair or refuse what is damaged.
+
+    The durable watermark (the MANIFEST's mark, or a watermark record) says
+    how far the log reached when it was last known synced: damage below it
+    raises StorageCorruptError; a torn or out-of-order tail past it (a
+    crash or power cut before the fdatasync) is moved to quarantine/ and cut.
+    """
     listing = wal.list_directory(directory)
-    _remove(directory, listing.temporary, "temporary file left by a crash")
-    segments = _drop_torn_newest(directory, listing.segments)
+    _remove(directory, listing.temporary, "temporary file left by a crash", disk)
+    found = _read_manifest(directory, listing)
+    mark = found.mark if found is not None else None
+    for line in found.damaged if found is not None else []:
+        logger.warning("%s; using the other slot (%s)", line, _describe_mark(mark))
+    newest = listing.segments[-1] if listing.segments else 0
+    if mark is not None and mark.seq > newest:
+        raise StorageCorruptError(
+            f"{os.path.join(directory, wal.segment_name(mark.seq))}: missing, but "
+            f"{manifest.MANIFEST_NAME} says it holds {mark.offset} durable bytes of records"
+        )
+    segments = _drop_torn_newest(directory, listing.segments, mark, disk)
     if not segments:
         if listing.snapshots:
-            raise StorageError(f"{directory}: snapshot files {listing.snapshots} but no log")
-        writer = WalWriter(directory, disk, segment_size, [], [])
-        try:
-            writer.start_first_segment(wal.encode_checkpoint(Checkpoint(1, 0, None, 0, 0, "", [])))
-        except BaseException:
-            writer.close()
-            raise
-        return LogState(), b"", writer
+            raise StorageCorruptError(f"{directory}: snapshot files {listing.snapshots} but no log")
+        return LogState(), b"", _fresh(directory, disk, segment_size, mark)
+    assert mark is not None  # _read_manifest refuses segments without a MANIFEST
     start = _find_checkpoint(directory, segments)
     live = segments[start:]
-    state, sizes = _replay(directory, live, disk)
+    state, sizes, durable = _replay(directory, live, disk, mark)
     snapshot = b""
     if state.snapshot_index:
         path = os.path.join(directory, state.snapshot_file)
         snapshot = wal.read_snapshot_file(path, state.snapshot_index, state.snapshot_term)
-    _remove(directory, [wal.segment_name(s) for s in segments[:start]], "segment before checkpoint")
+    writer = WalWriter(directory, disk, segment_size, live, sizes, mark)
+    try:
+        if sizes[-1] > durable or mark.seq != live[-1] or (found is not None and found.damaged):
+            # What was read may sit only in the page cache (after kill -9): make it
+            # durable before the MANIFEST says so, and before older files go.
+            writer.sync_newest()
+            writer.write_manifest(force=True)
+    except BaseException:
+        writer.close()
+        raise
+    old = [wal.segment_name(s) for s in segments[:start]]
+    _remove(directory, old, "segment before checkpoint", disk)
     unused = [name for name in listing.snapshots if name != state.snapshot_file]
-    _remove(directory, unused, "snapshot the log does not name")
-    return state, snapshot, WalWriter(directory, disk, segment_size, live, sizes)
+    _remove(directory, unused, "snapshot the log does not name", disk)
+    return state, snapshot, writer
 
 
-def _remove(directory: str, names: list[str], why: str) -> None:
+def _fresh(directory: str, disk: Disk, segment_size: int, mark: Mark | None) -> WalWriter:
+    """Start an empty log: the MANIFEST first, then segment 1 (a crash between is harmless)."""
+    writer = WalWriter(directory, disk, segment_size, [], [], mark)
+    try:
+        if mark is None:
+            writer.create_manifest()
+        writer.start_first_segment(wal.encode_checkpoint(Checkpoint(1, 0, None, 0, 0, "", [])))
+    except BaseException:
+        writer.close()
+        raise
+    return writer
+
+
+def _read_manifest(directory: str, listing: wal.Listing) -> manifest.Manifest | None:
+    path = manifest.path_in(directory)
+    found = manifest.read(path)
+    if found is None and (listing.segments or listing.snapshots):
+        raise StorageCorruptError(
+            f"{path}: missing, but the directory holds {len(listing.segments)} segments and "
+            f"{len(listing.snapshots)} snapshots; how far the log must reach is unknown"
+        )
+    return found
+
+
+def _describe_mark(mark: Mark | None) -> str:
+    if mark is None:
+        return "none"
+    name = wal.segment_name(mark.seq)
+    return f"generation {mark.generation}: {name} through offset {mark.offset}"
+
+
+def _remove(directory: str, names: list[str], why: str, disk: Disk) -> None:
     # No directory fsync: if a removal is lost in a crash, recovery removes it again.
     for name in names:
         logger.info("%s: removing %s (%s)", directory, name, why)
-        os.unlink(os.path.join(directory, name))
+        disk.unlink(os.path.join(directory, name))
 
 
-def _drop_torn_newest(directory: str, segments: list[int]) -> list[int]:
-    """A crash while a segment was being started leaves it torn at offset 0: drop it."""
+def _drop_torn_newest(
+    directory: str, segments: list[int], mark: Mark | None, disk: Disk
+) -> list[int]:
+    """A crash while a segment was being started leaves it torn at offset 0: move it aside.
+
+    Only past the watermark: the MANIFEST names a segment once its first
+    record is durable, so a segment it names must start with a whole record.
+    """
     if not segments:
         return segments
-    path = os.path.join(directory, wal.segment_name(segments[-1]))
-    if wal.read_first(path, last=True) is not None:
-        return segments
-    logger.warning("%s at offset 0: first record torn by a crash; removing the segment", path)
-    os.unlink(path)
+    seq = segments[-1]
+    path = os.path.join(directory, wal.segment_name(seq))
+    named = mark is not None and seq <= mark.seq
+    try:
+        if wal.read_first(path, last=True) is not None:
+            return segments
+        why = "first record torn by a crash"
+    except StorageCorruptError as exc:
+        if named:
+            raise
+        why = str(exc).split(": ", 1)[1]
+    if named:
+        raise wal.corrupt(
+            path,
+            0,
+            f"first record missing or torn, below the durable watermark "
+            f"({manifest.MANIFEST_NAME}: {_describe_mark(mark)})",
+        )
+    with open(path, "rb") as f:
+        data = f.read()
+    moved = _quarantine(path, data, 0, disk)
+    logger.warning(
+        "%s at offset 0: %s, past the durable watermark (%s: %s); moved the segment (%d bytes, "
+        "%d of them non-zero) to %s",
+        path, why, manifest.MANIFEST_NAME, _describe_mark(mark), len(data),
+        len(data) - data.count(0), moved,
+    )  # fmt: skip
+    disk.unlink(path)
     return segments[:-1]
 
 
@@ -209,37 +295,141 @@ def _find_checkpoint(directory: str, segments: list[int]) -> int:
         if isinstance(first, Checkpoint):
             for a, b in zip(segments[i:], segments[i + 1 :], strict=False):
                 if b != a + 1:
-                    raise StorageError(f"{directory}: segment {wal.segment_name(a + 1)} is missing")
+                    raise StorageCorruptError(
+                        f"{directory}: segment {wal.segment_name(a + 1)} is missing"
+                    )
             return i
         if not isinstance(first, wal.SegmentStart):
             raise wal.corrupt(path, 0, "a segment must start with a checkpoint or segment start")
-    raise StorageError(f"{directory}: no segment starts with a checkpoint; the log's start is lost")
+    raise StorageCorruptError(
+        f"{directory}: no segment starts with a checkpoint; the log's start is lost"
+    )
 
 
-def _replay(directory: str, live: list[int], disk: Disk) -> tuple[LogState, list[int]]:
+def _replay(
+    directory: str, live: list[int], disk: Disk, mark: Mark
+) -> tuple[LogState, list[int], int]:
+    """The state the live segments hold, their sizes, and the newest one's durable watermark."""
     state = LogState()
     sizes: list[int] = []
-    for i, seq in enumerate(live):
+    for seq in live[:-1]:
         path = os.path.join(directory, wal.segment_name(seq))
         with open(path, "rb") as f:
             data = f.read()
         replayer = _Replayer(state, seq, sizes[-1] if sizes else 0)
-        tail = wal.scan_segment(path, data, last=i == len(live) - 1, on_record=replayer.apply)
-        if tail.torn is not None:
-            logger.warning(
-                "%s at offset %d: %s, a write cut short by a crash; truncating %d bytes",
-                path, tail.end, tail.torn, len(data) - tail.end,
-            )  # fmt: skip
-            _truncate(path, tail.end, disk)
-        sizes.append(tail.end)
-    return state, sizes
+        sizes.append(wal.scan_segment(path, data, on_record=replayer.apply).end)
+    seq = live[-1]
+    path = os.path.join(directory, wal.segment_name(seq))
+    with open(path, "rb") as f:
+        data = f.read()
+    scan = wal.scan_newest(path, data)
+    durable, source = _watermark(scan, mark if mark.seq == seq else None)
+    if scan.end < durable:
+        what = scan.problem or "the log ends here (only zeros follow)"
+        raise wal.corrupt(
+            path, scan.end, f"{what}, below the durable watermark at offset {durable} ({source})"
+        )
+    keep, why = _unsynced_markers(directory, scan, durable)
+    replayer = _Replayer(state, seq, sizes[-1] if sizes else 0)
+    for off, record in scan.records[:keep]:
+        try:
+            replayer.apply(record, off)
+        except ValueError as exc:
+            raise wal.corrupt(path, off, str(exc)) from None
+    end = scan.records[keep][0] if keep < len(scan.records) else scan.end
+    if why is None and scan.problem is not None:
+        why = scan.problem
+    if why is not None:
+        lost = scan.records[keep:] + scan.later
+        _cut(path, data, end, max(scan.data_end, scan.end), why, lost, (durable, source), disk)
+    sizes.append(end)
+    return state, sizes, durable
+
+
+def _watermark(scan: wal.Newest, mark: Mark | None) -> tuple[int, str]:
+    """How far the newest segment was durable when last known, and who says so.
+
+    The first record was synced before anything else; the MANIFEST's mark, and
+    every watermark record (including those found past damage), say more.
+    """
+    records = scan.records
+    durable = records[1][0] if len(records) > 1 else scan.end
+    source = "the segment's first record"
+    if mark is not None and mark.offset > durable:
+        durable, source = mark.offset, manifest.MANIFEST_NAME
+    for off, record in records + scan.later:
+        if isinstance(record, wal.Watermark) and durable < record.offset <= off:
+            durable, source = record.offset, f"the watermark record at offset {off}"
+    return durable, source
+
+
+def _unsynced_markers(directory: str, scan: wal.Newest, durable: int) -> tuple[int, str | None]:
+    """How many records to keep so that the last snapshot marker names a file that exists.
+
+    A batch writes only its newest snapshot file, so a crash before its
+    fdatasync can leave markers of older snapshots in the same batch whose
+    files were never written; they all lie past the watermark.
+    """
+    keep, why = len(scan.records), None
+    for i in range(len(scan.records) - 1, -1, -1):
+        off, record = scan.records[i]
+        if not isinstance(record, wal.SnapshotMark):
+            continue
+        if off < durable or os.path.exists(os.path.join(directory, record.file)):
+            break
+        keep, why = i, f"snapshot marker naming {record.file}, which was never written"
+    return keep, why
+
+
+def _cut(
+    path: str,
+    data: bytes,
+    at: int,
+    stop: int,
+    why: str,
+    lost: list[tuple[int, wal.Record]],
+    watermark: tuple[int, str],
+    disk: Disk,
+) -> None:
+    """Move data[at:stop] to quarantine/, log what goes, then cut the segment at `at`."""
+    moved = _quarantine(path, data[at:stop], at, disk)
+    logger.warning(
+        "%s at offset %d: %s, past the durable watermark at offset %d (%s), so never known "
+        "synced: cutting %d bytes (%s); moved to %s",
+        path, at, why, *watermark, stop - at, wal.describe(lost), moved,
+    )  # fmt: skip
+    _truncate(path, at, disk)
+
+
+def _quarantine(path: str, chunk: bytes, at: int, disk: Disk) -> str:
+    """Write `chunk` (bytes of `path` from offset `at`) durably under quarantine/."""
+    directory = os.path.join(os.path.dirname(path), QUARANTINE)
+    make_directory(directory, disk)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = f"{os.path.basename(path)}.at-{at}.{stamp}"
+    target, n = os.path.join(directory, base), 1
+    while os.path.exists(target):
+        n += 1
+        target = os.path.join(directory, f"{base}.{n}")
+    fd = disk.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        disk.write(fd, chunk)
+        disk.fdatasync(fd)
+    finally:
+        os.close(fd)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        disk.fsync_dir(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return target
 
 
 def _truncate(path: str, size: int, disk: Disk) -> None:
-    fd = os.open(path, os.O_WRONLY)
+    fd = disk.open(path, os.O_WRONLY)
     try:
-        os.ftruncate(fd, size)
-        disk.fdatasync(fd)
+        disk.truncate(fd, size)
+        disk.fsync(fd)
     finally:
         os.close(fd)
 
@@ -252,8 +442,9 @@ class _Replayer:
     seq: int
     prev_size: int  # bytes in the segment before this one
 
-    def apply(self, record: wal.Record, first: bool) -> None:
+    def apply(self, record: wal.Record, offset: int) -> None:
         kind = type(record).__name__
+        first = offset == 0
         if isinstance(record, Checkpoint | wal.SegmentStart):
             if not first:
                 raise ValueError(f"{kind} record in the middle of a segment")
@@ -276,6 +467,8 @@ class _Replayer:
             self.state.append(record.first_index, [])
         elif isinstance(record, wal.SnapshotMark):
             self._mark(record)
+        elif isinstance(record, wal.Watermark) and record.offset > offset:
+            raise ValueError(f"watermark record claims offset {record.offset}, past itself")
 
     def _mark(self, mark: wal.SnapshotMark) -> None:
         if mark.file != wal.snapshot_name(mark.index, mark.term):

@@ -1,14 +1,17 @@
 """The write-ahead log format: record framing, segment and snapshot files, reading them.
 
 Owns the bytes of a FileStorage directory: how records are encoded and
-framed, how a segment is scanned and where a torn tail ends, file names.
-Pure functions and plain reads; knows nothing of asyncio or of Raft's rules
-(`recovery.py` replays records, `writer.py` writes them). Format (also in
-docs/storage.md):
+framed, how a segment is scanned, where its good records end and what lies
+after them, file names. Pure functions and plain reads; knows nothing of
+asyncio or of Raft's rules (`recovery.py` replays records and decides what
+to repair, `writer.py` writes them; the MANIFEST is `manifest.py`'s).
+Format (also in docs/storage.md):
 
     LOCK                          flock(LOCK_EX|LOCK_NB) by the open FileStorage
+    MANIFEST                      the durable watermark (manifest.py)
     wal-<seq:016x>.log            segments, seq = 1, 2, 3, ... in write order
     snap-<index:016x>-<term:016x>.snap   snapshot files
+    quarantine/                   bytes cut from the log by a repair, kept for a post-mortem
 
 A segment is a sequence of frames::
 
@@ -24,6 +27,8 @@ body is a msgpack array (codec.pack) whose first item is the record kind:
     [3, first_index, [[t, d], ...]]           entries (replace the log from first_index)
     [4, first_index]                          truncation (drop entries >= first_index)
     [5, index, term, snap_file]               snapshot marker
+    [6, offset]                               watermark: bytes [0, offset) of this segment
+                                              were fdatasynced before this record was written
 
 The first record of a segment is a checkpoint (a whole state: the first
 segment, and each compaction) or a segment start (a size roll). Replay
@@ -44,14 +49,14 @@ from typing import Any
 
 from raftio import codec
 from raftio.messages import Entry
-from raftio.storage.base import StorageError
+from raftio.storage.base import StorageCorruptError, StorageError
 
 HEADER_SIZE = 12
 _HEAD = struct.Struct("<II")  # body length, crc32(body)
 _U32 = struct.Struct("<I")
 _MAX_BODY = 0xFFFF_FFFF
 
-_CHECKPOINT, _SEGMENT, _HARD_STATE, _ENTRIES, _TRUNCATE, _SNAPSHOT = range(6)
+_CHECKPOINT, _SEGMENT, _HARD_STATE, _ENTRIES, _TRUNCATE, _SNAPSHOT, _WATERMARK = range(7)
 
 _SEGMENT_RE = re.compile(r"wal-([0-9a-f]{16})\.log")
 _SNAPSHOT_RE = re.compile(r"snap-[0-9a-f]{16}-[0-9a-f]{16}\.snap")
@@ -107,7 +112,12 @@ class SnapshotMark:
     file: str
 
 
-Record = Checkpoint | SegmentStart | HardState | Entries | Truncate | SnapshotMark
+@dataclass(slots=True, frozen=True)
+class Watermark:
+    offset: int  # bytes of this segment durable before this record was written
+
+
+Record = Checkpoint | SegmentStart | HardState | Entries | Truncate | SnapshotMark | Watermark
 
 
 def frame_into(buf: bytearray, body: bytes) -> None:
@@ -143,6 +153,10 @@ def snapshot_mark_body(index: int, term: int, file: str) -> bytes:
     return codec.pack([_SNAPSHOT, index, term, file])
 
 
+def watermark_body(offset: int) -> bytes:
+    return codec.pack([_WATERMARK, offset])
+
+
 def encode_entries(first_index: int, entries: Sequence[Entry]) -> bytes:
     return frame(entries_body(first_index, entries))
 
@@ -168,6 +182,7 @@ _SHAPES: dict[int, tuple[type | tuple[type, ...], ...]] = {
     _ENTRIES: (int, list),
     _TRUNCATE: (int,),
     _SNAPSHOT: (int, int, str),
+    _WATERMARK: (int,),
 }
 
 
@@ -197,6 +212,8 @@ def _build(kind: int, f: list[Any]) -> Record:
         return Entries(f[0], _entries(f[1]))
     if kind == _TRUNCATE:
         return Truncate(f[0])
+    if kind == _WATERMARK:
+        return Watermark(f[0])
     return SnapshotMark(f[0], f[1], f[2])
 
 
@@ -223,8 +240,8 @@ class Tail:
     torn: str | None = None
 
 
-def corrupt(path: str, offset: int, what: str) -> StorageError:
-    return StorageError(f"{path} at offset {offset}: {what}")
+def corrupt(path: str, offset: int, what: str) -> StorageCorruptError:
+    return StorageCorruptError(f"{path} at offset {offset}: {what}")
 
 
 def _next_frame(path: str, data: bytes, off: int, *, last: bool) -> bytes | Tail:
@@ -266,25 +283,127 @@ def _torn(path: str, off: int, last: bool, why: str) -> Tail:
     return Tail(off, why)
 
 
-def scan_segment(
-    path: str, data: bytes, *, last: bool, on_record: Callable[[Record, bool], None]
-) -> Tail:
-    """Decode every record of a segment in order, calling `on_record(record, is_first)`.
+def scan_segment(path: str, data: bytes, *, on_record: Callable[[Record, int], None]) -> Tail:
+    """Decode every record of a segment that is not the newest, calling `on_record(record, offset)`.
 
-    A ValueError from decoding or from `on_record` (a record that
-    contradicts the log) becomes a StorageError naming file and offset.
+    Such a segment was whole and synced before the next one was started, so
+    it must hold nothing but records. A ValueError from decoding or from
+    `on_record` (a record that contradicts the log) becomes a
+    StorageCorruptError naming file and offset.
     """
     off = 0
     while off < len(data):
-        body = _next_frame(path, data, off, last=last)
+        body = _next_frame(path, data, off, last=False)
         if isinstance(body, Tail):
             return body
         try:
-            on_record(decode_body(body), off == 0)
+            on_record(decode_body(body), off)
         except (ValueError, codec.CodecError) as exc:
             raise corrupt(path, off, str(exc)) from None
         off += HEADER_SIZE + len(body)
     return Tail(off)
+
+
+@dataclass(slots=True)
+class Newest:
+    """The newest segment read as far as its records go, and what lies after them."""
+
+    records: list[tuple[int, Record]]  # (offset, record): the unbroken run from offset 0
+    end: int  # where that run ends
+    problem: str | None  # why the bytes at `end` are no record; None: only zeros follow
+    data_end: int  # one past the last non-zero byte: a cut at `end` moves [end, data_end) aside
+    later: list[tuple[int, Record]]  # whole, checksummed records found after `end`
+
+
+def scan_newest(path: str, data: bytes) -> Newest:
+    """Read the newest segment's records up to the first frame that is not one.
+
+    Zeros from a record boundary to the end are its clean end (preallocated
+    space). Anything else is described in `problem`, with the whole records
+    found after it in `later` (a power cut may write back a later page and
+    lose an earlier one): recovery decides, with the durable watermark,
+    whether to cut or to refuse. A checksummed record that does not decode
+    is corruption at once.
+    """
+    records: list[tuple[int, Record]] = []
+    off, size = 0, len(data)
+    while off < size:
+        body = _frame_at(data, off)
+        if isinstance(body, str):
+            if data.count(0, off) == size - off:
+                break  # the clean end
+            data_end = len(data.rstrip(b"\0"))
+            return Newest(records, off, body, data_end, _resync(data, off + 1, data_end))
+        try:
+            records.append((off, decode_body(body)))
+        except (ValueError, codec.CodecError) as exc:
+            raise corrupt(path, off, str(exc)) from None
+        off += HEADER_SIZE + len(body)
+    return Newest(records, off, None, off, [])
+
+
+def _frame_at(data: bytes, off: int) -> bytes | str:
+    """The body of the whole, checksummed frame at `off`, or what is wrong there."""
+    size = len(data)
+    if size - off < HEADER_SIZE:
+        return f"{size - off}-byte partial record header at the end of the file"
+    if data.count(0, off, off + HEADER_SIZE) == HEADER_SIZE:
+        resumes = size - len(data[off:].lstrip(b"\0"))
+        return f"zeros where a record should start, then data at offset {resumes}"
+    length, body_crc = _HEAD.unpack_from(data, off)
+    if zlib.crc32(data[off : off + 8]) != _U32.unpack_from(data, off + 8)[0]:
+        return "record header checksum mismatch"
+    end = off + HEADER_SIZE + length
+    if end > size:
+        have = size - off - HEADER_SIZE
+        return f"record of {length} bytes cut short by the end of the file after {have}"
+    body = data[off + HEADER_SIZE : end]
+    if zlib.crc32(body) == body_crc:
+        return body
+    zeros = length - len(body.rstrip(b"\0"))
+    if zeros and data.count(0, end) == size - end:
+        return f"record of {length} bytes torn: its last {zeros} bytes are zeros"
+    return f"a whole record of {length} bytes fails its checksum"
+
+
+# A record body is a msgpack fixarray of 2-8 items whose first item is the kind.
+_BODY_START = re.compile(rb"[\x92-\x98][\x00-\x06]")
+
+
+def _resync(data: bytes, start: int, stop: int) -> list[tuple[int, Record]]:
+    """Whole, checksummed, decodable records in data[start:stop], found by searching."""
+    found: list[tuple[int, Record]] = []
+    resume = start
+    for match in _BODY_START.finditer(data, start + HEADER_SIZE, stop):
+        off = match.start() - HEADER_SIZE
+        if off < resume:
+            continue
+        body = _frame_at(data, off)
+        if isinstance(body, str):
+            continue
+        try:
+            found.append((off, decode_body(body)))
+        except (ValueError, codec.CodecError):
+            continue
+        resume = off + HEADER_SIZE + len(body)
+    return found
+
+
+def describe(records: Sequence[tuple[int, Record]]) -> str:
+    """What a list of records held, for a log line: kinds, counts and the entries' indexes."""
+    if not records:
+        return "no whole record"
+    kinds: dict[str, int] = {}
+    low = high = 0
+    for _, record in records:
+        kinds[type(record).__name__] = kinds.get(type(record).__name__, 0) + 1
+        if isinstance(record, Entries | Checkpoint) and record.entries:
+            first = record.first_index if isinstance(record, Entries) else record.snapshot_index + 1
+            last = first + len(record.entries) - 1
+            low = min(low, first) if low else first
+            high = max(high, last)
+    text = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    return f"{text}; entries {low}-{high}" if low else text
 
 
 def read_first(path: str, *, last: bool) -> Record | None:
@@ -338,17 +457,17 @@ def read_snapshot_file(path: str, index: int, term: int) -> bytes:
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        raise StorageError(f"{path}: snapshot file named by the log is missing") from None
+        raise StorageCorruptError(f"{path}: snapshot file named by the log is missing") from None
     if len(raw) < _SNAP_HEAD.size:
-        raise StorageError(f"{path}: snapshot file is {len(raw)} bytes, shorter than its header")
+        raise corrupt(path, len(raw), f"snapshot file ends after {len(raw)} bytes, in its header")
     magic, s_index, s_term, length, crc = _SNAP_HEAD.unpack_from(raw)
     data = raw[_SNAP_HEAD.size :]
     if magic != _SNAP_MAGIC:
-        raise StorageError(f"{path} at offset 0: not a raftio snapshot file")
+        raise corrupt(path, 0, "not a raftio snapshot file")
     if (s_index, s_term) != (index, term):
-        raise StorageError(f"{path}: holds {s_index}@T{s_term}, the log says {index}@T{term}")
+        raise corrupt(path, 8, f"holds {s_index}@T{s_term}, the log says {index}@T{term}")
     if length != len(data) or zlib.crc32(data) != crc:
-        raise StorageError(f"{path} at offset {_SNAP_HEAD.size}: snapshot data fails its checksum")
+        raise corrupt(path, _SNAP_HEAD.size, "snapshot data fails its checksum")
     return data
 
 

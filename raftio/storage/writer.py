@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from raftio.storage import wal
+from raftio.storage import manifest, wal
 from raftio.storage.base import StorageError
+from raftio.storage.manifest import Mark
 from raftio.storage.wal import Checkpoint
 
 logger = logging.getLogger(__name__)
@@ -87,9 +88,19 @@ class WalWriter:
     """
 
     def __init__(
-        self, directory: str, disk: Disk, segment_size: int, segments: list[int], sizes: list[int]
+        self,
+        directory: str,
+        disk: Disk,
+        segment_size: int,
+        segments: list[int],
+        sizes: list[int],
+        mark: Mark | None,
     ) -> None:
-        """Continue the segments `segments` (sizes in bytes); none: call start_first_segment."""
+        """Continue the segments `segments` (sizes in bytes); none: call start_first_segment.
+
+        `mark` is the MANIFEST's newest mark; None: there is no MANIFEST yet
+        (call create_manifest first).
+        """
         self.directory = directory
         self.disk = disk
         self.segment_size = segment_size
@@ -103,9 +114,19 @@ class WalWriter:
         self._dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         self._fd = -1
         self._allocated = 0  # the newest segment's file size (records, then zeros)
+        # Bytes of the newest segment known fdatasynced, and the most that a
+        # watermark (MANIFEST or record) already claims: see docs/storage.md.
+        # Invariant: _marked <= _synced <= _size.
+        self._synced = self._marked = self._size
+        self._mark = mark or Mark(0, 0, 0)  # the newest mark written to MANIFEST
+        self._manifest_fd = -1
+        if mark is not None:
+            path = manifest.path_in(directory)
+            self._manifest_fd = self._do("open", path, partial(disk.open, path, os.O_WRONLY))
         if segments:
             # Continue after the last record; zeros after it are preallocated space.
-            self._fd = os.open(self._path(segments[-1]), os.O_WRONLY)
+            path = self._path(segments[-1])
+            self._fd = self._do("open", path, partial(disk.open, path, os.O_WRONLY))
             os.lseek(self._fd, self._size, os.SEEK_SET)
             self._allocated = os.fstat(self._fd).st_size
 
@@ -148,7 +169,14 @@ class WalWriter:
         """
         path = self._path(self._segments[-1])
         snapshots = False
-        self._reserve(path, sum(len(i) for i in items if not isinstance(i, SnapshotFile)))
+        # What the last batch's fdatasync made durable, proven by this batch's records.
+        mark = wal.frame(wal.watermark_body(self._synced)) if self._synced > self._marked else b""
+        self._reserve(path, len(mark) + sum(len(i) for i in items if isinstance(i, bytearray)))
+        if mark:
+            self._do("write to", path, partial(self.disk.write, self._fd, mark))
+            self._size += len(mark)
+            self.wal_bytes += len(mark)
+            self._marked = self._synced
         for item in items:
             if isinstance(item, SnapshotFile):
                 self._write_snapshot(item)
@@ -158,6 +186,7 @@ class WalWriter:
                 self._size += len(item)
                 self.wal_bytes += len(item)
         self._sync(self._fd, path)
+        self._synced = self._size
         if checkpoint is not None:
             self._start_segment(
                 wal.encode_checkpoint(replace(checkpoint, seq=self._segments[-1] + 1))
@@ -226,8 +255,53 @@ class WalWriter:
             os.close(old)
         self._segments.append(seq)
         self._allocated = allocated
-        self._size = len(first_record)
+        self._size = self._synced = self._marked = len(first_record)
         self.wal_bytes += len(first_record)
+        # Before anything older goes: a lost newest segment is then detected.
+        self.write_manifest()
+
+    def create_manifest(self) -> None:
+        """Write a new MANIFEST (nothing durable yet) durably: tmp file, fsync, rename."""
+        path = manifest.path_in(self.directory)
+        tmp = path + ".tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        fd = self._do("create", tmp, partial(self.disk.open, tmp, flags))
+        try:
+            self._do("write to", tmp, partial(self.disk.write, fd, manifest.empty_file()))
+            self._sync(fd, tmp)
+        finally:
+            os.close(fd)
+        self._do("rename", tmp, partial(self.disk.rename, tmp, path))
+        self._sync(self._dir_fd, self.directory, directory=True)
+        self._manifest_fd = self._do("open", path, partial(self.disk.open, path, os.O_WRONLY))
+        self._mark = Mark(1, 0, 0)
+
+    def write_manifest(self, *, force: bool = False) -> bool:
+        """Record in MANIFEST how far the newest segment is durable; False if it says so already.
+
+        One slot write and one fdatasync. Called after a roll, and lazily
+        once the storage is idle: records of later batches carry watermark
+        records, so the MANIFEST need not follow every group commit.
+        `force` rewrites it anyway (over a damaged slot).
+        """
+        seq = self._segments[-1] if self._segments else 0
+        if (seq, self._synced) == (self._mark.seq, self._mark.offset) and not force:
+            return False
+        mark = Mark(self._mark.generation + 1, seq, self._synced)
+        path = manifest.path_in(self.directory)
+        fd = self._manifest_fd
+        self._do("seek in", path, partial(os.lseek, fd, manifest.slot_offset(mark.generation), 0))
+        self._do("write to", path, partial(self.disk.write, fd, manifest.encode_slot(mark)))
+        self._sync(fd, path)
+        self._mark = mark
+        self._marked = max(self._marked, self._synced)
+        return True
+
+    def sync_newest(self) -> None:
+        """fdatasync the newest segment: what recovery read from the page cache becomes durable."""
+        path = self._path(self._segments[-1])
+        self._sync(self._fd, path)
+        self._synced = self._size
 
     def _delete_old_segments(self) -> None:
         # The new checkpoint segment is durable: replay never needs older ones.
@@ -263,7 +337,7 @@ class WalWriter:
         """Stop all further writes (waits for a write in progress), close the files."""
         with self._lock:
             self._closed = True
-            for fd in (self._fd, self._dir_fd):
+            for fd in (self._fd, self._dir_fd, self._manifest_fd):
                 if fd >= 0:
                     os.close(fd)
-            self._fd = self._dir_fd = -1
+            self._fd = self._dir_fd = self._manifest_fd = -1

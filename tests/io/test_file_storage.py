@@ -203,7 +203,8 @@ async def test_compaction_shrinks_state_size_and_disk_use(tmp_path: Path) -> Non
     assert storage.raft_state_size() < 2000
     assert disk_use(tmp_path) < 20_000 < disk_before
     assert sorted(os.listdir(tmp_path)) == [
-        "LOCK", "snap-0000000000002ed6-0000000000000001.snap", "wal-0000000000000002.log",
+        "LOCK", "MANIFEST", "snap-0000000000002ed6-0000000000000001.snap",
+        "wal-0000000000000002.log",
     ]  # fmt: skip
     storage.close()
     with FileStorage(tmp_path) as reopened:
@@ -216,7 +217,7 @@ def disk_use(directory: Path) -> int:
     for path in directory.iterdir():
         if path.name.startswith("wal-"):
             data = path.read_bytes()
-            total += wal.scan_segment(str(path), data, last=True, on_record=lambda r, f: None).end
+            total += wal.scan_newest(str(path), data).end
         else:
             total += path.stat().st_size
     return total
@@ -303,7 +304,12 @@ async def test_writes_during_an_fsync_go_into_the_next_batch(tmp_path: Path) -> 
     await asyncio.gather(second, also_second)
     assert storage.durable_version == storage.written_version == 2
     size = len(wal.encode_entries(1, [Entry(1, b"a")]))
-    assert disk.calls[-4:] == [("write", size), ("fdatasync", 0), ("write", size), ("fdatasync", 0)]
+    # The second batch starts with a watermark record: the first batch is durable.
+    start = len(wal.encode_checkpoint(wal.Checkpoint(1, 0, None, 0, 0, "", [])))
+    mark = len(wal.frame(wal.watermark_body(start + size)))
+    assert disk.calls[-5:] == [
+        ("write", size), ("fdatasync", 0), ("write", mark), ("write", size), ("fdatasync", 0),
+    ]  # fmt: skip
     storage.close()
 
 

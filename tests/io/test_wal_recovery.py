@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from raftio.messages import Entry
-from raftio.storage import wal
-from raftio.storage.base import DurableState, StorageError
+from raftio.storage import manifest, wal
+from raftio.storage.base import DurableState, StorageCorruptError, StorageError
 from raftio.storage.file import Disk, FileStorage
 from raftio.storage.memory import MemoryStorage
 from raftio.testing import run
@@ -95,28 +95,48 @@ def build(
 
 
 def record_ends(path: Path) -> list[int]:
-    """Offsets where each record of a segment ends."""
+    """Offsets where each record of a segment ends (up to zeros or the end of the file)."""
     data, ends, off = path.read_bytes(), [], 0
-    while off < len(data):
+    while off + wal.HEADER_SIZE <= len(data) and data[off : off + wal.HEADER_SIZE] != bytes(12):
         off += wal.HEADER_SIZE + struct.unpack_from("<I", data, off)[0]
         ends.append(off)
     return ends
 
 
-def states_before(files: list[Path]) -> list[list[int]]:
-    """For each record of each segment, the index in `states` of the state before it.
+def is_op(path: Path, start: int) -> bool:
+    """Whether the record at `start` is one op of SCRIPT (not a segment's first record or a
+    watermark record, which change nothing)."""
+    data = path.read_bytes()
+    length = struct.unpack_from("<I", data, start)[0]
+    record = wal.decode_body(data[start + wal.HEADER_SIZE : start + wal.HEADER_SIZE + length])
+    return start > 0 and not isinstance(record, wal.Watermark)
 
-    A segment's first record (checkpoint or segment start) changes nothing;
-    every other record is one op of SCRIPT.
-    """
+
+def states_before(files: list[Path]) -> list[list[int]]:
+    """For each record of each segment, the index in `states` of the state before it."""
     out, count = [], 0
     for path in files:
         before = []
-        for i in range(len(record_ends(path))):
+        for start in [0, *record_ends(path)[:-1]]:
             before.append(count)
-            count += i > 0
+            count += is_op(path, start)
         out.append(before)
     return out
+
+
+def crash_watermark(src: Path, dst: Path) -> None:
+    """Give `dst` the MANIFEST a crash during `src`'s newest segment may leave: only its
+    first record known durable (the idle update and the close that say more never came)."""
+    newest = segments(src)[-1]
+    set_watermark(dst, int(newest.name[4:20], 16), record_ends(newest)[0])
+
+
+def set_watermark(directory: Path, seq: int, offset: int) -> None:
+    mark = manifest.Mark(1000, seq, offset)
+    data = bytearray(manifest.FILE_SIZE)
+    at = manifest.slot_offset(mark.generation)
+    data[at : at + manifest.SLOT_SIZE] = manifest.encode_slot(mark)
+    (directory / manifest.MANIFEST_NAME).write_bytes(data)
 
 
 def segments(directory: Path) -> list[Path]:
@@ -135,7 +155,11 @@ def reopen_or_error(directory: Path) -> State | StorageError:
         return exc
 
 
-def damaged_copy(src: Path, dst: Path, name: str, damage: Callable[[bytearray], None]) -> Path:
+def damaged_copy(
+    src: Path, dst: Path, name: str, damage: Callable[[bytearray], None], *, crash: bool = False
+) -> Path:
+    """A copy of `src` with `damage` done to file `name`; `crash`: a crash, not a damaged
+    disk (the watermark as a crash may leave it: see crash_watermark)."""
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
@@ -143,6 +167,8 @@ def damaged_copy(src: Path, dst: Path, name: str, damage: Callable[[bytearray], 
     data = bytearray(path.read_bytes())
     damage(data)
     path.write_bytes(data)
+    if crash:
+        crash_watermark(src, dst)
     return dst
 
 
@@ -158,11 +184,12 @@ def test_a_crash_at_every_byte_recovers_the_complete_records(
     preallocated = model == "preallocated"
     states = build(tmp_path / "log", disk=PreallocatingDisk() if preallocated else None)
     (segment,) = segments(tmp_path / "log")
-    ends = record_ends_before_zeros(segment) if preallocated else record_ends(segment)
-    assert len(ends) == len(states)
+    ends = record_ends(segment)
+    starts = [0, *ends[:-1]]
+    ops = [is_op(segment, start) for start in starts]
+    assert sum(ops) == len(states) - 1  # one record per op, plus the checkpoint and watermarks
     assert (segment.stat().st_size > ends[-1]) == preallocated
     original = segment.read_bytes()
-    starts = [0, *ends[:-1]]
 
     def intact(i: int, cut: int) -> bool:
         # Zeroing bytes that were zero already leaves a record as it was.
@@ -174,25 +201,26 @@ def test_a_crash_at_every_byte_recovers_the_complete_records(
     for cut in range(ends[-1] + 1):
         caplog.clear()
         damage = zero_from(cut) if preallocated else cut_at(cut)
-        copy = damaged_copy(tmp_path / "log", tmp_path / "cut", segment.name, damage)
+        copy = damaged_copy(tmp_path / "log", tmp_path / "cut", segment.name, damage, crash=True)
         complete = 0
         while complete < len(ends) and intact(complete, cut):
             complete += 1
         if complete == 0:
-            # The checkpoint is gone but a snapshot file shows the log existed:
-            # no crash does that (the first segment is synced before anything else).
-            with pytest.raises(StorageError, match=r"snapshot files .* but no log"):
+            # The MANIFEST names the segment only once its checkpoint is durable.
+            with pytest.raises(StorageCorruptError, match=rf"{segment.name} at offset 0: first"):
                 reopen(copy)
             continue
 
         recovered = reopen(copy)
 
-        assert recovered == states[complete - 1], f"cut at {cut}"
-        # Torn: the first damaged record had some of its bytes written.
+        assert recovered == states[sum(ops[:complete])], f"cut at {cut}"
+        # Torn: the first damaged record had some of its bytes written; it is
+        # past the watermark (the crash came before its fdatasync), so it is cut.
         torn = complete < len(ends) and cut > starts[complete]
-        assert ("cut short by a crash" in caplog.text) == torn, cut
+        assert ("past the durable watermark" in caplog.text) == torn, cut
         if torn:
-            assert f"{segment.name} at offset" in caplog.text
+            assert f"{segment.name} at offset {starts[complete]}" in caplog.text
+            assert list((copy / "quarantine").iterdir())
 
 
 def cut_at(offset: int) -> Callable[[bytearray], None]:
@@ -207,14 +235,23 @@ def test_a_cut_in_the_newest_of_several_segments_is_a_torn_tail(tmp_path: Path) 
     files = segments(tmp_path / "log")
     assert len(files) >= 4
     newest, before = files[-1], states_before(files)[-1]
+    ends = record_ends(newest)
 
     for cut in range(newest.stat().st_size + 1):
-        copy = damaged_copy(tmp_path / "log", tmp_path / "cut", newest.name, cut_at(cut))
+        copy = damaged_copy(
+            tmp_path / "log", tmp_path / "cut", newest.name, cut_at(cut), crash=True
+        )
+        if cut < ends[0]:
+            # The first record was durable before the MANIFEST named the segment.
+            with pytest.raises(StorageCorruptError, match=f"{newest.name} at offset 0"):
+                reopen(copy)
+            continue
 
         recovered = reopen(copy)
 
-        complete = [i for i, end in enumerate(record_ends(newest)) if end <= cut]
-        expected = before[complete[-1]] + (complete[-1] > 0) if complete else before[0]
+        complete = [i for i, end in enumerate(ends) if end <= cut]
+        last = complete[-1]
+        expected = before[last] + is_op(newest, [0, *ends][last])
         assert recovered == states[expected], f"cut at {cut}"
 
 
@@ -285,41 +322,61 @@ def zero_from(offset: int) -> Callable[[bytearray], None]:
     return damage
 
 
-def test_garbage_after_the_last_record_is_corruption(tmp_path: Path) -> None:
-    build(tmp_path / "log")
+def test_garbage_after_the_last_record_is_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Past the watermark: not acknowledged, so a repair, logged, bytes kept aside.
+    states = build(tmp_path / "log")
     (segment,) = segments(tmp_path / "log")
+    end = segment.stat().st_size
     with segment.open("ab") as f:
         f.write(b"not a record header at all")
 
-    with pytest.raises(StorageError, match="header checksum mismatch"):
-        reopen(tmp_path / "log")
+    assert reopen(tmp_path / "log") == states[-1]
+
+    assert f"{segment.name} at offset {end}: record header checksum mismatch" in caplog.text
+    assert "cutting 26 bytes (no whole record)" in caplog.text
+    (moved,) = (tmp_path / "log" / "quarantine").iterdir()
+    assert moved.read_bytes() == b"not a record header at all"
+    assert segment.stat().st_size == end
 
 
 # --- flipped bytes --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("segment_size", [64 << 20, 60])
-def test_a_flipped_byte_anywhere_is_an_error_or_drops_only_the_final_record(
-    tmp_path: Path, segment_size: int, caplog: pytest.LogCaptureFixture
+def test_a_flipped_byte_anywhere_below_the_watermark_is_refused(
+    tmp_path: Path, segment_size: int
 ) -> None:
-    states = build(tmp_path / "log", segment_size=segment_size)
+    # Every write was acknowledged and the storage closed: the MANIFEST covers
+    # every record, so no flipped byte is ever taken for a torn write.
+    build(tmp_path / "log", segment_size=segment_size)
     files = segments(tmp_path / "log")
-    final_start = ([0, *record_ends(files[-1])])[-2]
-    without_final = states[states_before(files)[-1][-1]]
 
     for segment in files:
         for offset in range(segment.stat().st_size):
-            caplog.clear()
             copy = damaged_copy(tmp_path / "log", tmp_path / "flip", segment.name, flip(offset))
-            recovered = reopen_or_error(copy)
-            if isinstance(recovered, StorageError):
-                assert f"{segment.name} at offset" in str(recovered)
-                continue
-            # Only the newest segment's final record may be dropped as a torn write.
-            assert segment == files[-1], f"{segment.name}@{offset}"
-            assert offset >= final_start, f"{segment.name}@{offset}"
-            assert recovered == without_final
-            assert f"{segment.name} at offset {final_start}" in caplog.text
+
+            with pytest.raises(StorageCorruptError, match=rf"{segment.name} at offset \d+: "):
+                reopen(copy)
+
+
+def test_a_flipped_byte_in_the_unsynced_final_record_is_cut_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Past the watermark, a whole record that fails its checksum is cut, but
+    # the log line says what it is: not "a write cut short".
+    states = build(tmp_path / "log")
+    (segment,) = segments(tmp_path / "log")
+    ends = record_ends(segment)
+    final = ends[-2]
+    copy = damaged_copy(tmp_path / "log", tmp_path / "flip", segment.name, flip(ends[-1] - 1))
+    set_watermark(copy, 1, final)
+
+    assert reopen(copy) == states[-2]
+
+    assert f"{segment.name} at offset {final}: a whole record of" in caplog.text
+    assert "fails its checksum, past the durable watermark" in caplog.text
 
 
 def flip(offset: int) -> Callable[[bytearray], None]:
@@ -387,8 +444,12 @@ def test_snapshots_without_a_log_are_an_error(tmp_path: Path) -> None:
     build(tmp_path)
     for segment in segments(tmp_path):
         segment.unlink()
+    (tmp_path / manifest.MANIFEST_NAME).unlink()
 
-    with pytest.raises(StorageError, match="but no log"):
+    with pytest.raises(StorageCorruptError, match="MANIFEST: missing, but the directory holds"):
+        reopen(tmp_path)
+    set_watermark(tmp_path, 0, 0)  # as if the log had never begun
+    with pytest.raises(StorageCorruptError, match="but no log"):
         reopen(tmp_path)
 
 
@@ -413,8 +474,9 @@ def test_a_torn_first_record_removes_the_newest_segment(
 
     assert reopen(tmp_path) == states[-1]
 
-    assert "first record torn by a crash; removing the segment" in caplog.text
+    assert "first record torn by a crash, past the durable watermark" in caplog.text
     assert segments(tmp_path)[-1] == newest
+    assert len(list((tmp_path / "quarantine").iterdir())) == 1
 
 
 # --- a crash at every step of a snapshot batch ----------------------------------------
@@ -426,8 +488,11 @@ class CrashingDisk(NoFsyncDisk):
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.calls = 0
+        self.armed = False  # opening (recovery) is not part of the batch
 
     def _step(self) -> None:
+        if not self.armed:
+            return
         self.calls += 1
         if self.calls > self.budget:
             raise OSError("simulated crash")
@@ -506,6 +571,7 @@ def test_a_crash_at_any_step_of_a_snapshot_batch_recovers_a_prefix(tmp_path: Pat
 async def crash_during_batch(directory: Path, budget: int) -> bool:
     disk = CrashingDisk(budget)
     with FileStorage(directory, disk=disk, segment_size=150, compact_min_bytes=0) as storage:
+        disk.armed = True
         for step in range(4):
             snapshot_batch(storage, step)
         pending = storage.sync()
