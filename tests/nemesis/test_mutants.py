@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from raftio.errors import NotLeaderError
-from raftio.kv.machine import KVStateMachine, _check_command
+from raftio.kv.client import KVRequestError
+from raftio.kv.machine import KVStateMachine
 from raftio.raft import Raft
 from raftio.testing.linearizability import KvModel, check
 from raftio.testing.nemesis import MemoryKvClient, NemesisReport, SimConfig, simulate
@@ -65,23 +66,27 @@ def test_a_client_that_renumbers_its_retries_is_caught(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(MemoryKvClient, "_attempt", renumbering)
 
-    report = first_failure()
-
-    assert report.result is not None
-    assert report.result.ok is False
-    assert any(doubled(op.output) for op in report.history.operations)
+    # Sessions now catch it first: a renumbered retry of a write that never
+    # applied skips a seq, and the cluster refuses it (seq_gap) instead of
+    # applying a write twice; the client stops with that error.
+    with pytest.raises(KVRequestError, match="seq_gap"):
+        first_failure()
 
 
 def test_a_state_machine_without_duplicate_detection_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    apply = KVStateMachine.apply
+    write = KVStateMachine._write
 
-    def forgetful(self: KVStateMachine, command: Any) -> str | None:
-        self.sessions.clear()
-        return apply(self, command)
+    def forgetful(
+        self: KVStateMachine, op: str, key: str, value: str, session_id: str, seq: int
+    ) -> str:
+        session = self.sessions.get(session_id)
+        if session is not None and seq <= session.seq:
+            session.seq = seq - 1  # forget the write it applied: a retry applies again
+        return write(self, op, key, value, session_id, seq)
 
-    monkeypatch.setattr(KVStateMachine, "apply", forgetful)
+    monkeypatch.setattr(KVStateMachine, "_write", forgetful)
 
     report = first_failure()
 
@@ -93,17 +98,17 @@ def test_a_state_machine_without_duplicate_detection_is_caught(
 def test_a_retry_answered_with_the_current_value_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def current_value_for_retries(self: KVStateMachine, command: Any) -> str | None:
-        op, key, value, client, seq = _check_command(command)
-        last_seq, _ = self.sessions.get(client, (0, None))
-        if seq <= last_seq:
-            return self.data.get(key, "") if seq == last_seq else None  # not what it answered
-        result = value if op == "put" else self.data.get(key, "") + value
-        self.data[key] = result
-        self.sessions[client] = (seq, result)
-        return result
+    write = KVStateMachine._write
 
-    monkeypatch.setattr(KVStateMachine, "apply", current_value_for_retries)
+    def current_value_for_retries(
+        self: KVStateMachine, op: str, key: str, value: str, session_id: str, seq: int
+    ) -> str:
+        session = self.sessions.get(session_id)
+        if session is not None and seq == session.seq:
+            return self.data.get(key, "")  # not what it answered
+        return write(self, op, key, value, session_id, seq)
+
+    monkeypatch.setattr(KVStateMachine, "_write", current_value_for_retries)
 
     report = first_failure()
 
