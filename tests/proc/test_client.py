@@ -64,4 +64,4 @@ async def test_with_no_node_listening_the_client_gives_up_at_its_deadline() -> N
     elapsed = loop.time() - started
 
     assert 0.4 <= elapsed < 1.0  # it stops once the next backoff (<= 0.1 s) would pass 0.5 s
-    assert client.seq == 1
+    assert (client.session, client.seq) == (None, 0)  # no session was issued: nothing numbered

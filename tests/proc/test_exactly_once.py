@@ -1,4 +1,4 @@
-"""A write retried with the same (client, seq) is applied once, over the wire and in snapshots."""
+"""A write retried with the same (session, seq) is applied once, over the wire and in snapshots."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Any
 
 from raftio.kv import KVStateMachine
 from raftio.kv.local import LocalCluster
-from raftio.kv.machine import write_command
+from raftio.kv.machine import register_command, write_command
 from raftio.kv.protocol import encode_frame, read_frame
 from raftio.node import parse_address
 
 from .conftest import kv_client, open_authenticated, wait_leader
 
-HANDSHAKE = ("hello", "auth")  # the token handshake's requests, relayed like any other
+# The token handshake's requests and the session's registration: relayed, never dropped.
+HANDSHAKE = ("hello", "auth", "register")
 
 
 async def leader_address(cluster: LocalCluster) -> str:
@@ -81,15 +82,18 @@ class ReplyDropper:
 
 
 async def test_a_duplicated_request_applies_once(shared_cluster: LocalCluster) -> None:
-    address = await leader_address(shared_cluster)
-    write = {"op": "append", "key": "dup", "value": "x", "client": "dup-test", "seq": 1}
+    address, token = await leader_address(shared_cluster), shared_cluster.spec.secret()
+    [registered] = await send_frames(address, [{"op": "register"}], token)
+    write = {"op": "append", "key": "dup", "value": "x", "session": registered["value"], "seq": 1}
     second = {**write, "value": "y", "seq": 2}
 
     requests = [write, write, second, write, {"op": "get", "key": "dup"}]
-    replies = await send_frames(address, requests, shared_cluster.spec.secret())
+    replies = await send_frames(address, requests, token)
 
-    ok = [{"ok": True, "value": v} for v in ("x", "x", "xy", None, "xy")]
-    assert replies == ok  # the stale copy of seq 1 after seq 2 answers None and changes nothing
+    assert [reply.get("value") for reply in replies] == ["x", "x", "xy", None, "xy"]
+    # The stale copy of seq 1 after seq 2 changes nothing and is refused (before
+    # sessions it was answered ok None).
+    assert (replies[3]["ok"], replies[3]["error"]) == (False, "stale_seq")
 
 
 async def test_client_retries_a_lost_reply_and_the_write_applies_once(
@@ -109,17 +113,18 @@ async def test_client_retries_a_lost_reply_and_the_write_applies_once(
     assert (first, second, value) == ("a", "ab", "ab")
 
 
-def test_the_duplicate_table_survives_a_snapshot() -> None:
+def test_the_session_table_survives_a_snapshot() -> None:
     machine = KVStateMachine()
-    machine.apply(write_command("append", "k", "a", "c1", 1))
-    machine.apply(write_command("append", "k", "b", "c1", 2))
+    session = machine.apply(register_command("n0nce"))
+    machine.apply(write_command("append", "k", "a", session, 1))
+    machine.apply(write_command("append", "k", "b", session, 2))
 
     restored = KVStateMachine()
     restored.restore(machine.snapshot())
-    retry = restored.apply(write_command("append", "k", "b", "c1", 2))
-    fresh = restored.apply(write_command("append", "k", "c", "c1", 3))
+    retry = restored.apply(write_command("append", "k", "b", session, 2))
+    fresh = restored.apply(write_command("append", "k", "c", session, 3))
 
     assert retry == "ab"
     assert fresh == "abc"
     assert restored.data == {"k": "abc"}
-    assert restored.sessions == {"c1": (3, "abc")}
+    assert restored.sessions[session].seq == 3
