@@ -89,8 +89,8 @@ def read_secret(path: str | Path) -> bytes:
         raise SecretFileError(f"the secret file {path} does not exist") from None
     except OSError as exc:
         raise SecretFileError(f"cannot read the secret file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
+    try:
+        mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise SecretFileError(f"the secret file {path} is not a regular file")
         if mode & 0o077:
@@ -98,7 +98,9 @@ def read_secret(path: str | Path) -> bytes:
                 f"the secret file {path} is open to group or others (mode "
                 f"{stat.S_IMODE(mode):04o}): chmod 600 {path}"
             )
-        raw = f.read(_MAX_SECRET_FILE + 1)
+        raw = _read_at_most(fd, _MAX_SECRET_FILE + 1)
+    finally:
+        os.close(fd)
     if len(raw) > _MAX_SECRET_FILE:
         raise SecretFileError(f"the secret file {path} is over 64 KiB: is it the right file?")
     secret = raw.strip()
@@ -110,6 +112,14 @@ def read_secret(path: str | Path) -> bytes:
             f"make a new one (head -c 32 /dev/urandom > {path}; chmod 600 {path})"
         )
     return secret
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size < limit and (chunk := os.read(fd, limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 @dataclass(frozen=True, slots=True)
