@@ -88,6 +88,7 @@ class FileStorage:
         self.sync_delay = sync_delay
         self.watermark_delay = watermark_delay
         self._watermark_timer: asyncio.TimerHandle | None = None
+        self._last_commit = 0.0  # loop time of the last group commit
         self._compact_min_bytes = compact_min_bytes
         disk = disk or Disk()
         make_directory(self.directory, disk)
@@ -271,6 +272,7 @@ class FileStorage:
             return
         self._wal_bytes = wal_bytes
         self._inflight = None
+        self._last_commit = asyncio.get_running_loop().time()
         self.durable_version = batch.version
         for fut in batch.waiters:
             if not fut.done():
@@ -291,6 +293,13 @@ class FileStorage:
         self._watermark_timer = None
         if self._flushing or self._error is not None or self._closed or not self._resumed:
             return  # the next batch's end re-arms the timer
+        assert self.watermark_delay is not None  # the timer is armed only with a delay
+        idle = asyncio.get_running_loop().time() - self._last_commit
+        if idle < self.watermark_delay:  # batches kept coming: their records carry it
+            loop = asyncio.get_running_loop()
+            wait = self.watermark_delay - idle
+            self._watermark_timer = loop.call_later(wait, self._write_watermark)
+            return
         self._flushing = True  # batches wait for this one fdatasync
         self._worker.submit(self._writer.write_manifest, self._watermark_written)
 

@@ -9,8 +9,8 @@ and repairs only what lies beyond it. Pure functions and plain reads;
 writing is `writer.py`'s. Format (also in docs/storage.md)::
 
     MANIFEST   1024 bytes: two 512-byte slots, one per disk sector
-    slot       b"RAFTMAN1" | u64 generation | u64 seq | u64 offset | u32 crc32(the 32 bytes
-               before) | zeros to 512 bytes
+    slot       b"RAFTMAN1" | u64 generation | u64 seq | u64 offset | zeros to byte 508
+               | u32 crc32(bytes 0..507): every byte of the sector is checked
 
 little-endian. Generation g is written into slot ``g % 2``, in place, then
 the file is fdatasynced: a write torn by a power cut spoils at most the slot
@@ -34,6 +34,7 @@ FILE_SIZE = 2 * SLOT_SIZE
 _SLOT = struct.Struct("<8sQQQ")  # magic, generation, segment seq, offset
 _CRC = struct.Struct("<I")
 _MAGIC = b"RAFTMAN1"
+_CHECKED = SLOT_SIZE - _CRC.size  # the checksum covers everything before it
 
 
 @dataclass(slots=True, frozen=True)
@@ -48,8 +49,8 @@ class Mark:
 def encode_slot(mark: Mark) -> bytes:
     """The 512 bytes of the slot that holds `mark`; it goes at `slot_offset(mark.generation)`."""
     head = _SLOT.pack(_MAGIC, mark.generation, mark.seq, mark.offset)
-    slot = head + _CRC.pack(zlib.crc32(head))
-    return slot + bytes(SLOT_SIZE - len(slot))
+    body = head + bytes(_CHECKED - len(head))
+    return body + _CRC.pack(zlib.crc32(body))
 
 
 def slot_offset(generation: int) -> int:
@@ -83,6 +84,8 @@ def read(path: str) -> Manifest | None:
         return None
     marks: list[Mark] = []
     damaged: list[str] = []
+    if len(data) < FILE_SIZE:  # always written whole (a tmp file renamed into place)
+        damaged.append(f"{path} at offset {len(data)}: the file ends short of {FILE_SIZE} bytes")
     for at in (0, SLOT_SIZE):
         slot = data[at : at + SLOT_SIZE]
         problem = _check(slot)
@@ -97,10 +100,9 @@ def read(path: str) -> Manifest | None:
 
 
 def _check(slot: bytes) -> str | None:
-    need = _SLOT.size + _CRC.size
-    if len(slot) < need:
-        return f"slot is {len(slot)} bytes, shorter than a mark"
-    if zlib.crc32(slot[: _SLOT.size]) != _CRC.unpack_from(slot, _SLOT.size)[0]:
+    if len(slot) < SLOT_SIZE:
+        return f"slot ends after {len(slot)} of its {SLOT_SIZE} bytes"
+    if zlib.crc32(slot[:_CHECKED]) != _CRC.unpack_from(slot, _CHECKED)[0]:
         return "slot fails its checksum"
     if slot[:8] != _MAGIC:
         return "not a raftio MANIFEST slot"

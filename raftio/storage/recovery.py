@@ -301,8 +301,9 @@ def _find_checkpoint(directory: str, segments: list[int]) -> int:
             return i
         if not isinstance(first, wal.SegmentStart):
             raise wal.corrupt(path, 0, "a segment must start with a checkpoint or segment start")
-    raise StorageCorruptError(
-        f"{directory}: no segment starts with a checkpoint; the log's start is lost"
+    oldest = os.path.join(directory, wal.segment_name(segments[0]))
+    raise wal.corrupt(
+        oldest, 0, "no segment from here on starts with a checkpoint; the log's start is lost"
     )
 
 
