@@ -46,6 +46,7 @@ from raftio.kv.local import (
     running_detached,
     stop_detached,
 )
+from raftio.kv.protocol import UNAUTHORIZED
 from raftio.kv.service import KVNode
 from raftio.node import parse_address
 from raftio.storage.base import StorageError
@@ -568,6 +569,8 @@ async def _cluster_up(
         raise CommandError(f"cannot start the nodes in {directory}: {_os_reason(exc)}") from None
     try:
         statuses = await _wait_for_cluster(cluster, token, running)
+    except KVRequestError as exc:  # a node left running from before it had a secret, say
+        raise _refused(exc, token) from None
     finally:
         started = sorted(cluster.procs)
         cluster.release()  # they run on, whatever happened; `cluster down` stops them
@@ -665,8 +668,10 @@ def cmd_kv(args: argparse.Namespace) -> int:
     addresses, token = _target(args)
     try:
         value = _loop.run(_kv(addresses, token, args), _loop.default_loop())
-    except (KVUnavailableError, KVRequestError) as exc:
+    except KVUnavailableError as exc:
         raise CommandError(str(exc), code=1) from None
+    except KVRequestError as exc:
+        raise _refused(exc, token) from None
     if value is None:
         print("(nil)", file=sys.stderr)
         return 1
@@ -692,10 +697,22 @@ async def _kv_request(client: KVClient, op: str, key: str, value: str | None) ->
     return await (client.put if op == "put" else client.append)(key, value)
 
 
+def _refused(exc: KVRequestError, token: bytes | None) -> CommandError:
+    """A node's refusal as one line; for `unauthorized`, what to do about it."""
+    hint = ""
+    if exc.error == UNAUTHORIZED:
+        hint = ("; give the cluster's secret: --secret-file FILE, or --dir DIR" if token is None
+                else "; is this the cluster's secret file?")  # fmt: skip
+    return CommandError(f"{exc}{hint}", code=1)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     addresses, token = _target(args)
     pids = running_detached(_load_spec(args.dir)) if args.dir else {}
-    statuses = _loop.run(_status(addresses, token), _loop.default_loop())
+    try:
+        statuses = _loop.run(_status(addresses, token), _loop.default_loop())
+    except KVRequestError as exc:
+        raise _refused(exc, token) from None
     _print_table(statuses, pids)
     if args.metrics:
         print()

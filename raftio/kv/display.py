@@ -104,12 +104,12 @@ class LiveView:
 
 
 def metrics_table(statuses: Sequence[Mapping[str, Any] | None]) -> list[str]:
-    """One line per node of its main counters, plus mean sync and AppendEntries latency."""
-    header = ["node", *(name for name, _ in _METRIC_COLUMNS), "sync_ms", "ae_rtt_ms"]
+    """One line per node: its event loop, main counters, mean sync and AppendEntries latency."""
+    header = ["node", "loop", *(name for name, _ in _METRIC_COLUMNS), "sync_ms", "ae_rtt_ms"]
     rows = [header]
     for i, status in enumerate(statuses):
         metrics: Mapping[str, float] = (status or {}).get("metrics") or {}
-        row = [str(i)]
+        row = [str(i), _cell((status or {}).get("loop"))]
         row += [_cell(int(metrics[key])) if key in metrics else "-" for _, key in _METRIC_COLUMNS]
         row.append(_mean_ms(metrics, "raftio_storage_sync_seconds", ""))
         row.append(_mean_ms(metrics, "raftio_rpc_latency_seconds", '{method="append_entries"}'))

@@ -471,6 +471,7 @@ class KVServer:
         status["sessions"] = len(self.machine.sessions)
         status["digest"] = self.machine.digest()
         status["metrics"] = self.node.metrics()
+        status["loop"] = type(asyncio.get_running_loop()).__module__.partition(".")[0]
         return status
 
     def _client_address(self, node_id: int | None) -> str | None:

@@ -206,12 +206,19 @@ def test_clients_need_the_secret(cluster_dir: Path, tmp_path: Path) -> None:
     status_dir = run_raftio("status", "--dir", d)
 
     assert without.returncode == 1
-    assert "unauthorized" in without.stderr
-    assert "Traceback" not in without.stderr
+    assert without.stderr.startswith("raftio kv: unauthorized: ")
+    assert without.stderr.endswith(
+        "; give the cluster's secret: --secret-file FILE, or --dir DIR\n"
+    )
+    assert len(without.stderr.splitlines()) == 1
     assert (with_file.returncode, with_file.stdout) == (0, "v\n")
     assert with_wrong.returncode == 1
-    assert "Traceback" not in with_wrong.stderr
+    assert with_wrong.stderr.startswith("raftio kv: unauthorized: ")
+    assert with_wrong.stderr.endswith("; is this the cluster's secret file?\n")
+    assert len(with_wrong.stderr.splitlines()) == 1
     assert status_without.returncode == 1  # no node answers a client without the secret
+    assert status_without.stderr.startswith("raftio status: unauthorized: ")
+    assert len(status_without.stderr.splitlines()) == 1
     assert status_dir.returncode == 0
     assert sum(" leader " in row for row in status_dir.stdout.splitlines()[1:]) == 1
 
