@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from raftio.kv import KVRequestError
+from raftio.kv import KVClient, KVNode, KVRequestError
+from raftio.kv.local import free_ports
 from raftio.kv.protocol import auth_proof, encode_frame
 
 from .helpers import TOKEN, client, close, closed_by_server, connect, exchange, header, kv_service
@@ -146,3 +148,31 @@ async def test_without_a_token_the_port_serves_as_before() -> None:
     assert status["ok"]
     assert status["value"]["role"] == "leader"
     assert hello == {"ok": True, "value": None}  # admitted already: the handshake is moot
+
+
+@pytest.mark.parametrize(
+    ("kv_token", "client_token", "served"),
+    [
+        ("default", TOKEN, True),  # the node's secret protects the client port too
+        ("default", None, False),
+        (b"another-kv-token-0123456789abcdef", TOKEN, False),
+        (b"another-kv-token-0123456789abcdef", b"another-kv-token-0123456789abcdef", True),
+        (None, None, True),  # explicitly open
+    ],
+    ids=["secret", "secret-no-client-token", "own-token-wrong", "own-token", "open"],
+)
+async def test_kv_node_takes_its_secret_as_the_token_unless_told_otherwise(
+    tmp_path: Path, kv_token: Any, client_token: bytes | None, served: bool
+) -> None:
+    raft_port, client_port = free_ports(2)
+    options = {} if kv_token == "default" else {"kv_token": kv_token}
+    node = KVNode(0, [f"127.0.0.1:{raft_port}"], [f"127.0.0.1:{client_port}"], tmp_path,
+                  secret=TOKEN, **options)  # fmt: skip
+
+    async with node, KVClient([f"127.0.0.1:{client_port}"], token=client_token) as c:
+        try:
+            outcome: Any = await c.put("k", "v")
+        except KVRequestError as exc:
+            outcome = exc.error
+
+    assert outcome == ("v" if served else "unauthorized")
