@@ -349,7 +349,8 @@ def _check_write(command: tuple[Any, ...]) -> tuple[str, str, str, str, int]:
         raise KVCommandError(FAILED, f"malformed KV write: {command!r:.80}")
     _, op, key, value, session, seq = command
     if (
-        op not in WRITE_OPS
+        not isinstance(op, str)  # a list or map from a decoded entry is unhashable
+        or op not in WRITE_OPS
         or not isinstance(key, str)
         or not isinstance(value, str)
         or not isinstance(session, str)
@@ -381,7 +382,8 @@ def _check_legacy(command: Any) -> tuple[str, str, str, str, int]:
         raise KVCommandError(FAILED, f"not a KV command: {command!r:.80}")
     op, key, value, client, seq = command
     if (
-        op not in WRITE_OPS
+        not isinstance(op, str)
+        or op not in WRITE_OPS
         or not isinstance(key, str)
         or not isinstance(value, str)
         or not isinstance(client, str)

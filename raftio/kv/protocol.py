@@ -170,7 +170,7 @@ def parse_request(obj: Any) -> Request:
     if not isinstance(obj, dict):
         raise ProtocolError("a request must be a map")
     op = obj.get("op")
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:  # a list or map is unhashable: check first
         raise ProtocolError(f"unknown op {op!r:.40}")
     if op in ("status", "register"):
         return Request(op)

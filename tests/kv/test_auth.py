@@ -176,3 +176,17 @@ async def test_kv_node_takes_its_secret_as_the_token_unless_told_otherwise(
             outcome = exc.error
 
     assert outcome == ("v" if served else "unauthorized")
+
+
+@pytest.mark.parametrize("op", [[1], {}, {"a": 1}, None, 7, b"put"], ids=repr)
+async def test_a_request_whose_op_is_not_a_string_is_a_bad_request(op: Any) -> None:
+    # Fuzz finding K1: a list or map op raised TypeError inside the connection task.
+    async with kv_service() as server:
+        stream = await connect(server)
+
+        reply = await exchange(stream, {"op": op, "key": "k"})
+        closed = await closed_by_server(stream)
+        await close(stream)
+
+    assert reply["error"] == "bad_request"
+    assert closed

@@ -151,6 +151,9 @@ def test_a_refused_oversized_write_is_stored_and_the_next_seq_follows() -> None:
         ("register", "abc", "10", 10),
         ("put", "k", "v", "legacy-client"),  # a legacy write missing its seq
         ["write", "put", "k", "v", "1.abc", 1],  # a list, not a tuple
+        ("write", ["put"], "k", "v", "1.abc", 1),  # unhashable op (fuzz K1's kind)
+        ("write", {}, "k", "v", "1.abc", 1),
+        (["put"], "k", "v", "legacy-client", 1),
     ],
 )
 def test_malformed_commands_are_refused_alike_on_every_replica(command: Any) -> None:
