@@ -5,10 +5,12 @@
     python -m raftio.testing.mutate peer --seed 7 --frames 10000 --bisect
     python -m raftio.testing.mutate peer --seeds 1-20 --frames 10000
     python -m raftio.testing.mutate show --seed 7 --frame 4242       # what mutant 4242 is
+    python -m raftio.testing.mutate tcp --seed 7 --frames 1000000    # Nodes on 127.0.0.1
+    python -m raftio.testing.mutate kv --seed 7 --frames 20000       # KV client ports
 
-A peer campaign is deterministic: the same seed and frame count replay the
-same frames at the same virtual times, and the first N frames of a longer
-run are those of a run of N frames. `--bisect` finds the smallest frame
+A peer campaign (in memory, virtual clock) is deterministic: the same seed
+and frame count replay the same frames at the same virtual times, and the
+first N frames of a longer run are those of a run of N frames. `--bisect` finds the smallest frame
 count that shows a problem. Exits 1 if any campaign found a problem.
 """
 
@@ -19,7 +21,9 @@ import sys
 from collections.abc import Sequence
 
 from raftio.testing.mutate.engine import Mutator
+from raftio.testing.mutate.kv import KVParams, run_kv_campaign
 from raftio.testing.mutate.peer import Outcome, PeerParams, capture_corpus, run_peer_campaign
+from raftio.testing.mutate.tcp import run_tcp_campaign
 
 
 def _seeds(text: str) -> list[int]:
@@ -31,7 +35,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m raftio.testing.mutate", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("protocol", choices=("peer", "show"))
+    parser.add_argument("protocol", choices=("peer", "tcp", "kv", "show"))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seeds", type=_seeds, help="a range of seeds, e.g. 1-20")
     parser.add_argument("--frames", type=int, default=10_000)
@@ -43,10 +47,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace, seed: int, frames: int) -> Outcome:
-    only = args.replay
-    return run_peer_campaign(
-        PeerParams(seed=seed, frames=frames, only=only, mean_gap=args.mean_gap)
-    )
+    if args.protocol == "kv":
+        return run_kv_campaign(KVParams(seed=seed, frames=frames))
+    params = PeerParams(seed=seed, frames=frames, only=args.replay, mean_gap=args.mean_gap)
+    if args.protocol == "tcp":
+        return run_tcp_campaign(params)
+    return run_peer_campaign(params)
 
 
 def _bisect(args: argparse.Namespace, seed: int, frames: int) -> int:
@@ -72,9 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(outcome.lines()), flush=True)
         if outcome.problems():
             failed += 1
-            print(f"replay: python -m raftio.testing.mutate peer --seed {seed} "
+            print(f"replay: python -m raftio.testing.mutate {args.protocol} --seed {seed} "
                   f"--frames {args.frames} --mean-gap {args.mean_gap}")  # fmt: skip
-            if args.bisect and args.replay is None:
+            if args.bisect and args.replay is None and args.protocol == "peer":
                 first = _bisect(args, seed, args.frames)
                 print(f"seed {seed}: the first {first} frames suffice (the last is #{first - 1})")
     return 1 if failed else 0

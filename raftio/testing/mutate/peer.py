@@ -463,14 +463,32 @@ class _Campaign:
         self.check_tasks()
         await self.restart_failed()
         out.leader_after = await c.wait_leader(LEADER_BOUND)
+        if out.leader_after is None:
+            self.describe_nodes("no leader after the frames")
         await self.check_data("after the frames")
         for i in range(c.n):
             await c.crash(i)
         for i in range(c.n):
             await self.restart(i)
         out.leader_after_restart = await c.wait_leader(LEADER_BOUND)
+        if out.leader_after_restart is None:
+            self.describe_nodes("no leader after a full restart")
         self.check_tasks()
         await self.check_data("after a full restart")
+
+    def describe_nodes(self, when: str) -> None:
+        """Each running node's view, for a problem that has no log line of its own."""
+        views = []
+        for i, node in enumerate(self.cluster.nodes):
+            if node is None:
+                views.append(f"S{i} down")
+                continue
+            st, core = node.status(), node.raft._core
+            views.append(
+                f"S{i} {st.role} T{st.term} voted {core.voted_for} last {st.last_index}"
+                f"@T{core.log.last_term} commit {st.commit_index} refused {core.refused}"
+            )
+        self.outcome.add("liveness", when, ": " + "; ".join(views))
 
     async def check_data(self, when: str) -> None:
         """A write commits; then every node holds every acknowledged write, and they agree."""
@@ -542,8 +560,8 @@ def _keep_varied(corpus: list[Seed], rng: random.Random, per_method: int) -> lis
     return kept
 
 
-async def _campaign(params: PeerParams) -> Outcome:
-    campaign = _Campaign(params)
+async def _watched(campaign: _Campaign) -> Outcome:
+    """Run a campaign with raftio's log lines going to its outcome (and not further)."""
     watch = _LogWatch(campaign.outcome, lambda: campaign.last)
     root = logging.getLogger("raftio")
     saved = root.propagate
@@ -576,6 +594,6 @@ def capture_corpus(seed: int, peers: int = 3) -> list[Seed]:
 def run_peer_campaign(params: PeerParams) -> Outcome:
     """Run one campaign on a fresh virtual-clock loop; see the module docstring."""
     started = time.perf_counter()
-    outcome = run(_campaign(params), "virtual")
+    outcome = run(_watched(_Campaign(params)), "virtual")
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
