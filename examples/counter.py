@@ -4,9 +4,9 @@ Run:  python examples/counter.py
 """
 
 import asyncio
+import socket
 import tempfile
 
-from raftio.kv.local import free_ports
 from raftio.node import Node
 
 
@@ -25,6 +25,17 @@ class Counter:
         self.value = int(data)
 
 
+def free_ports(n: int) -> list[int]:
+    """n ports of 127.0.0.1 that are free right now (the OS picks them)."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 async def main() -> None:
     addresses = [f"127.0.0.1:{port}" for port in free_ports(3)]
     with tempfile.TemporaryDirectory() as data:
@@ -37,8 +48,9 @@ async def main() -> None:
             leader = next((n for n in nodes if n.status().role == "leader"), None)
         for _ in range(5):
             print("counter =", await leader.propose(1))
-        for node in nodes:
-            await node.close()
+        # Together: a node closed while the others still call it is a peer lost
+        # mid-call, which they would rightly log as a warning.
+        await asyncio.gather(*(node.close() for node in nodes))
 
 
 asyncio.run(main())

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import tempfile
 
 from raftio.kv import KVClient, KVServer, KVStateMachine
-from raftio.kv.local import free_ports
 from raftio.node import Node
 
 N = 3
@@ -42,6 +42,17 @@ class Replica:
     async def stop(self) -> None:
         await self.server.close()
         await self.node.close()
+
+
+def free_ports(n: int) -> list[int]:
+    """n ports of 127.0.0.1 that are free right now (the OS picks them)."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 async def main() -> None:

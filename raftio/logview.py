@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 __all__ = [
+    "KNOWN_TOPICS",
     "TOPIC_COLORS",
     "TraceFilter",
     "TraceLine",
@@ -48,6 +49,9 @@ TOPIC_COLORS: dict[str, str] = {
     "storage": "34",
     "error": "1;37;41",  # bold white on red
 }
+# Topics raftio writes (peers' lines, then the simulator's own); --topics accepts
+# these and any other topic found in the input (a trace of another version).
+KNOWN_TOPICS = frozenset(TOPIC_COLORS) | {"refuse", "nemesis", "sim", "liveness", "violation"}
 _ROLE_LETTERS = {"follower": "F", "pre-candidate": "P", "candidate": "C", "leader": "L"}
 _TIME_WIDTH = 10
 _SEPARATOR = " | "
@@ -245,6 +249,10 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         chosen = [runs[number - 1 if number > 0 else number]]
     else:
         chosen = runs
+    unknown = _unknown_filters(runs, args.peers, args.topics)
+    if unknown:
+        print(f"raftio logview: {unknown}", file=sys.stderr)
+        return 2
     keep = TraceFilter(args.peers, args.topics, args.start, args.end).keep
     color = _use_color(args.color, out)
     width = args.width or _terminal_width()
@@ -261,6 +269,25 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         print("raftio logview: no trace lines in the input", file=sys.stderr)
         return 1
     return 0
+
+
+def _unknown_filters(
+    runs: list[list[TraceLine]], peers: frozenset[int] | None, topics: frozenset[str] | None
+) -> str | None:
+    """Why --topics or --peers names something the input cannot hold (a typo), or None."""
+    events = [event for run in runs for event in run]
+    if topics is not None:
+        valid = KNOWN_TOPICS | {event.topic for event in events}
+        unknown = sorted(topics - valid)
+        if unknown:
+            return f"unknown topic {', '.join(unknown)}; topics: {', '.join(sorted(valid))}"
+    if peers is not None and events:
+        present = {event.peer for event in events if event.peer is not None}
+        absent = sorted(peers - present)
+        if absent:
+            listed = ", ".join(f"S{peer}" for peer in sorted(present)) or "none"
+            return f"no {', '.join(f'S{peer}' for peer in absent)} in the input; peers: {listed}"
+    return None
 
 
 def _read(path: str) -> tuple[list[list[TraceLine]], int]:

@@ -263,3 +263,34 @@ def test_the_width_follows_columns(
     assert max(map(len, narrow)) <= 70
     assert max(map(len, wide)) <= 160
     assert len(wide) < len(narrow)  # fewer wrapped lines
+
+
+def test_an_unknown_topic_or_peer_is_an_error_listing_the_valid_ones(
+    trace: Trace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _, _ = trace
+
+    typo, typo_out, typo_err = logview(capsys, str(path), "--topics", "rolee,vote")
+    absent, absent_out, absent_err = logview(capsys, str(path), "--peers", "0,7")
+    known, _, known_err = logview(capsys, str(path), "--topics", "violation", "--no-color")
+
+    assert (typo, typo_out) == (2, [])
+    assert typo_err == (
+        "raftio logview: unknown topic rolee; topics: append, apply, error, liveness, nemesis, "
+        "recv, refuse, role, send, sim, snap, storage, violation, vote\n"
+    )
+    assert (absent, absent_out) == (2, [])
+    assert absent_err == "raftio logview: no S7 in the input; peers: S0, S1, S2\n"
+    assert (known, known_err) == (0, "")  # a topic raftio writes, just not in this trace
+
+
+def test_a_topic_found_only_in_the_input_is_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "other-version.log"
+    path.write_text("1.0000\tS0\tT1\tleader\tlease\textended to 2.0\n")
+
+    code, lines, err = logview(capsys, str(path), "--topics", "lease", "--no-color")
+
+    assert (code, err) == (0, "")
+    assert lines[1].endswith("T1 L lease: extended to 2.0")

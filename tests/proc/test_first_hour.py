@@ -290,3 +290,40 @@ def test_the_live_demo_ends_on_the_healthy_table_and_never_shows_a_node_down() -
     assert "down" not in states
     assert "starting" in states  # nodes not answering yet say so
     assert "digest: a hash of" in output
+
+
+# --------------------------------------------------------------------------- item 7
+
+
+def test_bench_with_every_system_skipped_fails_before_running(tmp_path: Path) -> None:
+    hide_pysyncobj = (
+        "import sys; sys.modules['pysyncobj'] = None  # not installed, as far as raftio sees"
+    )
+    run = f"{hide_pysyncobj}\nfrom raftio.cli import main\nraise SystemExit(main(sys.argv[1:]))"
+
+    done = subprocess.run(
+        [sys.executable, "-c", run, "bench", "--only", "pysyncobj", "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert one_line(done).startswith("raftio bench: nothing to run: PySyncObj is not installed")
+    assert not (tmp_path / "r").exists()  # refused before the run, not after
+
+
+def test_kv_says_it_is_retrying_when_no_node_answers() -> None:
+    nowhere = consecutive_free_ports(2)
+
+    done = run_raftio("kv", "--peers", f"127.0.0.1:{nowhere},127.0.0.1:{nowhere + 1}",
+                      "--timeout", "2", "get", "k")  # fmt: skip
+
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[0] == (
+        "raftio kv: no node has answered yet; retrying for up to 2 s (--timeout)"
+    )
+    assert done.stderr.splitlines()[1].startswith("raftio kv: gave up after ")
+    assert len(done.stderr.splitlines()) == 2
