@@ -84,6 +84,7 @@ def read(path: str) -> Manifest | None:
         return None
     marks: list[Mark] = []
     damaged: list[str] = []
+    zeroed: list[int] = []
     if len(data) < FILE_SIZE:  # always written whole (a tmp file renamed into place)
         damaged.append(f"{path} at offset {len(data)}: the file ends short of {FILE_SIZE} bytes")
     for at in (0, SLOT_SIZE):
@@ -91,8 +92,13 @@ def read(path: str) -> Manifest | None:
         problem = _check(slot)
         if problem is None:
             marks.append(_decode(slot))
-        elif slot.count(0) != len(slot):  # all zeros (or absent): never written
+        elif slot.count(0) == len(slot):
+            zeroed.append(at)
+        else:
             damaged.append(f"{path} at offset {at}: {problem}")
+    # Only a new MANIFEST (generation 1) has a slot never written; later, zeros are damage.
+    if any(m.generation > 1 for m in marks):
+        damaged += [f"{path} at offset {at}: slot is all zeros" for at in zeroed]
     if not marks:
         why = damaged[0].split(": ", 1)[1] if damaged else "both slots are empty"
         raise StorageCorruptError(f"{path} at offset 0: no valid slot ({why})")

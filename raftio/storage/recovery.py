@@ -296,14 +296,17 @@ def _find_checkpoint(directory: str, segments: list[int]) -> int:
             for a, b in zip(segments[i:], segments[i + 1 :], strict=False):
                 if b != a + 1:
                     raise StorageCorruptError(
-                        f"{directory}: segment {wal.segment_name(a + 1)} is missing"
+                        f"{os.path.join(directory, wal.segment_name(a + 1))}: missing, "
+                        f"between {wal.segment_name(a)} and {wal.segment_name(b)}"
                     )
             return i
         if not isinstance(first, wal.SegmentStart):
             raise wal.corrupt(path, 0, "a segment must start with a checkpoint or segment start")
-    oldest = os.path.join(directory, wal.segment_name(segments[0]))
-    raise wal.corrupt(
-        oldest, 0, "no segment from here on starts with a checkpoint; the log's start is lost"
+    # The oldest segment continues an older one: the log's start is lost.
+    missing = os.path.join(directory, wal.segment_name(segments[0] - 1))
+    raise StorageCorruptError(
+        f"{missing}: missing, but {wal.segment_name(segments[0])} continues it "
+        "(it starts with a segment start, not a checkpoint)"
     )
 
 
@@ -317,7 +320,7 @@ def _replay(
         path = os.path.join(directory, wal.segment_name(seq))
         with open(path, "rb") as f:
             data = f.read()
-        replayer = _Replayer(state, seq, sizes[-1] if sizes else 0)
+        replayer = _Replayer(state, seq, sizes[-1] if sizes else 0, directory)
         sizes.append(wal.scan_segment(path, data, on_record=replayer.apply).end)
     seq = live[-1]
     path = os.path.join(directory, wal.segment_name(seq))
@@ -331,7 +334,7 @@ def _replay(
             path, scan.end, f"{what}, below the durable watermark at offset {durable} ({source})"
         )
     keep, why = _unsynced_markers(directory, scan, durable)
-    replayer = _Replayer(state, seq, sizes[-1] if sizes else 0)
+    replayer = _Replayer(state, seq, sizes[-1] if sizes else 0, directory)
     for off, record in scan.records[:keep]:
         try:
             replayer.apply(record, off)
@@ -442,6 +445,7 @@ class _Replayer:
     state: LogState
     seq: int
     prev_size: int  # bytes in the segment before this one
+    directory: str
 
     def apply(self, record: wal.Record, offset: int) -> None:
         kind = type(record).__name__
@@ -452,9 +456,13 @@ class _Replayer:
             if record.seq != self.seq:
                 raise ValueError(f"{kind} record says segment {record.seq}, file name {self.seq}")
             if isinstance(record, wal.SegmentStart) and record.prev_size != self.prev_size:
-                raise ValueError(
-                    f"{wal.segment_name(self.seq - 1)} should hold {record.prev_size} bytes "
-                    f"of records, it holds {self.prev_size}"
+                # Named by the segment that lost records, where its records end.
+                prev = os.path.join(self.directory, wal.segment_name(self.seq - 1))
+                raise wal.corrupt(
+                    prev,
+                    self.prev_size,
+                    f"its records end here, but {wal.segment_name(self.seq)} "
+                    f"says they reach offset {record.prev_size}",
                 )
         elif first:
             raise ValueError(f"segment starts with a {kind} record, not a segment start")
