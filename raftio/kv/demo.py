@@ -115,9 +115,13 @@ class Demo:
         elapsed = self._loop.time() - started
         self.check(ok, f"{self.writes} writes acknowledged in {elapsed:.2f} s, "
                        "each answered with the expected value")  # fmt: skip
-        self.view.event("      (digest: a hash of a node's applied state; a follower applies an "
-                        "entry once it learns it is committed, so digests differ until the "
-                        "applied indexes match)")  # fmt: skip
+        # Without this, a follower one entry behind looks like a diverged replica.
+        self.view.event(
+            "      digest: a hash of a node's applied state; a follower applies an entry"
+        )
+        self.view.event(
+            "      once it learns it is committed, so digests match once applied indexes do"
+        )
         await self._show_table()
 
     async def _failover_phase(self, client: KVClient, victim: int) -> None:
