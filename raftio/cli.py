@@ -144,7 +144,7 @@ def _load_spec(directory: str | Path) -> ClusterSpec:
     except FileNotFoundError:
         raise CommandError(f"no cluster in {directory} (no cluster.json)") from None
     except NotADirectoryError:
-        raise CommandError(f"{directory} is not a directory") from None
+        raise CommandError(f"cannot use {directory}: not a directory (a file in its way)") from None
     except (OSError, ValueError, TypeError) as exc:
         raise CommandError(f"cannot read {directory}/cluster.json: {exc}") from None
 
