@@ -215,6 +215,7 @@ class TcpServer:
         self.connections: set[_ServerConnection] = set()  # every one not yet lost
         # Oldest first (dicts keep insertion order): eviction takes the head.
         self._pending: dict[_ServerConnection, None] = {}
+        self._pending_hosts: dict[str, int] = {}  # host -> its connections in _pending
         self._ready: dict[_ServerConnection, None] = {}
         self._by_node: dict[int, list[_ServerConnection]] = {}
         self.buffered = 0  # bytes of partial frames held, all connections
@@ -263,20 +264,34 @@ class TcpServer:
         if self._closing:
             return False
         if len(self._pending) >= self.max_pending:
-            oldest = next(iter(self._pending))
-            oldest.evict(
+            self._oldest_of_busiest_host().evict(
                 "pending_full",
                 f"too many unauthenticated connections (max_pending={self.max_pending}); "
-                "dropping the oldest",
+                "dropping the oldest of the busiest host",
             )
         self._pending[conn] = None
+        self._pending_hosts[conn.host] = self._pending_hosts.get(conn.host, 0) + 1
         self.connections.add(conn)
         self._arm_sweeper()
         return True
 
+    def _oldest_of_busiest_host(self) -> _ServerConnection:
+        # A host flooding the port evicts its own connections, not a peer's
+        # handshake from elsewhere (max_pending is small: the scan is cheap).
+        busiest = max(self._pending_hosts, key=self._pending_hosts.__getitem__)
+        return next(conn for conn in self._pending if conn.host == busiest)
+
+    def _unpend(self, conn: _ServerConnection) -> None:
+        if self._pending.pop(conn, 0) is None:
+            left = self._pending_hosts[conn.host] - 1
+            if left:
+                self._pending_hosts[conn.host] = left
+            else:
+                del self._pending_hosts[conn.host]
+
     def authenticated(self, conn: _ServerConnection, node_id: int) -> None:
         """`conn` proved itself as `node_id`: make room among the authenticated."""
-        self._pending.pop(conn, None)
+        self._unpend(conn)
         same = self._by_node.get(node_id, [])
         if len(same) >= self.max_per_node:
             same[0].evict(
@@ -297,7 +312,7 @@ class TcpServer:
 
     def forget(self, conn: _ServerConnection) -> None:
         """Take `conn` out of every pool (idempotent); its bytes leave the budget."""
-        self._pending.pop(conn, None)
+        self._unpend(conn)
         if self._ready.pop(conn, 0) is None:
             same = self._by_node[conn.node_id]
             same.remove(conn)
@@ -426,6 +441,7 @@ class _ServerConnection(FrameProtocol):
         self._inflight = 0
         self._reading_paused = False
         self.node_id = -1  # the id it proved, once authenticated
+        self.host = ""  # the peer's address, without the port
         self.counted = 0  # bytes of partial frames charged to the server's budget
         # Kept cheap on the hot path (a counter), read by the sweep: a frame
         # count unchanged since the last sweep means nothing arrived.
@@ -436,6 +452,8 @@ class _ServerConnection(FrameProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self.host = str(peer[0]) if peer else ""
         if not self._server.admit(self):
             self.abort()  # the server is closing
             return

@@ -335,12 +335,12 @@ def test_replies_leave_at_once_when_alone_and_in_one_write_when_many(run: Runner
 
             handler.gate = asyncio.Event()
             n = 40
-            calls = [end.start_call("request_vote", RequestVoteArgs(i, i, 0, 0)) for i in range(n)]
+            calls = [end.start_call("request_vote", RequestVoteArgs(i, 0, i, 0)) for i in range(n)]
             await handler.wait_calls(1 + n)
             handler.gate.set()  # all n handlers finish in the same loop iteration
             replies = await asyncio.gather(*calls)
 
-            assert replies == [RequestVoteReply(i, i % 2 == 0) for i in range(n)]
+            assert replies == [RequestVoteReply(i, True) for i in range(n)]
             # The only request in flight: its reply left from its own task, at once.
             # Then n in flight: their replies left together, in one later write.
             assert writes == [(1, True), (n, False)]
@@ -673,10 +673,10 @@ async def raw_connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader,
 async def handshake(
     reader: asyncio.StreamReader, writer: Any, *, secret: bytes | None = None
 ) -> None:
-    """The client half of the handshake, by hand."""
-    hello = frames.Hello(frames.PROTOCOL_VERSION, CLUSTER, 9, frames.new_nonce())
+    """The client half of the handshake, by hand, as S0 (RV's candidate)."""
+    hello = frames.Hello(frames.PROTOCOL_VERSION, CLUSTER, 0, frames.new_nonce())
     writer.write(
-        frames.encode_frame(frames.HELLO, 0, frames.hello_payload(CLUSTER, 9, hello.nonce))
+        frames.encode_frame(frames.HELLO, 0, frames.hello_payload(CLUSTER, 0, hello.nonce))
     )
     kind, _, payload = await read_frame(reader)
     assert kind == frames.WELCOME
