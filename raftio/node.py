@@ -246,6 +246,13 @@ class Node:
         from raftio.transport.tcp import serve
 
         host, port = parse_address(self._bind)
+        if self._secret is None and self._ssl_server is None and self._ssl_client is None:
+            logger.warning(
+                "S%d: peers are not authenticated (no secret, no TLS): anyone who reaches "
+                "%s can speak Raft to this node",
+                self.node_id,
+                self._bind,
+            )
         self._server = await serve(
             self.raft,
             host,
