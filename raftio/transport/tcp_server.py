@@ -613,7 +613,9 @@ class _ServerConnection(FrameProtocol):
         self._state = _READY
         self.node_id = hello.node_id
         self._reader.max_frame = server.max_frame
-        self._active_at = self._loop.time()
+        # Active as of now; only frames after this one make it active again, so
+        # a newcomer that goes quiet is evicted before a peer that keeps calling.
+        self._active_at, self._seen_frames = self._loop.time(), self.frames_in
         server.authenticated(self, hello.node_id)
         server.drops.log(f"connected S{hello.node_id}", logging.INFO, "%s: connected", self.label)
 
