@@ -2,7 +2,9 @@
 
 Owns the byte layout: the 9-byte frame header, the frame kinds and which
 message class each carries, the incremental `FrameReader` that cuts a byte
-stream into frames, the handshake payloads and HMAC-SHA256 proofs, and
+stream into frames, the handshake payloads and HMAC-SHA256 proofs (with
+per-node pair keys), the check that a TLS certificate names the node id a
+client claims, and
 `FrameProtocol`, the asyncio protocol base both ends of tcp.py build on
 (read frames, coalesce writes, close). Everything but `FrameProtocol` is pure
 (no sockets, no clock), so it can be fuzzed directly. Never imports msgpack
