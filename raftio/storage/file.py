@@ -294,11 +294,12 @@ class FileStorage:
         if self._flushing or self._error is not None or self._closed or not self._resumed:
             return  # the next batch's end re-arms the timer
         assert self.watermark_delay is not None  # the timer is armed only with a delay
-        idle = asyncio.get_running_loop().time() - self._last_commit
-        if idle < self.watermark_delay:  # batches kept coming: their records carry it
-            loop = asyncio.get_running_loop()
-            wait = self.watermark_delay - idle
-            self._watermark_timer = loop.call_later(wait, self._write_watermark)
+        loop = asyncio.get_running_loop()
+        due = self._last_commit + self.watermark_delay
+        if loop.time() < due - 1e-3:  # batches kept coming: their records carry it
+            # An absolute deadline with a tolerance: a relative one can shrink
+            # below the clock's float resolution and fire forever.
+            self._watermark_timer = loop.call_at(due, self._write_watermark)
             return
         self._flushing = True  # batches wait for this one fdatasync
         self._worker.submit(self._writer.write_manifest, self._watermark_written)
