@@ -4,6 +4,7 @@ Run:  python examples/counter.py
 """
 
 import asyncio
+import secrets
 import socket
 import tempfile
 
@@ -38,8 +39,9 @@ def free_ports(n: int) -> list[int]:
 
 async def main() -> None:
     addresses = [f"127.0.0.1:{port}" for port in free_ports(3)]
+    secret = secrets.token_bytes(32)  # peers prove they know it; keep it in a 0600 file
     with tempfile.TemporaryDirectory() as data:
-        nodes = [Node(i, addresses, f"{data}/{i}", Counter()) for i in range(3)]
+        nodes = [Node(i, addresses, f"{data}/{i}", Counter(), secret=secret) for i in range(3)]
         for node in nodes:
             await node.start()
         leader = None

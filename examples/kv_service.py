@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 import tempfile
 
@@ -24,6 +25,7 @@ from raftio.kv import KVClient, KVServer, KVStateMachine
 from raftio.node import Node
 
 N = 3
+SECRET = secrets.token_bytes(32)  # authenticates peers and KV clients alike
 
 
 class Replica:
@@ -31,8 +33,8 @@ class Replica:
 
     def __init__(self, i: int, peers: list[str], client_peers: list[str], data: str) -> None:
         self.machine = KVStateMachine()
-        self.node = Node(i, peers, f"{data}/node-{i}", self.machine)
-        self.server = KVServer(self.node, self.machine, client_peers)
+        self.node = Node(i, peers, f"{data}/node-{i}", self.machine, secret=SECRET)
+        self.server = KVServer(self.node, self.machine, client_peers, token=SECRET)
 
     async def start(self) -> Replica:
         await self.node.start()  # Raft first: the client port never answers for a dead node
@@ -61,7 +63,7 @@ async def main() -> None:
     client_peers = [f"127.0.0.1:{p}" for p in ports[N:]]  # KV clients
     with tempfile.TemporaryDirectory() as data:
         replicas = [await Replica(i, peers, client_peers, data).start() for i in range(N)]
-        async with KVClient(client_peers) as client:
+        async with KVClient(client_peers, token=SECRET) as client:
             await tour(client, replicas, peers, client_peers, data)
         for replica in replicas:
             await replica.stop()

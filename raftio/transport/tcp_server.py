@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from raftio.codec import decode_message, encode_message
+from raftio.messages import AppendEntriesArgs, InstallSnapshotArgs, RequestVoteArgs
 from raftio.transport import frames
 from raftio.transport.base import RpcHandler
 from raftio.transport.frames import (
@@ -630,6 +631,15 @@ class _ServerConnection(FrameProtocol):
         args = decode_message(payload)  # CodecError drops the connection
         if type(args) is not rpc.args_cls:
             raise FrameError(f"{rpc.method} frame carries a {type(args).__name__}")
+        if isinstance(args, RequestVoteArgs):
+            sender = args.candidate_id
+        elif isinstance(args, (AppendEntriesArgs, InstallSnapshotArgs)):
+            sender = args.leader_id
+        else:  # args_cls is one of the three request types
+            raise FrameError(f"{rpc.method} frame carries a {type(args).__name__}")
+        if sender != self.node_id:
+            # A connection speaks for the node it authenticated as, never another.
+            raise FrameError(f"S{self.node_id}'s connection sent a {rpc.method} as S{sender}")
         self._inflight += 1
         self._update_reading()
         self._server.spawn(self._serve(request_id, rpc, handle, args))
