@@ -44,8 +44,8 @@ from raftio.validate import (
     check_append_entries,
     check_append_reply,
     check_install_snapshot,
+    check_reply_term,
     check_request_vote,
-    check_term,
 )
 
 
@@ -135,6 +135,8 @@ class RaftCore:
         # Volatile state.
         self.role = Role.FOLLOWER
         self.leader_id: int | None = None
+        # (term, highest leader_commit its leader sent us): bounds its snapshots.
+        self._leader_commit_heard = (0, 0)
         self.commit_index = state.snapshot_index
         self.applied_index = state.snapshot_index
         self.durable_index = self.log.last_index  # restored entries are durable
@@ -316,7 +318,7 @@ class RaftCore:
     def on_request_vote_reply(
         self, peer: int, args: RequestVoteArgs, reply: RequestVoteReply | None
     ) -> None:
-        if reply is None or self._refuse(check_term(reply.term, self.current_term)):
+        if reply is None or self._refuse(check_reply_term(reply.term)):
             return
         if reply.term > self.current_term and not reply.vote_granted:
             self._become_follower(reply.term, None)
@@ -340,9 +342,7 @@ class RaftCore:
         """Figure 2's receiver rules; None (no answer) for a request no honest leader sends."""
         if args.term < self.current_term:
             return AppendEntriesReply(self.current_term, False)  # changes nothing here
-        checked = check_append_entries(
-            args, self.me, self.peer_count, self.current_term, hears_leader=self._hears_leader()
-        )
+        checked = check_append_entries(args, self.me, self.peer_count, self.current_term)
         if self._refuse(checked):
             return None
         if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
@@ -351,6 +351,10 @@ class RaftCore:
             self._become_follower(args.term, args.leader_id)
         self.leader_id = args.leader_id
         self._election_elapsed = 0
+        heard_term, heard = self._leader_commit_heard
+        if heard_term != args.term:
+            heard = 0
+        self._leader_commit_heard = (args.term, max(heard, args.leader_commit))
 
         log = self.log
         prev, entries = args.prev_log_index, args.entries
@@ -422,7 +426,7 @@ class RaftCore:
     def on_append_entries_reply(
         self, peer: int, args: AppendEntriesArgs, reply: AppendEntriesReply | None
     ) -> None:
-        if reply is not None and self._refuse(check_append_reply(reply, args, self.current_term)):
+        if reply is not None and self._refuse(check_append_reply(reply, args)):
             reply = None  # as if lost: probe again rather than believe it
         if reply is not None and reply.term > self.current_term:
             self._become_follower(reply.term, None)
@@ -496,8 +500,10 @@ class RaftCore:
         """
         if args.term < self.current_term:
             return InstallSnapshotReply(self.current_term)  # changes nothing here
+        heard_term, heard = self._leader_commit_heard
+        known_commit = max(self.commit_index, heard if heard_term == args.term else 0)
         checked = check_install_snapshot(
-            args, self.me, self.peer_count, self.current_term, hears_leader=self._hears_leader()
+            args, self.me, self.peer_count, self.current_term, known_commit
         )
         if self._refuse(checked):
             return None
@@ -529,7 +535,7 @@ class RaftCore:
     def on_install_snapshot_reply(
         self, peer: int, args: InstallSnapshotArgs, reply: InstallSnapshotReply | None
     ) -> None:
-        if reply is not None and self._refuse(check_term(reply.term, self.current_term)):
+        if reply is not None and self._refuse(check_reply_term(reply.term)):
             reply = None
         if reply is not None and reply.term > self.current_term:
             self._become_follower(reply.term, None)
@@ -681,16 +687,19 @@ class RaftCore:
             self._post_append(peer, pr, self.heartbeat_args(peer))
         elif pr.state is Replication.SNAPSHOT and pr.wait_ticks < self._election_ticks[1]:
             # An InstallSnapshot is on its way; keep the follower from campaigning meanwhile.
-            prev = self.log.snapshot_index
-            args = AppendEntriesArgs(
-                self.current_term, self.me, prev, self.log.snapshot_term, [], self.commit_index
-            )
-            self._post_append(peer, pr, args)
+            self._post_append(peer, pr, self._snapshot_heartbeat())
         else:
             pr.paused = False
             if pr.state is Replication.SNAPSHOT:
                 pr.become_probe()  # no answer to the snapshot for long: start over
             self._send_append(peer)
+
+    def _snapshot_heartbeat(self) -> AppendEntriesArgs:
+        """An empty AppendEntries anchored at our snapshot, carrying our commit index."""
+        log = self.log
+        return AppendEntriesArgs(
+            self.current_term, self.me, log.snapshot_index, log.snapshot_term, [], self.commit_index
+        )
 
     def _send_append(self, peer: int) -> None:
         """Send `peer` what it is missing, if its replication state allows it now."""
@@ -739,6 +748,9 @@ class RaftCore:
         pr.state = Replication.SNAPSHOT
         pr.paused = True
         pr.wait_ticks = 0
+        # Our commit index first, every time (an earlier one may have been lost): a
+        # follower refuses a snapshot past the highest commit index we told it.
+        self._post_append(peer, pr, self._snapshot_heartbeat())
         args = InstallSnapshotArgs(
             self.current_term,
             self.me,

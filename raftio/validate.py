@@ -25,24 +25,37 @@ from raftio.messages import (
 # 64-bit field, and every value stays exact as a float (2**53).
 MAX_TERM = 1 << 52
 MAX_INDEX = 1 << 52
-# How far a message's term may lead ours. Elections raise a term by one
-# each; pre-vote stops an isolated node from raising its own at all. A
-# forged term can still push the cluster ahead, but only this far per
-# message, so exhausting the term space takes billions of forged frames.
+# How far a request's term may lead ours. Elections raise a term by one
+# each, and pre-vote stops an isolated node from raising its own at all, so
+# honest requests never come near it. A forged request can still push its
+# receiver ahead, but only this far, so exhausting the term space takes
+# billions of forged frames rather than one.
 MAX_TERM_JUMP = 1 << 20
 
 
-def check_term(term: int, current_term: int, *, bounded_jump: bool = True) -> str | None:
-    """A message's term: non-negative, bounded, and not absurdly far ahead of ours.
+def check_term(term: int, current_term: int) -> str | None:
+    """A request's term: bounded, and not absurdly far ahead of ours.
 
-    `bounded_jump=False` waives the jump limit: a leader's message to a node
-    that hears no leader of its own (it was away while the cluster's term
-    moved on, whatever moved it) must be able to bring it back.
+    Requests come from whoever connects to us; replies do not (see
+    `check_reply_term`).
     """
     if not 0 <= term <= MAX_TERM:
         return "term_range"
-    if bounded_jump and term > current_term + MAX_TERM_JUMP:
+    if term > current_term + MAX_TERM_JUMP:
         return "term_jump"
+    return None
+
+
+def check_reply_term(term: int) -> str | None:
+    """A reply's term: bounded, but it may lead ours by any amount.
+
+    A reply answers a request we sent to the peer's own address, so its term
+    is that peer's: a node pushed far ahead by forged requests (at most
+    MAX_TERM_JUMP per frame) tells the others through its replies, and the
+    cluster moves up to it in one step instead of leaving it stranded.
+    """
+    if not 0 <= term <= MAX_TERM:
+        return "term_range"
     return None
 
 
@@ -73,10 +86,10 @@ def check_request_vote(
 
 
 def check_append_entries(
-    args: AppendEntriesArgs, me: int, peer_count: int, current_term: int, *, hears_leader: bool
+    args: AppendEntriesArgs, me: int, peer_count: int, current_term: int
 ) -> str | None:
     reason = (
-        check_term(args.term, current_term, bounded_jump=hears_leader)
+        check_term(args.term, current_term)
         or _check_sender(args.leader_id, me, peer_count)
         or _check_position(args.prev_log_index, args.prev_log_term, args.term)
     )
@@ -101,23 +114,32 @@ def check_entry_terms(entries: list[Entry], prev_term: int, leader_term: int) ->
 
 
 def check_install_snapshot(
-    args: InstallSnapshotArgs, me: int, peer_count: int, current_term: int, *, hears_leader: bool
+    args: InstallSnapshotArgs, me: int, peer_count: int, current_term: int, known_commit: int
 ) -> str | None:
-    reason = check_term(args.term, current_term, bounded_jump=hears_leader) or _check_sender(
-        args.leader_id, me, peer_count
-    )
+    """`known_commit`: the highest commit index the leader of `args.term` has told us.
+
+    A leader snapshots only what it has applied, so only what it committed,
+    and it tells a follower its commit index (an AppendEntries, sent before
+    any snapshot) before it sends a snapshot. A snapshot further ahead is a
+    forgery: installed, it would let its receiver win elections with a log
+    nobody else has and replace every replica's state.
+    """
+    reason = check_term(args.term, current_term) or _check_sender(args.leader_id, me, peer_count)
     if reason:
         return reason
     if args.last_included_index == 0:
         return "position"  # a snapshot of nothing
-    return _check_position(args.last_included_index, args.last_included_term, args.term)
+    reason = _check_position(args.last_included_index, args.last_included_term, args.term)
+    if reason:
+        return reason
+    if args.last_included_index > known_commit:
+        return "snapshot_ahead"
+    return None
 
 
-def check_append_reply(
-    reply: AppendEntriesReply, args: AppendEntriesArgs, current_term: int
-) -> str | None:
+def check_append_reply(reply: AppendEntriesReply, args: AppendEntriesArgs) -> str | None:
     """A follower's answer must be about the request it answers."""
-    reason = check_term(reply.term, current_term)
+    reason = check_reply_term(reply.term)
     if reason:
         return reason
     if reply.success:

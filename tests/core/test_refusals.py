@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from raftio.core import Role
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -19,7 +20,16 @@ from raftio.messages import (
 )
 from raftio.validate import MAX_INDEX, MAX_TERM, MAX_TERM_JUMP
 
-from .helpers import ae, drain, entries, entry, make_core, make_leader
+from .helpers import (
+    EXTENDED,
+    ae,
+    campaign,
+    drain,
+    entries,
+    entry,
+    make_core,
+    make_leader,
+)
 
 LOG = [1, 1, 2, 3, 3]
 BIG = [2**63 - 1, 2**63, 2**64 - 1, MAX_TERM + 1]
@@ -120,17 +130,74 @@ def test_impossible_snapshots(args: InstallSnapshotArgs, reason: str) -> None:
     unchanged(core, core.handle_install_snapshot, args, reason)
 
 
-def test_a_node_that_hears_no_leader_follows_a_leader_far_ahead() -> None:
-    """Terms a forged frame raised must not lock out a node that was away meanwhile."""
-    far = 3 + MAX_TERM_JUMP + 10
-    away = make_core(LOG, term=3)
-    assert away.handle_append_entries(ae(far, 5, 3)) is not None
-    assert away.current_term == far
-    # A node that hears its leader keeps the jump limit.
+@pytest.mark.parametrize("hears_leader", [True, False])
+def test_one_request_cannot_push_a_node_far_ahead(hears_leader: bool) -> None:
+    """Whether or not it hears a leader: a single frame moves a term at most MAX_TERM_JUMP."""
+    far = 3 + MAX_TERM_JUMP + 1
     core = make_core(LOG, term=3)
-    assert core.handle_append_entries(ae(3, 5, 3)) is not None
-    drain(core)
+    if hears_leader:
+        assert core.handle_append_entries(ae(3, 5, 3)) is not None
+        drain(core)
     unchanged(core, core.handle_append_entries, ae(far, 5, 3), "term_jump")
+    assert core.handle_append_entries(ae(far - 1, 5, 3)) is not None
+    assert core.current_term == far - 1
+
+
+def test_a_leader_follows_a_node_pushed_far_ahead_from_its_reply() -> None:
+    """Replies come from the peer we called: its term, however far ahead, is adopted."""
+    far = 4 + 5 * MAX_TERM_JUMP
+    core = make_leader(LOG, term=4)
+    sent = core.heartbeat_args(1)
+    core.on_append_entries_reply(1, sent, AppendEntriesReply(far, False))
+    assert core.role is Role.FOLLOWER
+    assert core.current_term == far
+    assert core.refused == {}
+
+
+def test_a_node_left_behind_follows_the_cluster_from_a_vote_reply() -> None:
+    far = 3 + 5 * MAX_TERM_JUMP
+    core = make_core(LOG, term=3, config=EXTENDED)
+    (_, _, request), *_ = campaign(core)
+    assert isinstance(request, RequestVoteArgs)
+    assert request.pre_vote
+    core.on_request_vote_reply(1, request, RequestVoteReply(far, False))
+    assert core.role is Role.FOLLOWER
+    assert core.current_term == far
+    # and its leader's next heartbeat is within reach
+    assert core.handle_append_entries(ae(far, 5, 3)) is not None
+
+
+def test_a_snapshot_past_the_commit_index_its_leader_announced_is_refused() -> None:
+    """A captured snapshot with its index raised would let its receiver win elections."""
+    core = make_core(LOG, term=3)
+    assert core.handle_append_entries(ae(3, 5, 3, commit=7)) is not None
+    drain(core)
+    unchanged(
+        core, core.handle_install_snapshot, InstallSnapshotArgs(3, 1, 8, 3, b"x"), "snapshot_ahead"
+    )
+    assert core.handle_install_snapshot(InstallSnapshotArgs(3, 1, 7, 3, b"x")) is not None
+    assert (core.log.snapshot_index, core.commit_index) == (7, 7)
+
+
+def test_a_snapshot_from_a_leader_that_announced_nothing_yet_is_refused() -> None:
+    """Its leader sends an AppendEntries with its commit index before any snapshot."""
+    core = make_core(LOG, term=3)
+    unchanged(
+        core, core.handle_install_snapshot, InstallSnapshotArgs(4, 1, 6, 3, b"x"), "snapshot_ahead"
+    )
+    # a commit index heard from the previous term's leader does not count either
+    assert core.handle_append_entries(ae(3, 5, 3, commit=9)) is not None
+    core.refused.clear()
+    unchanged(
+        core, core.handle_install_snapshot, InstallSnapshotArgs(4, 1, 6, 3, b"x"), "snapshot_ahead"
+    )
+
+
+def test_a_snapshot_within_our_own_commit_index_is_answered() -> None:
+    """A restarted follower has heard nothing from its leader, but knows its own commits."""
+    restarted = make_core([3, 3], term=3, snapshot=(5, 3))
+    assert restarted.handle_install_snapshot(InstallSnapshotArgs(3, 1, 5, 3, b"x")) is not None
+    assert restarted.refused == {}
 
 
 def test_a_success_reply_claiming_more_than_was_sent_is_ignored() -> None:

@@ -116,6 +116,11 @@ def test_compact_past_restored_snapshot_needs_applying_first() -> None:
 
 SNAP_DATA = b"snapshot through 5"
 INSTALL = InstallSnapshotArgs(3, 0, 5, 1, SNAP_DATA)
+# Sent before every InstallSnapshot (and while one travels): an empty
+# AppendEntries anchored at the snapshot that tells the follower our commit
+# index, without which it refuses the snapshot (validate.check_install_snapshot).
+BEAT = AppendEntriesArgs(3, 0, 5, 1, [], 5)
+SEND_SNAPSHOT = [(1, APPEND_ENTRIES, BEAT), (1, INSTALL_SNAPSHOT, INSTALL)]
 
 
 def snapshot_leader() -> RaftCore:
@@ -127,7 +132,7 @@ def snapshot_sent(core: RaftCore) -> RaftCore:
     """Follower 1 said its log ends at 2: the leader has sent it INSTALL."""
     probe = AppendEntriesArgs(3, 0, 7, 1, [], 5)
     core.on_append_entries_reply(1, probe, AppendEntriesReply(3, False, 0, 0, 0, 3))
-    assert drain(core) == ([], [(1, INSTALL_SNAPSHOT, INSTALL)])
+    assert drain(core) == ([], SEND_SNAPSHOT)
     return core
 
 
@@ -144,21 +149,21 @@ def test_leader_sends_snapshot_when_next_index_is_compacted() -> None:
     ("x_len", "sent"),
     [
         # next_index at or below the snapshot index: the entry is gone, send the snapshot
-        (3, (INSTALL_SNAPSHOT, INSTALL)),
-        (5, (INSTALL_SNAPSHOT, INSTALL)),
+        (3, SEND_SNAPSHOT),
+        (5, SEND_SNAPSHOT),
         # next_index just after it: prev is the snapshot's last entry, append from there
-        (6, (APPEND_ENTRIES, AppendEntriesArgs(3, 0, 5, 1, entries(6, 1, 1), 5))),
-        (7, (APPEND_ENTRIES, AppendEntriesArgs(3, 0, 6, 1, entries(7, 1), 5))),
+        (6, [(1, APPEND_ENTRIES, AppendEntriesArgs(3, 0, 5, 1, entries(6, 1, 1), 5))]),
+        (7, [(1, APPEND_ENTRIES, AppendEntriesArgs(3, 0, 6, 1, entries(7, 1), 5))]),
     ],
 )
-def test_snapshot_boundary(x_len: int, sent: tuple[str, object]) -> None:
+def test_snapshot_boundary(x_len: int, sent: list[tuple[int, str, object]]) -> None:
     """§7: InstallSnapshot exactly when next_index <= snapshot index."""
     core = snapshot_leader()
     probe = AppendEntriesArgs(3, 0, 7, 1, [], 5)
 
     core.on_append_entries_reply(1, probe, AppendEntriesReply(3, False, 0, 0, 0, x_len))
 
-    assert drain(core) == ([], [(1, *sent)])
+    assert drain(core) == ([], sent)
 
 
 def test_leader_sends_snapshot_after_compacting_past_a_lagging_follower() -> None:
@@ -180,6 +185,7 @@ def test_leader_sends_snapshot_after_compacting_past_a_lagging_follower() -> Non
 
     install = InstallSnapshotArgs(2, 0, 5, 2, b"s5")
     assert drain(core)[1] == [
+        (1, APPEND_ENTRIES, AppendEntriesArgs(2, 0, 5, 2, [], 5)),
         (1, INSTALL_SNAPSHOT, install),
         (2, APPEND_ENTRIES, AppendEntriesArgs(2, 0, 5, 2, [], 5)),
     ]
@@ -259,9 +265,7 @@ def test_lost_snapshot_is_resent_at_the_next_heartbeat() -> None:
     for _ in range(HEARTBEAT):
         core.tick()
 
-    assert [(p, m, a) for p, m, a in core.take_outbox() if p == 1] == [
-        (1, INSTALL_SNAPSHOT, INSTALL)
-    ]
+    assert [(p, m, a) for p, m, a in core.take_outbox() if p == 1] == SEND_SNAPSHOT
 
 
 def test_heartbeats_while_snapshot_in_flight() -> None:
@@ -273,14 +277,14 @@ def test_heartbeats_while_snapshot_in_flight() -> None:
         core.tick()
         sent[tick] = [(m, a) for p, m, a in core.take_outbox() if p == 1]
 
-    beat = (APPEND_ENTRIES, AppendEntriesArgs(3, 0, 5, 1, [], 5))
+    beat = (APPEND_ENTRIES, BEAT)
     for tick, out in sent.items():
         if tick % HEARTBEAT:
             assert out == [], tick
         elif tick < ELECTION_MAX:
             assert out == [beat], tick
         else:
-            assert out == [(INSTALL_SNAPSHOT, INSTALL)], tick
+            assert out == [beat, (INSTALL_SNAPSHOT, INSTALL)], tick
 
 
 # --- a follower receives InstallSnapshot --------------------------------------------------
@@ -308,7 +312,7 @@ def committed_follower() -> RaftCore:
         # the log conflicts with the snapshot: discard it all
         (
             InstallSnapshotArgs(3, 1, 4, 3, b"s"),
-            [("hard_state", 3, None), ("snapshot", 4, 3, b"s"), ("append", 5, [])],
+            [("snapshot", 4, 3, b"s"), ("append", 5, [])],
             (4, 3),
             [],
         ),
@@ -335,6 +339,9 @@ def test_handle_install_snapshot(
     """§7: InstallSnapshot receiver rules 1, 6 and 7 (one chunk: offset 0, done)."""
     core = committed_follower()
     installed = snapshot != (0, 0)
+    if args.term >= 2:  # the snapshot's leader has told us its commit index (8)
+        core.handle_append_entries(ae(args.term, 0, 0, commit=8))
+        drain(core)
 
     reply = core.handle_install_snapshot(args)
 
@@ -362,7 +369,7 @@ def test_handle_install_snapshot(
 def test_snapshot_is_delivered_before_later_entries() -> None:
     """§7: the service gets the snapshot once, then only entries after it, in order."""
     core = make_core([1, 1, 1], term=1)
-    core.handle_append_entries(ae(1, 3, 1, commit=2))  # 1..2 committed, not yet applied
+    core.handle_append_entries(ae(1, 2, 1, commit=5))  # 1..2 committed, not yet applied
 
     core.handle_install_snapshot(InstallSnapshotArgs(1, 1, 5, 1, b"s5"))
     core.handle_append_entries(ae(1, 5, 1, entries(6, 1, 1), commit=7))
@@ -381,6 +388,7 @@ def test_snapshot_is_delivered_before_later_entries() -> None:
 def test_install_keeping_suffix_applies_it_after_the_snapshot() -> None:
     """§7: entries kept after the snapshot are applied once committed, after the snapshot."""
     core = make_core(FOLLOWER_LOG, term=2)
+    core.handle_append_entries(ae(2, 0, 0, commit=3))
 
     core.handle_install_snapshot(InstallSnapshotArgs(2, 1, 3, 1, b"s3"))
     core.handle_append_entries(ae(2, 5, 2, commit=5))
@@ -390,12 +398,18 @@ def test_install_keeping_suffix_applies_it_after_the_snapshot() -> None:
 
 
 def test_install_snapshot_makes_candidate_follow() -> None:
-    """§5.2/§7: InstallSnapshot of the current term comes from the leader: follow it."""
+    """§5.2/§7: a leader of our term announces its commit, then its snapshot installs."""
     core = make_core([1], term=1)
     campaign(core)
     drain(core)
+    snapshot = InstallSnapshotArgs(2, 2, 4, 2, b"s")
 
-    core.handle_install_snapshot(InstallSnapshotArgs(2, 2, 4, 2, b"s"))
+    # Unannounced, it is refused (a forgery could carry any index).
+    assert core.handle_install_snapshot(snapshot) is None
+    assert core.role is Role.CANDIDATE
+    core.handle_append_entries(ae(2, 0, 0, commit=4, leader=2))
+    assert drain(core) == ([], [])
+    assert core.handle_install_snapshot(snapshot) == InstallSnapshotReply(2)
 
     assert (core.role, core.current_term, core.leader_id, core.voted_for) == (
         Role.FOLLOWER,
