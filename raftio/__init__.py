@@ -1,14 +1,23 @@
 """raftio: Raft consensus for Python asyncio.
 
 The public names of CONTRACT.md, re-exported; nothing else lives here.
+They load on first use, so `import raftio.core` (the pure protocol core)
+brings in no event loop, codec, storage or transport.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from raftio.config import RaftConfig
 from raftio.messages import ApplyMsg
-from raftio.node import Node, StateMachine
-from raftio.raft import Raft, make
-from raftio.storage.file import FileStorage
-from raftio.storage.memory import MemoryStorage
+
+if TYPE_CHECKING:
+    from raftio.node import Node, StateMachine
+    from raftio.raft import Raft, make
+    from raftio.storage.file import FileStorage
+    from raftio.storage.memory import MemoryStorage
 
 __all__ = [
     "ApplyMsg",
@@ -21,3 +30,25 @@ __all__ = [
     "make",
 ]
 __version__ = "0.1.0.dev0"
+
+_LAZY = {
+    "FileStorage": "raftio.storage.file",
+    "MemoryStorage": "raftio.storage.memory",
+    "Node": "raftio.node",
+    "StateMachine": "raftio.node",
+    "Raft": "raftio.raft",
+    "make": "raftio.raft",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'raftio' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

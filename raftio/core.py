@@ -1,11 +1,13 @@
-"""Figure 2 as a state machine. Never imports asyncio, storage or transports.
+"""Figure 2 as a state machine: no I/O, no clock, no wire format.
 
 `RaftCore` is one peer's protocol logic, synchronous and deterministic:
 time arrives as `tick()` calls, randomness from an injected
-`random.Random`. Its inputs are `tick`, `start`, `compact`, the three
-`handle_*` RPC handlers, the three `on_*_reply` callbacks and
-`on_log_durable`. Its outputs are drained by the shell (raftio/raft.py) in
-one fixed order: `take_storage_ops()` (persist), `take_outbox()` (send),
+`random.Random`, commands as opaque bytes. It imports only `messages`,
+`config`, `log` and `validate` (a test checks it). Its inputs are `tick`,
+`start`, `compact`, the three `handle_*` RPC handlers, the three
+`on_*_reply` callbacks and `on_log_durable`. Its outputs are typed effects
+(raftio.messages), drained by the shell (raftio/raft.py) in one fixed
+order: `take_storage_ops()` (persist), `take_outbox()` (send),
 `take_applicable()` (apply).
 
 Replication is batched and pipelined: `start()` only appends; the next
@@ -21,25 +23,28 @@ import enum
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from raftio import codec
 from raftio.config import RaftConfig
 from raftio.log import Log
 from raftio.messages import (
+    NOOP_COMMAND,
     AppendEntriesArgs,
     AppendEntriesReply,
-    ApplyMsg,
+    AppendLog,
+    Applicable,
+    ApplyEntries,
+    ApplySnapshot,
+    DurableState,
     Entry,
     InstallSnapshotArgs,
     InstallSnapshotReply,
-    Message,
     RequestVoteArgs,
     RequestVoteReply,
-    UndecodableCommand,
+    SaveHardState,
+    SaveSnapshot,
+    Send,
+    StorageEffect,
 )
-from raftio.storage.base import DurableState
-from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE
 from raftio.validate import (
     check_append_entries,
     check_append_reply,
@@ -62,15 +67,6 @@ class Replication(enum.Enum):
     PROBE = "probe"  # next_index unconfirmed: one AppendEntries per reply or heartbeat
     REPLICATE = "replicate"  # in sync: stream entries, up to max_inflight at once
     SNAPSHOT = "snapshot"  # an InstallSnapshot is in flight
-
-
-# Storage operations, in the order they happened (drained by the shell):
-#   ("hard_state", term, voted_for)
-#   ("append", first_index, entries)      replaces the log from first_index on
-#   ("snapshot", index, term, data)
-StorageOp = tuple[Any, ...]
-Outgoing = tuple[int, str, Message]  # (peer, method, args)
-_NOOP = codec.encode_command(None)
 
 
 @dataclass(slots=True)
@@ -154,12 +150,9 @@ class RaftCore:
         self._commit_broadcast = False  # commit advanced: tell idle followers soon
 
         # Outputs waiting for the shell.
-        self._storage_ops: list[StorageOp] = []
-        self._outbox: list[Outgoing] = []
-        self._pending_snapshot_msg: ApplyMsg | None = None
-        # Commands this leader started and has not applied yet, by index:
-        # (term, command), so applying skips the decode (immutable ones only).
-        self._started: dict[int, tuple[int, Any]] = {}
+        self._storage_ops: list[StorageEffect] = []
+        self._outbox: list[Send] = []
+        self._installed: ApplySnapshot | None = None  # for the service, before any entry
         self._last_append: AppendEntriesArgs | None = None
         self._replicate_pending = False
 
@@ -170,15 +163,15 @@ class RaftCore:
         return self.role is Role.LEADER
 
     def has_applicable(self) -> bool:
-        return self._pending_snapshot_msg is not None or self.applied_index < self.commit_index
+        return self._installed is not None or self.applied_index < self.commit_index
 
     # ------------------------------------------------------------------ drains
 
-    def take_storage_ops(self) -> list[StorageOp]:
+    def take_storage_ops(self) -> list[StorageEffect]:
         ops, self._storage_ops = self._storage_ops, []
         return ops
 
-    def take_outbox(self) -> list[Outgoing]:
+    def take_outbox(self) -> list[Send]:
         if self._replicate_pending:
             self._replicate_pending = False
             if self.role is Role.LEADER:
@@ -187,37 +180,17 @@ class RaftCore:
         out, self._outbox = self._outbox, []
         return out
 
-    def take_applicable(self, limit: int) -> list[ApplyMsg]:
-        """The next messages for apply_ch, in index order; marks them handed over."""
-        if self._pending_snapshot_msg is not None:
-            msg, self._pending_snapshot_msg = self._pending_snapshot_msg, None
-            return [msg]
+    def take_applicable(self, limit: int) -> Applicable | None:
+        """What the service applies next (at most `limit` entries); marks it handed over."""
+        if self._installed is not None:
+            installed, self._installed = self._installed, None
+            return installed
         first = self.applied_index + 1
         last = min(self.commit_index, self.applied_index + limit)
         if last < first:
-            return []
-        log, started, decode = self.log, self._started, codec.decode_command
-        msgs = []
-        for index in range(first, last + 1):
-            entry = log.entry(index)
-            mine = started.pop(index, None) if started else None
-            if mine is not None and mine[0] == entry.term:
-                command = mine[1]
-            else:
-                try:
-                    command = decode(entry.data)
-                except Exception:
-                    command = UndecodableCommand(entry.data)
-            msgs.append(
-                ApplyMsg(
-                    command_valid=True,
-                    command=command,
-                    command_index=index,
-                    command_term=entry.term,
-                )
-            )
+            return None
         self.applied_index = last
-        return msgs
+        return ApplyEntries(first, self.log.between(first, last))
 
     # ------------------------------------------------------------------ inputs
 
@@ -233,16 +206,11 @@ class RaftCore:
                 else:
                     self._campaign()
 
-    def start(self, command: Any) -> tuple[int, int, bool]:
-        """Append `command` if leader; it is sent with the next outbox drain."""
+    def start(self, data: bytes) -> tuple[int, int, bool]:
+        """Append a command (encoded by the shell) if leader; sent with the next outbox drain."""
         if self.role is not Role.LEADER:
             return self.log.last_index + 1, self.current_term, False
-        data = codec.encode_command(command)  # raises TypeError for unsupported commands
-        index = self._append_new(data)
-        if codec.is_immutable(command):
-            # Applying it later needs no decode: (index, term) names this entry alone.
-            self._started[index] = (self.current_term, command)
-        return index, self.current_term, True
+        return self._append_new(data), self.current_term, True
 
     def _append_new(self, data: bytes) -> int:
         index = self.log.last_index + 1
@@ -269,7 +237,7 @@ class RaftCore:
         assert term is not None
         self.log.compact(index, term)
         self.snapshot = data
-        self._storage_ops.append(("snapshot", index, term, data))
+        self._storage_ops.append(SaveSnapshot(index, term, data))
         self._debug("snap", f"compacted through {index}@T{term}")
         return True
 
@@ -419,7 +387,7 @@ class RaftCore:
                 self.durable_index = min(self.durable_index, index - 1)
                 new = entries[i:]
             log.append(new)
-            self._storage_ops.append(("append", index, list(new)))
+            self._storage_ops.append(AppendLog(index, list(new)))
             return None
         return None
 
@@ -520,15 +488,13 @@ class RaftCore:
         keeps_suffix = self.log.term_at(index) == term
         self.log.compact(index, term)
         self.snapshot = args.data
-        self._storage_ops.append(("snapshot", index, term, args.data))
+        self._storage_ops.append(SaveSnapshot(index, term, args.data))
         if not keeps_suffix:
-            self._storage_ops.append(("append", index + 1, []))
+            self._storage_ops.append(AppendLog(index + 1, []))
             self.durable_index = min(self.durable_index, index)
         self.commit_index = index
         self.applied_index = index
-        self._pending_snapshot_msg = ApplyMsg(
-            snapshot_valid=True, snapshot=args.data, snapshot_term=term, snapshot_index=index
-        )
+        self._installed = ApplySnapshot(index, term, args.data)
         self._debug("snap", f"installed {index}@T{term} from S{args.leader_id}")
         return InstallSnapshotReply(self.current_term)
 
@@ -567,7 +533,6 @@ class RaftCore:
         self.role = Role.FOLLOWER
         self.leader_id = leader_id
         self.progress = {}
-        self._started.clear()
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
 
@@ -588,7 +553,7 @@ class RaftCore:
         args = RequestVoteArgs(term, self.me, self.log.last_index, self.log.last_term, pre_vote)
         for peer in range(self.peer_count):
             if peer != self.me:
-                self._outbox.append((peer, REQUEST_VOTE, args))
+                self._outbox.append(Send(peer, args))
 
     def _hears_leader(self) -> bool:
         """A leader (maybe us) was heard from within the minimum election timeout."""
@@ -630,7 +595,7 @@ class RaftCore:
         }
         self._debug("role", f"became leader (last={self.log.last_index})")
         if self.config.leader_noop:
-            self._append_new(_NOOP)
+            self._append_new(NOOP_COMMAND)
         for peer in self.progress:
             self._send_append(peer)  # announce leadership at once
         self._maybe_commit()
@@ -758,7 +723,7 @@ class RaftCore:
             self.log.snapshot_term,
             self.snapshot,
         )
-        self._outbox.append((peer, INSTALL_SNAPSHOT, args))
+        self._outbox.append(Send(peer, args))
 
     def _maybe_commit(self) -> None:
         """§5.4.2: commit by counting replicas only for an entry of the current term."""
@@ -771,7 +736,7 @@ class RaftCore:
 
     def _post_append(self, peer: int, pr: Progress, args: AppendEntriesArgs) -> None:
         pr.sent_commit = args.leader_commit
-        self._outbox.append((peer, APPEND_ENTRIES, args))
+        self._outbox.append(Send(peer, args))
 
     @property
     def commit_broadcast_due(self) -> bool:
@@ -802,18 +767,18 @@ class RaftCore:
 
     def _record_hard_state(self) -> None:
         ops = self._storage_ops
-        if ops and ops[-1][0] == "hard_state":
+        if ops and type(ops[-1]) is SaveHardState:
             ops.pop()  # only the latest term and vote matter
-        ops.append(("hard_state", self.current_term, self.voted_for))
+        ops.append(SaveHardState(self.current_term, self.voted_for))
 
     def _record_append(self, index: int, entry: Entry) -> None:
         ops = self._storage_ops
         if ops:
             last = ops[-1]
-            if last[0] == "append" and last[1] + len(last[2]) == index:
-                last[2].append(entry)  # coalesce a burst of start() calls into one write
+            if type(last) is AppendLog and last.first_index + len(last.entries) == index:
+                last.entries.append(entry)  # coalesce a burst of start() calls into one write
                 return
-        ops.append(("append", index, [entry]))
+        ops.append(AppendLog(index, [entry]))
 
     # ------------------------------------------------------------------ refusals
 

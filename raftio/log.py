@@ -49,6 +49,11 @@ class Log:
         """The entry at `index`, which must be after the snapshot and present."""
         return self.entries[index - self.snapshot_index - 1]
 
+    def between(self, first: int, last: int) -> list[Entry]:
+        """Entries `first` through `last`, all after the snapshot and present."""
+        offset = self.snapshot_index + 1
+        return self.entries[first - offset : last - offset + 1]
+
     def slice(self, first: int, max_bytes: int) -> list[Entry]:
         """Entries from `first` on, at least one, stopping before `max_bytes` of data."""
         start = first - self.snapshot_index - 1

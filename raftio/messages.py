@@ -123,6 +123,102 @@ Message = (
 )
 
 
+# RPC method names: what a transport calls on the receiving peer.
+REQUEST_VOTE = "request_vote"
+APPEND_ENTRIES = "append_entries"
+INSTALL_SNAPSHOT = "install_snapshot"
+METHODS = frozenset({REQUEST_VOTE, APPEND_ENTRIES, INSTALL_SNAPSHOT})
+Request = RequestVoteArgs | AppendEntriesArgs | InstallSnapshotArgs
+_METHOD_OF: dict[type, str] = {
+    RequestVoteArgs: REQUEST_VOTE,
+    AppendEntriesArgs: APPEND_ENTRIES,
+    InstallSnapshotArgs: INSTALL_SNAPSHOT,
+}
+
+
+def rpc_method(request: Request) -> str:
+    """The RPC that carries `request` (its type decides)."""
+    return _METHOD_OF[type(request)]
+
+
+# The leader's no-op entry (thesis 6.4): msgpack's nil, which every replica
+# decodes as None, the one command a service never proposes.
+NOOP_COMMAND = b"\xc0"
+
+
+@dataclass(slots=True)
+class DurableState:
+    """Everything a peer restores at start (Figure 2 persistent state + snapshot metadata)."""
+
+    current_term: int = 0
+    voted_for: int | None = None
+    snapshot_index: int = 0
+    snapshot_term: int = 0
+    # entries[i] has index snapshot_index + 1 + i
+    entries: list[Entry] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------- effects
+# What the core asks its shell to do. The shell takes them in one fixed
+# order: storage effects (persist), then `Send`s, then what became applicable.
+
+
+@dataclass(slots=True)
+class SaveHardState:
+    """Persist the current term and vote (Figure 2's persistent state)."""
+
+    term: int
+    voted_for: int | None
+
+
+@dataclass(slots=True)
+class AppendLog:
+    """Replace the stored log from `first_index` on with `entries` (none: truncate)."""
+
+    first_index: int
+    entries: list[Entry]
+
+
+@dataclass(slots=True)
+class SaveSnapshot:
+    """Persist a snapshot through `index` (whose entry had `term`); drop the log it covers."""
+
+    index: int
+    term: int
+    data: bytes
+
+
+StorageEffect = SaveHardState | AppendLog | SaveSnapshot
+
+
+@dataclass(slots=True)
+class Send:
+    """Send `request` to peer `peer`; its reply goes back to the core's `on_*_reply`."""
+
+    peer: int
+    request: Request
+
+
+@dataclass(slots=True)
+class ApplyEntries:
+    """Committed entries `first_index`, `first_index + 1`, ... for the service, in order."""
+
+    first_index: int
+    entries: list[Entry]
+
+
+@dataclass(slots=True)
+class ApplySnapshot:
+    """A snapshot installed from the leader: the service must restore it before anything else."""
+
+    index: int
+    term: int
+    data: bytes
+
+
+Applicable = ApplyEntries | ApplySnapshot
+
+
 def describe(msg: object) -> str:
     """One short line for logs, e.g. ``AE T3 prev=4@2 n=1 commit=4``."""
     if isinstance(msg, AppendEntriesArgs):

@@ -22,23 +22,37 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from raftio import codec
+from raftio.applying import OwnCommands
 from raftio.config import RaftConfig
-from raftio.core import Outgoing, RaftCore, StorageOp
+from raftio.core import RaftCore
 from raftio.debug import make_tracer
 from raftio.errors import NotLeaderError
 from raftio.messages import (
+    APPEND_ENTRIES,
+    INSTALL_SNAPSHOT,
+    REQUEST_VOTE,
     AppendEntriesArgs,
     AppendEntriesReply,
+    AppendLog,
+    Applicable,
     ApplyMsg,
+    ApplySnapshot,
     InstallSnapshotArgs,
     InstallSnapshotReply,
+    Request,
     RequestVoteArgs,
     RequestVoteReply,
+    SaveHardState,
+    SaveSnapshot,
+    Send,
+    StorageEffect,
     describe,
+    rpc_method,
 )
 from raftio.metrics import PeerMetrics
 from raftio.storage.base import Storage, StorageError
-from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE, ClientEnd
+from raftio.transport.base import ClientEnd
 
 logger = logging.getLogger(__name__)
 A = TypeVar("A")
@@ -88,6 +102,7 @@ class Raft:
         self._last_refusal_log = -1e9
         self._refusals_unlogged = 0
         self._apply_wakeup = asyncio.Event()
+        self._own = OwnCommands()
         self._trace = make_tracer(me, self._loop.time, self._status)
         self._core = RaftCore(
             me,
@@ -110,8 +125,13 @@ class Raft:
         """
         if self._killed:
             return -1, -1, False
-        index, term, is_leader = self._core.start(command)
+        core = self._core
+        if not core.is_leader:
+            return core.log.last_index + 1, core.current_term, False
+        data = codec.encode_command(command)  # raises TypeError for unsupported commands
+        index, term, is_leader = core.start(data)
         if is_leader:
+            self._own.remember(index, term, command)
             self._schedule_drain()  # one drain per loop iteration batches a burst of starts
         return index, term, is_leader
 
@@ -217,7 +237,7 @@ class Raft:
     async def _read_call(self, peer: int, args: AppendEntriesArgs, tally: _ReadTally) -> None:
         reply = None
         try:
-            reply = await self._call(peer, APPEND_ENTRIES, args)
+            reply = await self._call(peer, args)
         finally:
             core = self._core
             still_leader = not self._killed and core.is_leader and core.current_term == tally.term
@@ -316,10 +336,10 @@ class Raft:
             # votes and vote requests wait for durability.
             deferred = []
             for item in outbox:
-                if item[1] == APPEND_ENTRIES or item[1] == INSTALL_SNAPSHOT:
-                    self._send(item)
-                else:
+                if isinstance(item.request, RequestVoteArgs):
                     deferred.append(item)
+                else:
+                    self._send(item)
             if deferred:
                 pending.add_done_callback(lambda fut: self._send_after_sync(fut, deferred))
         if core.commit_broadcast_due and not self._commit_broadcast_scheduled:
@@ -334,18 +354,18 @@ class Raft:
             self._core.broadcast_commit()
             self._drain()
 
-    def _persist(self, ops: list[StorageOp]) -> None:
+    def _persist(self, ops: list[StorageEffect]) -> None:
         storage = self._storage
         self._metrics.writes += len(ops)
         for op in ops:
-            kind = op[0]
-            if kind == "append":
-                storage.append_entries(op[1], op[2])
-                self._metrics.entries_written += len(op[2])
-            elif kind == "hard_state":
-                storage.save_hard_state(op[1], op[2])
-            else:
-                storage.save_snapshot(op[1], op[2], op[3])
+            match op:
+                case AppendLog(first_index, entries):
+                    storage.append_entries(first_index, entries)
+                    self._metrics.entries_written += len(entries)
+                case SaveHardState(term, voted_for):
+                    storage.save_hard_state(term, voted_for)
+                case SaveSnapshot(index, term, data):
+                    storage.save_snapshot(index, term, data)
 
     def _on_synced(self, fut: asyncio.Future[None], mark: tuple[int, int]) -> None:
         started = self._syncs.pop(fut, None)
@@ -362,7 +382,7 @@ class Raft:
         self._core.on_log_durable(*mark)
         self._drain()
 
-    def _send_after_sync(self, fut: asyncio.Future[None], items: list[Outgoing]) -> None:
+    def _send_after_sync(self, fut: asyncio.Future[None], items: list[Send]) -> None:
         if self._killed or fut.cancelled() or fut.exception() is not None:
             return
         for item in items:
@@ -403,50 +423,50 @@ class Raft:
 
     # ------------------------------------------------------------------ tasks
 
-    def _send(self, item: Outgoing) -> None:
-        peer, method, args = item
+    def _send(self, item: Send) -> None:
+        peer, request = item.peer, item.request
         if self._trace:
-            self._trace("send", f"->S{peer} {describe(args)}")
+            self._trace("send", f"->S{peer} {describe(request)}")
         start_call = self._starters[peer]
         if start_call is None:
-            self._spawn(self._call(peer, method, args))
+            self._spawn(self._call(peer, request))
             return
         # Fast path: the request leaves now, and the reply comes back as a callback.
         started = self._loop.time()
-        start_call(method, args).add_done_callback(
-            lambda fut: self._on_reply(peer, method, args, started, fut)
+        start_call(rpc_method(request), request).add_done_callback(
+            lambda fut: self._on_reply(peer, request, started, fut)
         )
 
-    async def _call(self, peer: int, method: str, args: Any) -> Any:
+    async def _call(self, peer: int, request: Request) -> Any:
         """Make one RPC and feed its outcome to the core; returns the (validated) reply."""
         started = self._loop.time()
-        reply: Any = await self._peers[peer].call(method, args)
-        return self._handle_reply(peer, method, args, started, reply)
+        reply: Any = await self._peers[peer].call(rpc_method(request), request)
+        return self._handle_reply(peer, request, started, reply)
 
     def _on_reply(
-        self, peer: int, method: str, args: Any, started: float, fut: asyncio.Future[Any]
+        self, peer: int, request: Request, started: float, fut: asyncio.Future[Any]
     ) -> None:
         try:
-            self._handle_reply(
-                peer, method, args, started, None if fut.cancelled() else fut.result()
-            )
+            self._handle_reply(peer, request, started, None if fut.cancelled() else fut.result())
         except Exception as exc:  # as a task's failure: the peer fail-stops
-            self._fail(f"handling a {method} reply failed: {exc!r}")
+            self._fail(f"handling a {rpc_method(request)} reply failed: {exc!r}")
 
-    def _handle_reply(self, peer: int, method: str, args: Any, started: float, reply: Any) -> Any:
+    def _handle_reply(self, peer: int, request: Request, started: float, reply: Any) -> Any:
         if self._killed:
             return None
+        method = rpc_method(request)
         self._metrics.sent(method, self._loop.time() - started, reply is None)
         if reply is not None and not isinstance(reply, _REPLY_TYPES[method]):
             logger.warning("S%d: ignoring a %s reply to %s", self.me, type(reply).__name__, method)
             reply = None
         core = self._core
-        if method == APPEND_ENTRIES:
-            core.on_append_entries_reply(peer, args, reply)
-        elif method == INSTALL_SNAPSHOT:
-            core.on_install_snapshot_reply(peer, args, reply)
-        else:
-            core.on_request_vote_reply(peer, args, reply)
+        match request:
+            case AppendEntriesArgs():
+                core.on_append_entries_reply(peer, request, reply)
+            case InstallSnapshotArgs():
+                core.on_install_snapshot_reply(peer, request, reply)
+            case RequestVoteArgs():
+                core.on_request_vote_reply(peer, request, reply)
         self._drain()
         return reply
 
@@ -474,9 +494,12 @@ class Raft:
             await self._apply_wakeup.wait()
             self._apply_wakeup.clear()
             while not self._killed and core.has_applicable():
-                batch = core.take_applicable(limit)
+                applicable = core.take_applicable(limit)
+                if applicable is None:
+                    break
                 if self._trace:
-                    self._trace("apply", _describe_batch(batch))
+                    self._trace("apply", _describe(applicable))
+                batch = self._own.apply_msgs(applicable)
                 if not isinstance(queue, asyncio.Queue):
                     queue(batch)  # a callback (Node): no queue hop, no second task
                     await asyncio.sleep(0)
@@ -551,10 +574,11 @@ class _ReadTally:
             self.done.set_result(False)
 
 
-def _describe_batch(batch: list[ApplyMsg]) -> str:
-    if batch[0].snapshot_valid:
-        return f"snapshot through {batch[0].snapshot_index}@T{batch[0].snapshot_term}"
-    return f"entries {batch[0].command_index}..{batch[-1].command_index}"
+def _describe(applicable: Applicable) -> str:
+    if isinstance(applicable, ApplySnapshot):
+        return f"snapshot through {applicable.index}@T{applicable.term}"
+    last = applicable.first_index + len(applicable.entries) - 1
+    return f"entries {applicable.first_index}..{last}"
 
 
 def _valid(message: object, cls: type, peer_count: int) -> bool:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from raftio.messages import Entry
+from raftio.messages import DurableState, Entry
+
+__all__ = ["DurableState", "Storage", "StorageCorruptError", "StorageError"]
 
 
 class StorageError(Exception):
@@ -31,18 +32,6 @@ class StorageCorruptError(StorageError):
     The message is one line naming the file and, where there is one, the
     offset: ``<path> at offset <n>: <what is wrong>``.
     """
-
-
-@dataclass(slots=True)
-class DurableState:
-    """Everything a peer restores at start (Figure 2 persistent state + snapshot metadata)."""
-
-    current_term: int = 0
-    voted_for: int | None = None
-    snapshot_index: int = 0
-    snapshot_term: int = 0
-    # entries[i] has index snapshot_index + 1 + i
-    entries: list[Entry] = field(default_factory=list)
 
 
 class Storage(Protocol):

@@ -5,10 +5,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-REQUEST_VOTE = "request_vote"
-APPEND_ENTRIES = "append_entries"
-INSTALL_SNAPSHOT = "install_snapshot"
-METHODS = frozenset({REQUEST_VOTE, APPEND_ENTRIES, INSTALL_SNAPSHOT})
+# The method names are the messages' (re-exported here, where transports look).
+from raftio.messages import APPEND_ENTRIES, INSTALL_SNAPSHOT, METHODS, REQUEST_VOTE
+
+__all__ = [
+    "APPEND_ENTRIES",
+    "INSTALL_SNAPSHOT",
+    "METHODS",
+    "REQUEST_VOTE",
+    "ClientEnd",
+    "RpcHandler",
+    "StartingClientEnd",
+]
 
 
 class ClientEnd(Protocol):

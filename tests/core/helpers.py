@@ -23,15 +23,19 @@ from dataclasses import replace
 from hypothesis import settings
 
 from raftio import codec
+from raftio.applying import OwnCommands
 from raftio.config import RaftConfig
-from raftio.core import Outgoing, RaftCore, Role, StorageOp
+from raftio.core import RaftCore, Role
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
+    ApplyMsg,
     Entry,
     InstallSnapshotArgs,
     RequestVoteArgs,
     RequestVoteReply,
+    Send,
+    StorageEffect,
 )
 from raftio.storage.base import DurableState
 from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE
@@ -59,12 +63,16 @@ __all__ = [
     "REQUEST_VOTE",
     "ack",
     "ae",
+    "applied",
     "campaign",
     "drain",
+    "encoded",
     "entries",
     "entry",
     "make_core",
     "make_leader",
+    "pairs",
+    "requests",
     "sent_to",
     "terms_of",
 ]
@@ -114,12 +122,12 @@ def make_core(
     return RaftCore(me, peers, state, config, random.Random(seed), snapshot=snapshot_data)
 
 
-def drain(core: RaftCore) -> tuple[list[StorageOp], list[Outgoing]]:
+def drain(core: RaftCore) -> tuple[list[StorageEffect], list[Send]]:
     """Take the storage ops, then the outbox, as the shell does."""
     return core.take_storage_ops(), core.take_outbox()
 
 
-def campaign(core: RaftCore) -> list[Outgoing]:
+def campaign(core: RaftCore) -> list[Send]:
     """Tick a follower until its election timeout fires; return its (pre-)vote requests."""
     for _ in range(core.config.election_ticks[1]):
         core.tick()
@@ -157,21 +165,21 @@ def make_leader(
         snapshot_data=snapshot_data,
         config=config,
     )
-    requests = campaign(core)
+    sent = campaign(core)
     while not core.is_leader:
-        assert requests, f"no vote requests while {core.role}"
-        for peer, _, args in requests:
+        assert sent, f"no vote requests while {core.role}"
+        for peer, args in pairs(sent):
             assert isinstance(args, RequestVoteArgs)
             voter_term = core.current_term if args.pre_vote else args.term
             core.on_request_vote_reply(peer, args, RequestVoteReply(voter_term, True))
             if core.is_leader or (core.role is Role.CANDIDATE and args.pre_vote):
                 break
-        requests = core.take_outbox()
+        sent = core.take_outbox()
     assert core.current_term == term
     core.take_storage_ops()
-    outbox = requests + core.take_outbox()
+    outbox = sent + core.take_outbox()
     if synced:
-        for peer, _, args in outbox:
+        for peer, args in pairs(outbox):
             assert isinstance(args, AppendEntriesArgs)
             match = args.prev_log_index + len(args.entries)
             core.on_append_entries_reply(peer, args, AppendEntriesReply(term, True, match))
@@ -179,7 +187,7 @@ def make_leader(
     return core
 
 
-def ack(core: RaftCore, peer: int, match: int) -> list[Outgoing]:
+def ack(core: RaftCore, peer: int, match: int) -> list[Send]:
     """`peer` answers a current-term heartbeat with success at `match`; returns the outbox."""
     prev_term = core.log.term_at(match)
     assert prev_term is not None
@@ -201,12 +209,32 @@ def ae(
 
 
 def sent_to(
-    outbox: Sequence[Outgoing], peer: int
+    outbox: Sequence[Send], peer: int
 ) -> list[AppendEntriesArgs | InstallSnapshotArgs | RequestVoteArgs]:
     """The request arguments addressed to `peer`, in order."""
-    out: list[AppendEntriesArgs | InstallSnapshotArgs | RequestVoteArgs] = []
-    for to, _, args in outbox:
-        if to == peer:
-            assert isinstance(args, AppendEntriesArgs | InstallSnapshotArgs | RequestVoteArgs)
-            out.append(args)
-    return out
+    return [send.request for send in outbox if send.peer == peer]
+
+
+def encoded(value: object) -> bytes:
+    """A command as the shell hands it to the core: encoded."""
+    return codec.encode_command(value)
+
+
+def requests(
+    outbox: Sequence[Send],
+) -> list[AppendEntriesArgs | InstallSnapshotArgs | RequestVoteArgs]:
+    """The request arguments of `outbox`, in order, whoever they are for."""
+    return [send.request for send in outbox]
+
+
+def pairs(
+    outbox: Sequence[Send],
+) -> list[tuple[int, AppendEntriesArgs | InstallSnapshotArgs | RequestVoteArgs]]:
+    """(peer, request) for each message of `outbox`."""
+    return [(send.peer, send.request) for send in outbox]
+
+
+def applied(core: RaftCore, limit: int = 100) -> list[ApplyMsg]:
+    """What the shell would deliver to the service next (commands decoded)."""
+    applicable = core.take_applicable(limit)
+    return [] if applicable is None else OwnCommands().apply_msgs(applicable)

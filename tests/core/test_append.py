@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from raftio.core import Role
-from raftio.messages import AppendEntriesArgs, AppendEntriesReply
+from raftio.messages import AppendEntriesArgs, AppendEntriesReply, AppendLog, SaveHardState
 
 from .helpers import NARROW, ae, drain, entries, entry, make_core, make_leader, terms_of
 
@@ -41,8 +41,8 @@ def no(term: int, x_term: int, x_index: int, x_len: int) -> AppendEntriesReply:
         (ae(3, 3, 1, entries(4, 3)), no(3, 2, 3, 6), LOG, []),
         (ae(3, 2, 3), no(3, 1, 1, 6), LOG, []),
         # rule 4: new entries after a matching prev are appended, and only they are written
-        (ae(3, 5, 3, entries(6, 3, 3)), ok(3, 7), [*LOG, 3, 3], [("append", 6, entries(6, 3, 3))]),
-        (ae(3, 0, 0, entries(1, *LOG, 3)), ok(3, 6), [*LOG, 3], [("append", 6, [entry(6, 3)])]),
+        (ae(3, 5, 3, entries(6, 3, 3)), ok(3, 7), [*LOG, 3, 3], [AppendLog(6, entries(6, 3, 3))]),
+        (ae(3, 0, 0, entries(1, *LOG, 3)), ok(3, 6), [*LOG, 3], [AppendLog(6, [entry(6, 3)])]),
         # rule 3: re-delivered or reordered entries that match are no-ops, never truncate
         (ae(3, 1, 1, entries(2, 1, 2)), ok(3, 3), LOG, []),
         (ae(3, 0, 0, entries(1, *LOG)), ok(3, 5), LOG, []),
@@ -53,23 +53,23 @@ def no(term: int, x_term: int, x_index: int, x_len: int) -> AppendEntriesReply:
             ae(5, 3, 2, entries(4, 5)),
             ok(5, 4),
             [1, 1, 2, 5],
-            [("hard_state", 5, None), ("append", 4, [entry(4, 5)])],
+            [SaveHardState(5, None), AppendLog(4, [entry(4, 5)])],
         ),
         (
             ae(5, 1, 1, entries(2, 1, 4, 4)),
             ok(5, 4),
             [1, 1, 4, 4],
-            [("hard_state", 5, None), ("append", 3, entries(3, 4, 4))],
+            [SaveHardState(5, None), AppendLog(3, entries(3, 4, 4))],
         ),
         (
             ae(5, 0, 0, entries(1, 1, 1, 2, 3, 5, 5, 5)),
             ok(5, 7),
             [1, 1, 2, 3, 5, 5, 5],
-            [("hard_state", 5, None), ("append", 5, entries(5, 5, 5, 5))],
+            [SaveHardState(5, None), AppendLog(5, entries(5, 5, 5, 5))],
         ),
         # §5.1: a higher term is adopted (and persisted) before the log check
-        (ae(4, 5, 3), ok(4, 5), LOG, [("hard_state", 4, None)]),
-        (ae(4, 7, 4), no(4, 0, 0, 6), LOG, [("hard_state", 4, None)]),
+        (ae(4, 5, 3), ok(4, 5), LOG, [SaveHardState(4, None)]),
+        (ae(4, 7, 4), no(4, 0, 0, 6), LOG, [SaveHardState(4, None)]),
     ],
 )
 def test_handle_append_entries(
@@ -155,7 +155,7 @@ SNAP_LOG = [2, 3]
             ae(3, 3, 1, entries(4, 2, 2, 2, 3, 3)),
             ok(3, 8),
             [2, 3, 3],
-            [("append", 8, [entry(8, 3)])],
+            [AppendLog(8, [entry(8, 3)])],
         ),
         (ae(3, 4, 2, entries(5, 2, 2)), ok(3, 6), SNAP_LOG, []),
         # entirely inside the snapshot: success at the snapshot index
@@ -167,10 +167,10 @@ SNAP_LOG = [2, 3]
             ae(4, 4, 2, entries(5, 2, 4)),
             ok(4, 6),
             [4],
-            [("hard_state", 4, None), ("append", 6, [entry(6, 4)])],
+            [SaveHardState(4, None), AppendLog(6, [entry(6, 4)])],
         ),
         # prev at the snapshot index matches by the snapshot's term
-        (ae(3, 5, 2, entries(6, 2, 3, 3)), ok(3, 8), [2, 3, 3], [("append", 8, [entry(8, 3)])]),
+        (ae(3, 5, 2, entries(6, 2, 3, 3)), ok(3, 8), [2, 3, 3], [AppendLog(8, [entry(8, 3)])]),
         # hints still count from the log after the snapshot
         (ae(3, 7, 2), no(3, 3, 7, 8), SNAP_LOG, []),
         (ae(3, 9, 3), no(3, 0, 0, 8), SNAP_LOG, []),
@@ -257,4 +257,4 @@ def test_leader_steps_down_on_higher_term_append_entries() -> None:
         2,
         {},
     )
-    assert drain(core) == ([("hard_state", 4, None), ("append", 3, [entry(3, 4)])], [])
+    assert drain(core) == ([SaveHardState(4, None), AppendLog(3, [entry(3, 4)])], [])

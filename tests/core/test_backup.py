@@ -14,9 +14,9 @@ from __future__ import annotations
 import pytest
 
 from raftio.core import RaftCore, Replication, Role
-from raftio.messages import AppendEntriesArgs, AppendEntriesReply
+from raftio.messages import AppendEntriesArgs, AppendEntriesReply, SaveHardState, Send
 
-from .helpers import APPEND_ENTRIES, HEARTBEAT, ack, drain, entries, make_core, make_leader
+from .helpers import HEARTBEAT, ack, drain, encoded, entries, make_core, make_leader, requests
 
 FIG7 = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6]
 PROBE = AppendEntriesArgs(8, 0, 10, 6, [], 0)  # what the new leader sent everyone
@@ -67,7 +67,7 @@ def test_fast_backup(reply: AppendEntriesReply, next_index: int) -> None:
 
     pr = core.progress[1]
     assert (pr.next_index, pr.match_index, pr.state) == (next_index, 0, Replication.PROBE)
-    assert drain(core) == ([], [(1, APPEND_ENTRIES, probe_from(core, next_index))])
+    assert drain(core) == ([], [Send(1, probe_from(core, next_index))])
     assert core.progress[2].next_index == 11
 
 
@@ -83,7 +83,7 @@ def test_backup_walks_figure_7_f_to_agreement() -> None:
         outbox = leader.take_outbox()
         if not outbox:
             break
-        ((_, _, sent),) = outbox
+        (sent,) = requests(outbox)
         assert isinstance(sent, AppendEntriesArgs)
         args = sent
 
@@ -144,9 +144,9 @@ def test_rejection_never_backs_up_to_match() -> None:
     """§5.3: next_index stays above match_index whatever the hints say."""
     core = fig7_leader()
     first = ack(core, 1, 7)
-    assert first == [(1, APPEND_ENTRIES, AppendEntriesArgs(8, 0, 7, 5, entries(8, 6, 6, 6), 0))]
-    core.start("x")
-    ((_, _, second),) = core.take_outbox()  # pipelined behind the first
+    assert first == [Send(1, AppendEntriesArgs(8, 0, 7, 5, entries(8, 6, 6, 6), 0))]
+    core.start(encoded("x"))
+    (second,) = requests(core.take_outbox())  # pipelined behind the first
     assert isinstance(second, AppendEntriesArgs)
     assert (second.prev_log_index, len(second.entries)) == (10, 1)
 
@@ -155,7 +155,7 @@ def test_rejection_never_backs_up_to_match() -> None:
 
     pr = core.progress[1]
     assert (pr.next_index, pr.match_index, pr.state) == (8, 7, Replication.PROBE)
-    assert drain(core)[1] == [(1, APPEND_ENTRIES, probe_from(core, 8))]
+    assert drain(core)[1] == [Send(1, probe_from(core, 8))]
 
 
 def test_rejection_with_higher_term_deposes_leader() -> None:
@@ -165,7 +165,7 @@ def test_rejection_with_higher_term_deposes_leader() -> None:
     core.on_append_entries_reply(1, PROBE, reject(0, 0, 0, term=9))
 
     assert (core.role, core.current_term, core.voted_for) == (Role.FOLLOWER, 9, None)
-    assert drain(core) == ([("hard_state", 9, None)], [])
+    assert drain(core) == ([SaveHardState(9, None)], [])
 
 
 def test_lost_probe_is_retried_at_the_next_heartbeat_only() -> None:
@@ -179,4 +179,4 @@ def test_lost_probe_is_retried_at_the_next_heartbeat_only() -> None:
     assert drain(core) == ([], [])
     core.tick()
 
-    assert drain(core) == ([], [(1, APPEND_ENTRIES, PROBE), (2, APPEND_ENTRIES, PROBE)])
+    assert drain(core) == ([], [Send(1, PROBE), Send(2, PROBE)])

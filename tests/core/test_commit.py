@@ -14,16 +14,25 @@ import pytest
 
 from raftio import codec
 from raftio.core import RaftCore, Role
-from raftio.messages import AppendEntriesArgs, ApplyMsg, Entry, RequestVoteArgs, RequestVoteReply
+from raftio.messages import (
+    AppendEntriesArgs,
+    AppendLog,
+    ApplyMsg,
+    Entry,
+    RequestVoteArgs,
+    RequestVoteReply,
+    Send,
+)
 
 from .helpers import (
-    APPEND_ENTRIES,
     CONFIG,
     HEARTBEAT,
     ack,
     ae,
+    applied,
     campaign,
     drain,
+    encoded,
     make_core,
     make_leader,
 )
@@ -33,7 +42,7 @@ def leader(peers: int, starts: int) -> RaftCore:
     """S0 leading term 3 over log [1, 2], after `starts` commands (indexes 3, 4, ...)."""
     core = make_leader([1, 2], term=3, peers=peers)
     for i in range(starts):
-        assert core.start(f"cmd{i}") == (3 + i, 3, True)
+        assert core.start(encoded(f"cmd{i}")) == (3 + i, 3, True)
     drain(core)
     return core
 
@@ -90,7 +99,7 @@ def test_figure_8_old_entry_commits_with_current_term_entry() -> None:
         ack(core, peer, 2)
     assert core.commit_index == 0
 
-    core.start("x")
+    core.start(encoded("x"))
     core.on_log_durable(3, 4)
     ack(core, 1, 3)
     assert core.commit_index == 0
@@ -150,8 +159,8 @@ def test_commit_index_reaches_followers() -> None:
     assert drain(core) == (
         [],
         [
-            (1, APPEND_ENTRIES, AppendEntriesArgs(3, 0, 2, 2, [core.log.entry(3)], 3)),
-            (2, APPEND_ENTRIES, AppendEntriesArgs(3, 0, 3, 3, [], 3)),
+            Send(1, AppendEntriesArgs(3, 0, 2, 2, [core.log.entry(3)], 3)),
+            Send(2, AppendEntriesArgs(3, 0, 3, 3, [], 3)),
         ],
     )
 
@@ -160,15 +169,15 @@ def test_take_applicable_delivers_committed_commands_in_order() -> None:
     """§5.3: once committed, entries are applied in log order, each exactly once."""
     core = make_leader(term=1, peers=1)
     for command in ["a", ("b", 2), {3: {4}}]:
-        core.start(command)
+        core.start(encoded(command))
     core.on_log_durable(2, 1)
     assert (core.commit_index, core.has_applicable()) == (2, True)
 
-    first = core.take_applicable(1)
-    second = core.take_applicable(10)
-    assert (core.has_applicable(), core.take_applicable(10)) == (False, [])
+    first = applied(core, 1)
+    second = applied(core, 10)
+    assert (core.has_applicable(), applied(core, 10)) == (False, [])
     core.on_log_durable(3, 1)
-    third = core.take_applicable(10)
+    third = applied(core, 10)
 
     assert first == [ApplyMsg(command_valid=True, command="a", command_index=1, command_term=1)]
     assert second == [
@@ -186,17 +195,17 @@ def test_follower_applies_what_the_leader_committed() -> None:
     new = [Entry(1, codec.encode_command("x")), Entry(2, codec.encode_command("y"))]
     core.handle_append_entries(ae(2, 0, 0, new, commit=1))
 
-    msgs = core.take_applicable(10)
+    msgs = applied(core, 10)
 
     assert msgs == [ApplyMsg(command_valid=True, command="x", command_index=1, command_term=1)]
-    assert core.take_applicable(10) == []
+    assert applied(core, 10) == []
 
 
 def test_start_on_non_leader_appends_nothing() -> None:
     """§5.3 / Lab 2 Start(): only the leader appends; others return is_leader False."""
     core = make_core([1, 1], term=2)
 
-    assert core.start("x") == (3, 2, False)
+    assert core.start(encoded("x")) == (3, 2, False)
     assert core.log.last_index == 2
     assert drain(core) == ([], [])
 
@@ -206,7 +215,7 @@ def test_start_rejects_unencodable_command() -> None:
     core = make_leader(term=1)
 
     with pytest.raises(TypeError, match="cannot be replicated"):
-        core.start(object())
+        core.start(encoded(object()))
 
     assert core.log.last_index == 0
     assert drain(core) == ([], [])
@@ -216,11 +225,11 @@ def test_start_appends_and_persists_burst_in_one_write() -> None:
     """§5.3: the leader appends to its own log; a burst of starts is one storage write."""
     core = make_leader([1], term=2)
 
-    results = [core.start(c) for c in ("a", "b", "c")]
+    results = [core.start(encoded(c)) for c in ("a", "b", "c")]
 
     assert results == [(2, 2, True), (3, 2, True), (4, 2, True)]
     written = [Entry(2, codec.encode_command(c)) for c in ("a", "b", "c")]
-    assert core.take_storage_ops() == [("append", 2, written)]
+    assert core.take_storage_ops() == [AppendLog(2, written)]
     assert core.log.entries[1:] == written
 
 
@@ -228,7 +237,7 @@ def test_leader_noop_commits_earlier_terms() -> None:
     """§8: a new leader's no-op of its own term lets it commit older entries at once."""
     config = replace(CONFIG, leader_noop=True)
     core = make_core([1, 2], term=2, config=config)
-    request = campaign(core)[0][2]
+    request = campaign(core)[0].request
     assert isinstance(request, RequestVoteArgs)
     core.take_storage_ops()
 
@@ -239,8 +248,8 @@ def test_leader_noop_commits_earlier_terms() -> None:
     assert core.log.entries[-1] == noop
     probe = AppendEntriesArgs(3, 0, 2, 2, [noop], 0)
     assert drain(core) == (
-        [("append", 3, [noop])],
-        [(1, APPEND_ENTRIES, probe), (2, APPEND_ENTRIES, probe)],
+        [AppendLog(3, [noop])],
+        [Send(1, probe), Send(2, probe)],
     )
     assert not core.can_serve_reads()
 

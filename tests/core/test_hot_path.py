@@ -1,7 +1,8 @@
 """Shortcuts a leader takes on its hot path: each must give what the long way gives.
 
 * It applies an immutable command it started itself as the very object it
-  was given (no decode); anything else is decoded like on every replica.
+  was given (no decode; raftio.applying.OwnCommands, as the shell uses it);
+  anything else is decoded like on every replica.
 * Followers in step get one shared AppendEntries object, so the transport
   encodes the batch once; followers out of step get their own.
 """
@@ -13,19 +14,35 @@ from typing import Any
 import pytest
 
 from raftio import codec
+from raftio.applying import OwnCommands
+from raftio.core import RaftCore
 from raftio.messages import AppendEntriesArgs, AppendEntriesReply, Entry
-from tests.core.helpers import APPEND_ENTRIES, drain, make_core, make_leader, sent_to
+from tests.core.helpers import drain, make_core, make_leader, pairs, sent_to
 
 
 def commit_all(core: Any) -> None:
     """Both followers acknowledge everything sent; the leader's own write is durable."""
     core.on_log_durable(core.log.last_index, core.log.last_term)
-    for peer, method, args in core.take_outbox():
-        if method == APPEND_ENTRIES:
+    for peer, args in pairs(core.take_outbox()):
+        if isinstance(args, AppendEntriesArgs):
             match = args.prev_log_index + len(args.entries)
             core.on_append_entries_reply(
                 peer, args, AppendEntriesReply(core.current_term, True, match)
             )
+
+
+def start(core: RaftCore, own: OwnCommands, command: Any) -> int:
+    """What Raft.start does: encode, append, remember."""
+    index, term, is_leader = core.start(codec.encode_command(command))
+    assert is_leader
+    own.remember(index, term, command)
+    return index
+
+
+def apply(core: RaftCore, own: OwnCommands) -> list[Any]:
+    applicable = core.take_applicable(10)
+    assert applicable is not None
+    return own.apply_msgs(applicable)
 
 
 @pytest.mark.parametrize(
@@ -41,12 +58,11 @@ def commit_all(core: Any) -> None:
 def test_leader_applies_its_own_immutable_commands_as_given(
     command: Any, same_object: bool
 ) -> None:
-    core = make_leader(term=2, synced=True)
-    index, _, is_leader = core.start(command)
-    assert is_leader
+    core, own = make_leader(term=2, synced=True), OwnCommands()
+    index = start(core, own, command)
     commit_all(core)
 
-    (msg,) = core.take_applicable(10)
+    (msg,) = apply(core, own)
 
     assert msg.command_index == index
     assert msg.command == command
@@ -57,8 +73,8 @@ def test_leader_applies_its_own_immutable_commands_as_given(
 def test_a_truncated_entry_is_never_applied_from_the_leaders_cache() -> None:
     # The leader starts an entry, is deposed before it commits, and a new
     # leader's entry (other term) takes the index: the cached command must not leak.
-    core = make_leader(term=2, synced=True)
-    index, _, _ = core.start(("mine",))
+    core, own = make_leader(term=2, synced=True), OwnCommands()
+    index = start(core, own, ("mine",))
     drain(core)
     theirs = codec.encode_command(("theirs",))
     prev_term = core.log.term_at(index - 1)
@@ -67,7 +83,7 @@ def test_a_truncated_entry_is_never_applied_from_the_leaders_cache() -> None:
     reply = core.handle_append_entries(args)
     assert reply.success
 
-    (msg,) = core.take_applicable(10)
+    (msg,) = apply(core, own)
 
     assert msg.command_index == index
     assert msg.command == ("theirs",)
@@ -75,7 +91,7 @@ def test_a_truncated_entry_is_never_applied_from_the_leaders_cache() -> None:
 
 def test_followers_in_step_share_one_append_entries_encoded_once() -> None:
     core = make_leader(term=2, synced=True)
-    core.start(("set", "k", "v"))
+    core.start(codec.encode_command(("set", "k", "v")))
     _, outbox = drain(core)
 
     (to_1,) = sent_to(outbox, 1)
@@ -96,7 +112,7 @@ def test_a_follower_out_of_step_gets_its_own_append_entries() -> None:
     reject = empty_follower.handle_append_entries(probe_2)
     assert not reject.success
     core.on_append_entries_reply(2, probe_2, reject)
-    core.start(("new",))
+    core.start(codec.encode_command(("new",)))
     _, outbox = drain(core)
 
     (to_1,) = sent_to(outbox, 1)

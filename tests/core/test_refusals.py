@@ -29,6 +29,7 @@ from .helpers import (
     entry,
     make_core,
     make_leader,
+    requests,
 )
 
 LOG = [1, 1, 2, 3, 3]
@@ -157,7 +158,7 @@ def test_a_leader_follows_a_node_pushed_far_ahead_from_its_reply() -> None:
 def test_a_node_left_behind_follows_the_cluster_from_a_vote_reply() -> None:
     far = 3 + 5 * MAX_TERM_JUMP
     core = make_core(LOG, term=3, config=EXTENDED)
-    (_, _, request), *_ = campaign(core)
+    request, *_ = requests(campaign(core))
     assert isinstance(request, RequestVoteArgs)
     assert request.pre_vote
     core.on_request_vote_reply(1, request, RequestVoteReply(far, False))

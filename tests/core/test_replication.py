@@ -14,9 +14,19 @@ from dataclasses import replace
 import pytest
 
 from raftio.core import RaftCore, Replication
-from raftio.messages import AppendEntriesArgs, AppendEntriesReply
+from raftio.messages import AppendEntriesArgs, AppendEntriesReply, AppendLog, Send
 
-from .helpers import APPEND_ENTRIES, CONFIG, HEARTBEAT, ack, drain, make_core, make_leader
+from .helpers import (
+    CONFIG,
+    HEARTBEAT,
+    ack,
+    drain,
+    encoded,
+    make_core,
+    make_leader,
+    pairs,
+    requests,
+)
 
 
 def synced_leader(max_inflight: int = 4, max_batch_bytes: int = 1 << 20) -> RaftCore:
@@ -44,13 +54,13 @@ def test_start_only_appends_then_outbox_sends_one_batch() -> None:
     core = synced_leader()
 
     for command in "abc":
-        core.start(command)
+        core.start(encoded(command))
     ops = core.take_storage_ops()
     outbox = core.take_outbox()
 
-    assert ops == [("append", 1, core.log.entries)]
+    assert ops == [AppendLog(1, core.log.entries)]
     batch = append_args(core, 1, 3)
-    assert outbox == [(1, APPEND_ENTRIES, batch), (2, APPEND_ENTRIES, batch)]
+    assert outbox == [Send(1, batch), Send(2, batch)]
     assert [(pr.next_index, pr.inflight) for pr in core.progress.values()] == [(4, 1), (4, 1)]
     assert core.take_outbox() == []
 
@@ -58,14 +68,14 @@ def test_start_only_appends_then_outbox_sends_one_batch() -> None:
 def test_pipelining_sends_new_entries_without_waiting() -> None:
     """§5.3: a REPLICATE follower gets later entries while earlier ones are in flight."""
     core = synced_leader()
-    core.start("a")
+    core.start(encoded("a"))
     drain(core)
 
-    core.start("b")
+    core.start(encoded("b"))
     outbox = core.take_outbox()
 
     batch = append_args(core, 2, 2)
-    assert outbox == [(1, APPEND_ENTRIES, batch), (2, APPEND_ENTRIES, batch)]
+    assert outbox == [Send(1, batch), Send(2, batch)]
     assert [pr.inflight for pr in core.progress.values()] == [2, 2]
 
 
@@ -90,13 +100,13 @@ def test_batches_respect_byte_budget_and_max_inflight(
     """§5.3: entries are sent in byte-bounded batches, at most max_inflight unanswered."""
     core = synced_leader(max_inflight, max_batch_bytes)
     for command in "abcde":
-        core.start(command)
+        core.start(encoded(command))
 
     outbox = core.take_outbox()
 
     want = [append_args(core, first, last) for first, last in batches]
-    assert [args for peer, _, args in outbox if peer == 1] == want
-    assert [args for peer, _, args in outbox if peer == 2] == want
+    assert [args for peer, args in pairs(outbox) if peer == 1] == want
+    assert [args for peer, args in pairs(outbox) if peer == 2] == want
     assert core.progress[1].inflight == len(batches)
     assert core.progress[1].next_index == batches[-1][1] + 1
 
@@ -105,8 +115,8 @@ def test_answer_frees_a_slot_for_the_next_batch() -> None:
     """§5.3: each success lets one more AppendEntries go, up to the end of the log."""
     core = synced_leader(max_inflight=2, max_batch_bytes=1)
     for command in "abcd":
-        core.start(command)
-    sent = [args for peer, _, args in core.take_outbox() if peer == 1]
+        core.start(encoded(command))
+    sent = [args for peer, args in pairs(core.take_outbox()) if peer == 1]
     assert isinstance(sent[0], AppendEntriesArgs)
     assert isinstance(sent[1], AppendEntriesArgs)
 
@@ -115,8 +125,8 @@ def test_answer_frees_a_slot_for_the_next_batch() -> None:
     succeed(core, 1, sent[1])
     fourth = core.take_outbox()
 
-    assert third == [(1, APPEND_ENTRIES, append_args(core, 3, 3))]
-    assert fourth == [(1, APPEND_ENTRIES, append_args(core, 4, 4))]
+    assert third == [Send(1, append_args(core, 3, 3))]
+    assert fourth == [Send(1, append_args(core, 4, 4))]
     pr = core.progress[1]
     assert (pr.match_index, pr.next_index, pr.inflight) == (2, 5, 2)
 
@@ -124,44 +134,44 @@ def test_answer_frees_a_slot_for_the_next_batch() -> None:
 def test_full_pipeline_holds_new_entries_until_an_answer() -> None:
     """§5.3: with max_inflight unanswered, new entries wait for a free slot."""
     core = synced_leader(max_inflight=2, max_batch_bytes=1)
-    core.start("a")
-    core.start("b")
-    sent = [args for peer, _, args in core.take_outbox() if peer == 1]
+    core.start(encoded("a"))
+    core.start(encoded("b"))
+    sent = [args for peer, args in pairs(core.take_outbox()) if peer == 1]
     assert len(sent) == 2
 
-    core.start("c")
+    core.start(encoded("c"))
     held = core.take_outbox()
     assert isinstance(sent[0], AppendEntriesArgs)
     succeed(core, 1, sent[0])
     freed = core.take_outbox()
 
     assert held == []
-    assert freed == [(1, APPEND_ENTRIES, append_args(core, 3, 3))]
+    assert freed == [Send(1, append_args(core, 3, 3))]
     assert [core.progress[p].inflight for p in (1, 2)] == [2, 2]
 
 
 def test_probe_success_switches_to_replicate_and_streams() -> None:
     """§5.3: once a probe finds the match point, the follower gets all pending entries."""
     core = make_leader([1, 1], term=2)
-    core.start("a")
-    core.start("b")
+    core.start(encoded("a"))
+    core.start(encoded("b"))
     assert core.take_outbox() == []  # both followers are waiting for their probe's answer
 
     outbox = ack(core, 1, 2)
 
     pr = core.progress[1]
     assert (pr.state, pr.match_index, pr.next_index) == (Replication.REPLICATE, 2, 5)
-    assert outbox == [(1, APPEND_ENTRIES, append_args(core, 3, 4))]
+    assert outbox == [Send(1, append_args(core, 3, 4))]
 
 
 def test_lost_reply_drops_to_probe_until_next_heartbeat() -> None:
     """§5.3: a failed AppendEntries is retried from match_index + 1, at heartbeat pace."""
     core = synced_leader()
     for command in "ab":
-        core.start(command)
-    ((_, _, first), _) = core.take_outbox()
+        core.start(encoded(command))
+    (first, _) = requests(core.take_outbox())
     assert isinstance(first, AppendEntriesArgs)
-    core.start("c")
+    core.start(encoded("c"))
     core.take_outbox()  # 3 pipelined behind 1..2
 
     core.on_append_entries_reply(1, first, None)
@@ -171,24 +181,24 @@ def test_lost_reply_drops_to_probe_until_next_heartbeat() -> None:
     assert core.take_outbox() == []
     for _ in range(HEARTBEAT - 1):
         core.tick()
-    assert [peer for peer, _, _ in core.take_outbox()] == []
+    assert [peer for peer, _ in pairs(core.take_outbox())] == []
     core.tick()
     beats = core.take_outbox()
-    assert [(p, a) for p, _, a in beats if p == 1] == [(1, append_args(core, 1, 3))]
+    assert [(p, a) for p, a in pairs(beats) if p == 1] == [(1, append_args(core, 1, 3))]
     assert core.progress[1].paused
 
 
 def test_unanswered_entries_presumed_lost_after_two_heartbeats() -> None:
     """§5.3: entries in flight for more than two heartbeat intervals are resent."""
     core = synced_leader()
-    core.start("a")
+    core.start(encoded("a"))
     core.take_outbox()
     heartbeat = append_args(core, 1, 0)
 
     sent = []
     for _ in range(3 * HEARTBEAT):
         core.tick()
-        sent.append([args for peer, _, args in core.take_outbox() if peer == 1])
+        sent.append([args for peer, args in pairs(core.take_outbox()) if peer == 1])
 
     assert sent[HEARTBEAT - 1] == [heartbeat]
     assert sent[2 * HEARTBEAT - 1] == [heartbeat]
@@ -215,8 +225,7 @@ def test_idle_heartbeat_cadence(synced: bool, answer: bool) -> None:
     at: list[tuple[int, int]] = []
     for tick in range(1, 10 * HEARTBEAT + 1):
         core.tick()
-        for peer, method, args in core.take_outbox():
-            assert method == APPEND_ENTRIES
+        for peer, args in pairs(core.take_outbox()):
             assert isinstance(args, AppendEntriesArgs)
             assert (args.prev_log_index, args.prev_log_term, args.entries) == (1, 1, [])
             at.append((tick, peer))
@@ -240,8 +249,8 @@ def test_entries_lost_to_reordering_are_resent_without_new_writes() -> None:
     _, a = drain(leader)
     leader.start("b")
     _, b = drain(leader)
-    ae_a = next(x for p, _, x in a if p == 1)
-    ae_b = next(x for p, _, x in b if p == 1)
+    ae_a = next(x for p, x in pairs(a) if p == 1)
+    ae_b = next(x for p, x in pairs(b) if p == 1)
 
     reply_b = follower.handle_append_entries(ae_b)
     reply_a = follower.handle_append_entries(ae_a)
@@ -249,7 +258,7 @@ def test_entries_lost_to_reordering_are_resent_without_new_writes() -> None:
     leader.on_append_entries_reply(1, ae_b, reply_b)
     _, resent = drain(leader)
 
-    to_follower = [x for p, _, x in resent if p == 1]
+    to_follower = [x for p, x in pairs(resent) if p == 1]
     assert not reply_b.success
     assert to_follower
     for args in to_follower:

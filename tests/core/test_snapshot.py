@@ -13,23 +13,29 @@ from raftio.core import RaftCore, Replication, Role
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
+    AppendLog,
     ApplyMsg,
     InstallSnapshotArgs,
     InstallSnapshotReply,
+    SaveHardState,
+    SaveSnapshot,
+    Send,
 )
 
 from .helpers import (
-    APPEND_ENTRIES,
     ELECTION_MAX,
     HEARTBEAT,
-    INSTALL_SNAPSHOT,
     ack,
     ae,
+    applied,
     campaign,
     drain,
+    encoded,
     entries,
     make_core,
     make_leader,
+    requests,
+    sent_to,
     terms_of,
 )
 
@@ -40,7 +46,7 @@ def applied_follower() -> RaftCore:
     """Term 3, log [1, 1, 2, 2, 3], committed and applied through 4."""
     core = make_core([1, 1, 2, 2, 3], term=3)
     core.handle_append_entries(ae(3, 5, 3, commit=4))
-    assert len(core.take_applicable(100)) == 4
+    assert len(applied(core, 100)) == 4
     return core
 
 
@@ -63,7 +69,7 @@ def test_compact(index: int, snapshot: tuple[int, int], remaining: list[int]) ->
     assert (core.log.snapshot_index, core.log.snapshot_term) == snapshot
     assert terms_of(core) == remaining
     assert core.snapshot == b"state"
-    assert core.take_storage_ops() == [("snapshot", index, snapshot[1], b"state")]
+    assert core.take_storage_ops() == [SaveSnapshot(index, snapshot[1], b"state")]
     assert (core.commit_index, core.applied_index) == (4, 4)
 
 
@@ -96,7 +102,7 @@ def test_compact_committed_but_not_applied_raises() -> None:
     """§7: committed is not enough; the service must have applied the entries it snapshots."""
     core = make_core([1, 1, 2, 2, 3], term=3)
     core.handle_append_entries(ae(3, 5, 3, commit=4))
-    assert len(core.take_applicable(2)) == 2
+    assert len(applied(core, 2)) == 2
 
     with pytest.raises(ValueError, match="past the last index handed to the service"):
         core.compact(3, b"state")
@@ -120,7 +126,7 @@ INSTALL = InstallSnapshotArgs(3, 0, 5, 1, SNAP_DATA)
 # AppendEntries anchored at the snapshot that tells the follower our commit
 # index, without which it refuses the snapshot (validate.check_install_snapshot).
 BEAT = AppendEntriesArgs(3, 0, 5, 1, [], 5)
-SEND_SNAPSHOT = [(1, APPEND_ENTRIES, BEAT), (1, INSTALL_SNAPSHOT, INSTALL)]
+SEND_SNAPSHOT = [Send(1, BEAT), Send(1, INSTALL)]
 
 
 def snapshot_leader() -> RaftCore:
@@ -152,8 +158,8 @@ def test_leader_sends_snapshot_when_next_index_is_compacted() -> None:
         (3, SEND_SNAPSHOT),
         (5, SEND_SNAPSHOT),
         # next_index just after it: prev is the snapshot's last entry, append from there
-        (6, [(1, APPEND_ENTRIES, AppendEntriesArgs(3, 0, 5, 1, entries(6, 1, 1), 5))]),
-        (7, [(1, APPEND_ENTRIES, AppendEntriesArgs(3, 0, 6, 1, entries(7, 1), 5))]),
+        (6, [Send(1, AppendEntriesArgs(3, 0, 5, 1, entries(6, 1, 1), 5))]),
+        (7, [Send(1, AppendEntriesArgs(3, 0, 6, 1, entries(7, 1), 5))]),
     ],
 )
 def test_snapshot_boundary(x_len: int, sent: list[tuple[int, str, object]]) -> None:
@@ -170,12 +176,12 @@ def test_leader_sends_snapshot_after_compacting_past_a_lagging_follower() -> Non
     """§7: a follower whose entries were lost after compaction gets the snapshot instead."""
     core = make_leader([1, 1, 1], term=2, synced=True)
     for command in "ab":
-        core.start(command)
-    ((_, _, lost), _) = core.take_outbox()
+        core.start(encoded(command))
+    (lost, _) = requests(core.take_outbox())
     assert isinstance(lost, AppendEntriesArgs)
     core.on_log_durable(5, 2)
     ack(core, 2, 5)
-    assert len(core.take_applicable(100)) == 5
+    assert len(applied(core, 100)) == 5
     assert core.compact(5, b"s5")
     drain(core)
 
@@ -185,9 +191,9 @@ def test_leader_sends_snapshot_after_compacting_past_a_lagging_follower() -> Non
 
     install = InstallSnapshotArgs(2, 0, 5, 2, b"s5")
     assert drain(core)[1] == [
-        (1, APPEND_ENTRIES, AppendEntriesArgs(2, 0, 5, 2, [], 5)),
-        (1, INSTALL_SNAPSHOT, install),
-        (2, APPEND_ENTRIES, AppendEntriesArgs(2, 0, 5, 2, [], 5)),
+        Send(1, AppendEntriesArgs(2, 0, 5, 2, [], 5)),
+        Send(1, install),
+        Send(2, AppendEntriesArgs(2, 0, 5, 2, [], 5)),
     ]
 
 
@@ -200,7 +206,7 @@ def test_snapshot_success_resumes_appending_after_it() -> None:
     pr = core.progress[1]
     assert (pr.state, pr.match_index, pr.next_index) == (Replication.PROBE, 5, 6)
     after = AppendEntriesArgs(3, 0, 5, 1, entries(6, 1, 1), 5)
-    assert drain(core) == ([], [(1, APPEND_ENTRIES, after)])
+    assert drain(core) == ([], [Send(1, after)])
 
 
 @pytest.mark.parametrize(
@@ -241,7 +247,7 @@ def test_snapshot_reply_with_higher_term_deposes_leader() -> None:
     core.on_install_snapshot_reply(1, INSTALL, InstallSnapshotReply(4))
 
     assert (core.role, core.current_term) == (Role.FOLLOWER, 4)
-    assert drain(core) == ([("hard_state", 4, None)], [])
+    assert drain(core) == ([SaveHardState(4, None)], [])
 
 
 def test_rejections_while_snapshot_in_flight_are_ignored() -> None:
@@ -265,7 +271,7 @@ def test_lost_snapshot_is_resent_at_the_next_heartbeat() -> None:
     for _ in range(HEARTBEAT):
         core.tick()
 
-    assert [(p, m, a) for p, m, a in core.take_outbox() if p == 1] == SEND_SNAPSHOT
+    assert [s for s in core.take_outbox() if s.peer == 1] == SEND_SNAPSHOT
 
 
 def test_heartbeats_while_snapshot_in_flight() -> None:
@@ -275,16 +281,16 @@ def test_heartbeats_while_snapshot_in_flight() -> None:
     sent = {}
     for tick in range(1, ELECTION_MAX + HEARTBEAT):
         core.tick()
-        sent[tick] = [(m, a) for p, m, a in core.take_outbox() if p == 1]
+        sent[tick] = sent_to(core.take_outbox(), 1)
 
-    beat = (APPEND_ENTRIES, BEAT)
+    beat = BEAT
     for tick, out in sent.items():
         if tick % HEARTBEAT:
             assert out == [], tick
         elif tick < ELECTION_MAX:
             assert out == [beat], tick
         else:
-            assert out == [beat, (INSTALL_SNAPSHOT, INSTALL)], tick
+            assert out == [beat, INSTALL], tick
 
 
 # --- a follower receives InstallSnapshot --------------------------------------------------
@@ -304,22 +310,22 @@ def committed_follower() -> RaftCore:
         # §7: the log has the snapshot's last entry: keep the entries that follow it
         (
             InstallSnapshotArgs(2, 1, 3, 1, b"s"),
-            [("snapshot", 3, 1, b"s")],
+            [SaveSnapshot(3, 1, b"s")],
             (3, 1),
             [2, 2],
         ),
-        (InstallSnapshotArgs(2, 1, 5, 2, b"s"), [("snapshot", 5, 2, b"s")], (5, 2), []),
+        (InstallSnapshotArgs(2, 1, 5, 2, b"s"), [SaveSnapshot(5, 2, b"s")], (5, 2), []),
         # the log conflicts with the snapshot: discard it all
         (
             InstallSnapshotArgs(3, 1, 4, 3, b"s"),
-            [("snapshot", 4, 3, b"s"), ("append", 5, [])],
+            [SaveSnapshot(4, 3, b"s"), AppendLog(5, [])],
             (4, 3),
             [],
         ),
         # the log is too short: discard it all
         (
             InstallSnapshotArgs(2, 1, 8, 2, b"s"),
-            [("snapshot", 8, 2, b"s"), ("append", 9, [])],
+            [SaveSnapshot(8, 2, b"s"), AppendLog(9, [])],
             (8, 2),
             [],
         ),
@@ -353,7 +359,7 @@ def test_handle_install_snapshot(
     if installed:
         assert core.snapshot == b"s"
         assert (core.commit_index, core.applied_index) == (snapshot[0], snapshot[0])
-        assert core.take_applicable(100) == [
+        assert applied(core, 100) == [
             ApplyMsg(
                 snapshot_valid=True,
                 snapshot=b"s",
@@ -363,7 +369,7 @@ def test_handle_install_snapshot(
         ]
     else:
         assert (core.commit_index, core.snapshot) == (2, b"")
-        assert [m.command_index for m in core.take_applicable(100)] == [1, 2]
+        assert [m.command_index for m in applied(core, 100)] == [1, 2]
 
 
 def test_snapshot_is_delivered_before_later_entries() -> None:
@@ -375,10 +381,10 @@ def test_snapshot_is_delivered_before_later_entries() -> None:
     core.handle_append_entries(ae(1, 5, 1, entries(6, 1, 1), commit=7))
 
     assert core.has_applicable()
-    assert core.take_applicable(100) == [
+    assert applied(core, 100) == [
         ApplyMsg(snapshot_valid=True, snapshot=b"s5", snapshot_term=1, snapshot_index=5)
     ]
-    assert [(m.command_valid, m.command_index, m.command) for m in core.take_applicable(100)] == [
+    assert [(m.command_valid, m.command_index, m.command) for m in applied(core, 100)] == [
         (True, 6, "6@1"),
         (True, 7, "7@1"),
     ]
@@ -393,8 +399,8 @@ def test_install_keeping_suffix_applies_it_after_the_snapshot() -> None:
     core.handle_install_snapshot(InstallSnapshotArgs(2, 1, 3, 1, b"s3"))
     core.handle_append_entries(ae(2, 5, 2, commit=5))
 
-    assert [m.snapshot_index for m in core.take_applicable(100)] == [3]
-    assert [m.command_index for m in core.take_applicable(100)] == [4, 5]
+    assert [m.snapshot_index for m in applied(core, 100)] == [3]
+    assert [m.command_index for m in applied(core, 100)] == [4, 5]
 
 
 def test_install_snapshot_makes_candidate_follow() -> None:
@@ -417,4 +423,4 @@ def test_install_snapshot_makes_candidate_follow() -> None:
         2,
         0,
     )
-    assert drain(core) == ([("snapshot", 4, 2, b"s"), ("append", 5, [])], [])
+    assert drain(core) == ([SaveSnapshot(4, 2, b"s"), AppendLog(5, [])], [])

@@ -14,10 +14,12 @@ from raftio.messages import (
     AppendEntriesReply,
     RequestVoteArgs,
     RequestVoteReply,
+    SaveHardState,
+    Send,
+    rpc_method,
 )
 
 from .helpers import (
-    APPEND_ENTRIES,
     ELECTION_MAX,
     ELECTION_MIN,
     EXTENDED,
@@ -28,6 +30,7 @@ from .helpers import (
     drain,
     make_core,
     make_leader,
+    pairs,
 )
 
 
@@ -41,21 +44,21 @@ def rv(term: int, candidate: int, last_index: int, last_term: int) -> RequestVot
         # §5.1: a stale term is refused and changes nothing
         (None, rv(1, 1, 9, 9), False, 2, None, []),
         # same term, free vote, log as up-to-date: granted and persisted
-        (None, rv(2, 1, 2, 2), True, 2, 1, [("hard_state", 2, 1)]),
+        (None, rv(2, 1, 2, 2), True, 2, 1, [SaveHardState(2, 1)]),
         # §5.2: one vote per term
         (2, rv(2, 1, 2, 2), False, 2, 2, []),
         # the same candidate asking again (a lost reply) gets the same answer, no new write
         (1, rv(2, 1, 2, 2), True, 2, 1, []),
         # §5.1: a higher term is adopted and the vote is free again; one write holds both
-        (2, rv(3, 1, 2, 2), True, 3, 1, [("hard_state", 3, 1)]),
+        (2, rv(3, 1, 2, 2), True, 3, 1, [SaveHardState(3, 1)]),
         # a higher term is adopted and persisted even when the vote is refused
-        (None, rv(3, 1, 1, 1), False, 3, None, [("hard_state", 3, None)]),
+        (None, rv(3, 1, 1, 1), False, 3, None, [SaveHardState(3, None)]),
         # §5.4.1 by term: a later last term wins even with a shorter log
-        (None, rv(3, 1, 1, 3), True, 3, 1, [("hard_state", 3, 1)]),
+        (None, rv(3, 1, 1, 3), True, 3, 1, [SaveHardState(3, 1)]),
         # §5.4.1 by term: an earlier last term loses even with a longer log
         (None, rv(2, 1, 9, 1), False, 2, None, []),
         # §5.4.1 by index: same last term, the longer log is at least as up-to-date
-        (None, rv(2, 1, 3, 2), True, 2, 1, [("hard_state", 2, 1)]),
+        (None, rv(2, 1, 3, 2), True, 2, 1, [SaveHardState(2, 1)]),
         # §5.4.1 by index: same last term, a shorter log is not
         (None, rv(2, 1, 1, 2), False, 2, None, []),
     ],
@@ -87,7 +90,7 @@ def test_one_vote_per_term_first_come_first_served() -> None:
 
     assert (first, second) == (RequestVoteReply(2, True), RequestVoteReply(2, False))
     assert core.voted_for == 1
-    assert core.take_storage_ops() == [("hard_state", 2, 1)]
+    assert core.take_storage_ops() == [SaveHardState(2, 1)]
 
 
 @pytest.mark.parametrize("role", [Role.CANDIDATE, Role.LEADER])
@@ -120,7 +123,7 @@ def test_higher_term_vote_request_deposes_leader() -> None:
         None,
     )
     assert core.progress == {}
-    assert drain(core) == ([("hard_state", 4, None)], [])
+    assert drain(core) == ([SaveHardState(4, None)], [])
 
 
 @pytest.mark.parametrize(
@@ -173,9 +176,9 @@ def test_campaign() -> None:
         1,
         None,
     )
-    assert core.take_storage_ops() == [("hard_state", 3, 1)]
+    assert core.take_storage_ops() == [SaveHardState(3, 1)]
     args = rv(3, 1, 3, 2)
-    assert outbox == [(0, REQUEST_VOTE, args), (2, REQUEST_VOTE, args)]
+    assert outbox == [Send(0, args), Send(2, args)]
 
 
 def test_candidate_times_out_and_campaigns_again() -> None:
@@ -189,8 +192,8 @@ def test_candidate_times_out_and_campaigns_again() -> None:
 
     assert (core.role, core.current_term, core.voted_for) == (Role.CANDIDATE, 3, 0)
     ops, outbox = drain(core)
-    assert ops == [("hard_state", 3, 0)]
-    assert [(peer, method) for peer, method, _ in outbox] == [
+    assert ops == [SaveHardState(3, 0)]
+    assert [(send.peer, rpc_method(send.request)) for send in outbox] == [
         (1, REQUEST_VOTE),
         (2, REQUEST_VOTE),
     ]
@@ -224,7 +227,7 @@ def test_wins_with_majority(peers: int, grants: list[int], leader: bool) -> None
     """§5.2: a candidate wins once it has votes from a majority of the full cluster."""
     core = make_core([1], term=1, peers=peers)
     outbox = campaign(core)
-    args = outbox[0][2]
+    args = outbox[0].request
     assert isinstance(args, RequestVoteArgs)
 
     for peer in grants:
@@ -237,15 +240,15 @@ def test_new_leader_announces_itself() -> None:
     """§5.2: a new leader sends empty AppendEntries (heartbeats) to every other peer at once."""
     core = make_core([1, 1], term=1, peers=3)
     outbox = campaign(core)
-    args = outbox[0][2]
+    args = outbox[0].request
     assert isinstance(args, RequestVoteArgs)
-    assert core.take_storage_ops() == [("hard_state", 2, 0)]
+    assert core.take_storage_ops() == [SaveHardState(2, 0)]
 
     core.on_request_vote_reply(2, args, RequestVoteReply(2, True))
 
     assert (core.role, core.leader_id) == (Role.LEADER, 0)
     heartbeat = AppendEntriesArgs(2, 0, 2, 1, [], 0)
-    assert drain(core) == ([], [(1, APPEND_ENTRIES, heartbeat), (2, APPEND_ENTRIES, heartbeat)])
+    assert drain(core) == ([], [Send(1, heartbeat), Send(2, heartbeat)])
     assert {p: (pr.next_index, pr.match_index) for p, pr in core.progress.items()} == {
         1: (3, 0),
         2: (3, 0),
@@ -260,7 +263,7 @@ def test_new_leader_announces_itself() -> None:
         # a refusal is not a vote
         (RequestVoteReply(2, False), Role.CANDIDATE, 2, []),
         # §5.1: a higher term turns the candidate into a follower of that term
-        (RequestVoteReply(5, False), Role.FOLLOWER, 5, [("hard_state", 5, None)]),
+        (RequestVoteReply(5, False), Role.FOLLOWER, 5, [SaveHardState(5, None)]),
     ],
 )
 def test_vote_reply_without_a_vote(
@@ -268,7 +271,7 @@ def test_vote_reply_without_a_vote(
 ) -> None:
     """§5.2: only granted votes of the current term count."""
     core = make_core([1], term=1)
-    args = campaign(core)[0][2]
+    args = campaign(core)[0].request
     assert isinstance(args, RequestVoteArgs)
     drain(core)
 
@@ -281,7 +284,7 @@ def test_vote_reply_without_a_vote(
 def test_stale_vote_from_an_earlier_election_is_ignored() -> None:
     """§5.1: a vote granted for an earlier term says nothing about this one."""
     core = make_core([1], term=1, config=NARROW)
-    old = campaign(core)[0][2]
+    old = campaign(core)[0].request
     assert isinstance(old, RequestVoteArgs)
     for _ in range(31):
         core.tick()  # election for term 2 times out; now campaigning in term 3
@@ -395,13 +398,13 @@ def test_pre_campaign_changes_no_durable_state() -> None:
     )
     assert core.take_storage_ops() == []
     args = pv(3, 0, 2, 2)
-    assert outbox == [(1, REQUEST_VOTE, args), (2, REQUEST_VOTE, args)]
+    assert outbox == [Send(1, args), Send(2, args)]
 
 
 def test_pre_vote_majority_starts_the_real_election() -> None:
     """Thesis 9.6 then §5.2: with a majority of pre-votes the peer campaigns for real."""
     core = make_core([1, 2], term=2, peers=3, config=EXTENDED)
-    args = campaign(core)[0][2]
+    args = campaign(core)[0].request
     assert isinstance(args, RequestVoteArgs)
 
     core.on_request_vote_reply(1, args, RequestVoteReply(2, True))
@@ -409,8 +412,8 @@ def test_pre_vote_majority_starts_the_real_election() -> None:
     assert (core.role, core.current_term, core.voted_for) == (Role.CANDIDATE, 3, 0)
     real = rv(3, 0, 2, 2)
     assert drain(core) == (
-        [("hard_state", 3, 0)],
-        [(1, REQUEST_VOTE, real), (2, REQUEST_VOTE, real)],
+        [SaveHardState(3, 0)],
+        [Send(1, real), Send(2, real)],
     )
 
 
@@ -420,7 +423,7 @@ def test_pre_vote_majority_starts_the_real_election() -> None:
         # refused at our term: keep waiting, nothing changes
         (RequestVoteReply(2, False), Role.PRE_CANDIDATE, 2, []),
         # §5.1: refused by a peer of a higher term: adopt it
-        (RequestVoteReply(4, False), Role.FOLLOWER, 4, [("hard_state", 4, None)]),
+        (RequestVoteReply(4, False), Role.FOLLOWER, 4, [SaveHardState(4, None)]),
         # lost
         (None, Role.PRE_CANDIDATE, 2, []),
     ],
@@ -430,7 +433,7 @@ def test_pre_vote_refusals(
 ) -> None:
     """Thesis 9.6: only granted pre-votes from a majority lead to an election."""
     core = make_core([1, 2], term=2, peers=5, config=EXTENDED)
-    args = campaign(core)[0][2]
+    args = campaign(core)[0].request
     assert isinstance(args, RequestVoteArgs)
 
     for peer in (1, 2, 3):
@@ -443,7 +446,7 @@ def test_pre_vote_refusals(
 def test_stale_pre_vote_reply_ignored_once_candidate() -> None:
     """Thesis 9.6: a pre-vote arriving after the real election began is not a vote."""
     core = make_core([1], term=1, peers=5, config=EXTENDED)
-    pre = campaign(core)[0][2]
+    pre = campaign(core)[0].request
     assert isinstance(pre, RequestVoteArgs)
     for peer in (1, 2):
         core.on_request_vote_reply(peer, pre, RequestVoteReply(1, True))
@@ -461,7 +464,7 @@ def heard_from(core: RaftCore, peers: list[int], ticks: int) -> None:
     """Tick a leader; `peers` answer every heartbeat it sends them."""
     for _ in range(ticks):
         core.tick()
-        for peer, _, args in core.take_outbox():
+        for peer, args in pairs(core.take_outbox()):
             if peer in peers and isinstance(args, AppendEntriesArgs):
                 match = args.prev_log_index + len(args.entries)
                 reply = AppendEntriesReply(args.term, True, match)

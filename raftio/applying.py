@@ -1,0 +1,70 @@
+"""What the service receives: committed entries decoded into ApplyMsgs.
+
+The core hands over committed entries as bytes (`ApplyEntries`) and an
+installed snapshot as `ApplySnapshot`; the shell turns them into the
+`ApplyMsg`s of CONTRACT.md here. A leader skips the decode for immutable
+commands it started itself: it delivers the very object it was given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raftio import codec
+from raftio.messages import Applicable, ApplyMsg, ApplySnapshot, UndecodableCommand
+
+
+class OwnCommands:
+    """Immutable commands this leader started, by index, until they are applied."""
+
+    __slots__ = ("_by_index", "_term")
+
+    def __init__(self) -> None:
+        self._by_index: dict[int, tuple[int, Any]] = {}
+        self._term = -1
+
+    def remember(self, index: int, term: int, command: Any) -> None:
+        """`command` was started at `index` in `term` (only immutable ones are kept)."""
+        if not codec.is_immutable(command):
+            return  # a list or dict may change after propose: every replica decodes it
+        if term != self._term:
+            # Entries an earlier leadership started may have been replaced.
+            self._by_index.clear()
+            self._term = term
+        # (index, term) names one entry for good: no other peer makes entries of our term.
+        self._by_index[index] = (term, command)
+
+    def apply_msgs(self, applicable: Applicable) -> list[ApplyMsg]:
+        """The ApplyMsgs for `applicable`, in index order.
+
+        A command that does not decode (only a forged or damaged entry can
+        be) is delivered as `UndecodableCommand`, identically on every replica.
+        """
+        if isinstance(applicable, ApplySnapshot):
+            return [
+                ApplyMsg(
+                    snapshot_valid=True,
+                    snapshot=applicable.data,
+                    snapshot_term=applicable.term,
+                    snapshot_index=applicable.index,
+                )
+            ]
+        own, decode, msgs = self._by_index, codec.decode_command, []
+        for index, entry in enumerate(applicable.entries, applicable.first_index):
+            mine = own.pop(index, None) if own else None
+            if mine is not None and mine[0] == entry.term:
+                command = mine[1]
+            else:
+                try:
+                    command = decode(entry.data)
+                except Exception:
+                    command = UndecodableCommand(entry.data)
+            msgs.append(
+                ApplyMsg(
+                    command_valid=True,
+                    command=command,
+                    command_index=index,
+                    command_term=entry.term,
+                )
+            )
+        return msgs
