@@ -1,5 +1,5 @@
-"""`python -m benchmarks [options]`: the same as `raftio bench [options]`."""
+"""`python -m benchmarks [options]`: the harness's command line (benchmarks.cli)."""
 
-from benchmarks.runner import main
+from benchmarks.cli import main
 
 raise SystemExit(main())

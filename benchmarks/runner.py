@@ -1,4 +1,4 @@
-"""`raftio bench`: run every series at every point, then write the results directory.
+"""The run of `python -m benchmarks`: every series at every point, then the results.
 
 Order of a run: `repeat` rounds, each made of the probes (fdatasync and
 loopback RTT samples; machine facts once) and then one cluster at a time:
@@ -50,7 +50,7 @@ from benchmarks.workloads import (
     pysyncobj_available,
 )
 
-__all__ = ["DEFAULTS", "PACKAGE_ROOT", "QUICK", "SERIES", "Settings", "command_line", "main", "run"]
+__all__ = ["DEFAULTS", "PACKAGE_ROOT", "QUICK", "SERIES", "Settings", "command_line", "run"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the checkout holding benchmarks/
 INSTALL_HINT = "run scripts/install_bench_peers.sh (or pip install 'raftio[bench]' for PySyncObj)"
@@ -397,16 +397,9 @@ def run(settings: Settings) -> int:
     return 1 if bench.results["failed"] else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m benchmarks [options]`: the same as `raftio bench [options]`."""
-    from raftio.cli import main as raftio_main
-
-    return raftio_main(["bench", *(sys.argv[1:] if argv is None else argv)])
-
-
 def command_line(settings: Settings) -> str:
     """The command that repeats this run, every setting spelled out."""
-    argv = ["raftio", "bench"]
+    argv = ["python", "-m", "benchmarks"]
     if settings.only:
         argv += ["--only", settings.only]
     if settings.series:
@@ -428,7 +421,3 @@ def command_line(settings: Settings) -> str:
     if settings.loop != "uvloop":
         argv += ["--loop", settings.loop]
     return shlex.join(argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

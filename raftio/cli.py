@@ -9,7 +9,7 @@ clusters and the demo). Commands:
     raftio cluster up -n N --dir D [--base-port P]  N detached nodes; `cluster down --dir D`
     raftio kv (--dir D | --peers ...) get|put|append KEY [VALUE]
     raftio status (--dir D | --peers ...)
-    raftio bench [--quick] [--out DIR] [--only SYSTEM] ...   benchmarks/ (a checkout only)
+    raftio bench [OPTIONS]      runs `python -m benchmarks OPTIONS` (a checkout only)
     raftio logview [FILE|-] [--peers 0,2] [--topics role,vote] [--from T] [--to T]
 
 An ordinary mistake (a malformed address, an unusable directory or secret
@@ -27,6 +27,7 @@ import logging
 import os
 import select
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -268,126 +269,43 @@ def _add_status(commands: Any) -> None:
     p.set_defaults(run=cmd_status)
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 1,16,256, not {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("expected positive integers like 1,16,256")
-    return values
-
-
 def _add_bench(commands: Any) -> None:
     p = commands.add_parser(
-        "bench", help="benchmark raftio against PySyncObj and etcd (docs/benchmarks.md)"
+        "bench",
+        help="run `python -m benchmarks` (a source checkout's harness; docs/benchmarks.md)",
+        add_help=False,  # --help too is the harness's
+        prefix_chars="+",  # so that every option reaches OPTIONS unparsed
     )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="C=1,256, 16 B, 2 s per point (unless given explicitly)",
-    )
-    p.add_argument("--out", help="results directory (default results/<timestamp>/)")
-    p.add_argument("--only", choices=["raftio", "pysyncobj", "etcd"], help="one system only")
-    p.add_argument(
-        "--series",
-        type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
-        help="a subset of series, e.g. raftio-embedded,raftio-e2e",
-    )
-    p.add_argument("--concurrency", type=_int_list, help="default 1,16,256,4096")
-    p.add_argument("--payload", type=_int_list, help="payload bytes, default 16,1024")
-    p.add_argument("--duration", type=float, help="measured seconds per point (default 5)")
-    p.add_argument("--warmup", type=float, help="warm-up seconds per point (default 1)")
-    p.add_argument(
-        "--repeat",
-        type=int,
-        default=1,
-        help="rounds over every system; each point keeps its median",
-    )
-    p.add_argument(
-        "--profile",
-        action="store_true",
-        help="also cProfile the raftio leader under embedded C=256 16 B",
-    )
-    p.add_argument(
-        "--loop",
-        choices=["uvloop", "asyncio"],
-        default="uvloop",
-        help="event loop of every process (default uvloop)",
-    )
-    p.add_argument(
-        "--docs",
-        metavar="PAGE",
-        help="also write the results into PAGE's generated block, e.g. docs/benchmarks.md",
-    )
+    p.add_argument("options", nargs="*", metavar="OPTIONS", help="the harness's options")
     p.set_defaults(run=cmd_bench)
 
 
-def _bench_runner() -> Any:
-    """benchmarks.runner, from the checkout this raftio was installed from (editable)."""
-    import importlib
-
-    try:
-        return importlib.import_module("benchmarks.runner")
-    except ImportError:
-        checkout = Path(raftio.__file__).resolve().parent.parent
-        if not (checkout / "benchmarks" / "runner.py").is_file():
-            raise CommandError(
-                "the benchmark harness is not installed with raftio: it lives in benchmarks/ of "
-                "a source checkout. From a checkout: pip install -e '.[bench]' && raftio bench "
-                "(or python -m benchmarks); see docs/benchmarks.md"
-            ) from None
-        sys.path.insert(0, str(checkout))
-        return importlib.import_module("benchmarks.runner")
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
-    runner = _bench_runner()
-    settings = runner.Settings(
-        quick=args.quick,
-        only=args.only,
-        series=args.series,
-        repeat=args.repeat,
-        profile=args.profile,
-        loop=args.loop,
-    )
-    for name, value in (runner.QUICK if args.quick else {}).items():
-        setattr(settings, name, value)
-    given = {
-        "concurrency": args.concurrency,
-        "payloads": args.payload,
-        "duration": args.duration,
-        "warmup": args.warmup,
-    }
-    for name, value in given.items():
-        if value is not None:
-            setattr(settings, name, value)
-    if args.series:
-        unknown = sorted(set(args.series) - set(runner.SERIES))
-        if unknown:
-            raise CommandError(f"unknown series {unknown}; known: {sorted(runner.SERIES)}")
-    if args.repeat < 1 or settings.duration <= 0 or settings.warmup < 0:
-        raise CommandError("--repeat must be >= 1, --duration > 0, --warmup >= 0")
-    settings.out = Path(args.out) if args.out else None
-    if args.docs:
-        settings.docs = Path(args.docs)
-        text = settings.docs.read_text() if settings.docs.is_file() else ""
-        if runner.report.DOCS_BEGIN not in text:  # fail now, not after the run
-            raise CommandError(f"{args.docs} has no generated results block to replace")
-    _check_something_runs(runner, settings)
-    settings.command = runner.command_line(settings)
-    code: int = runner.run(settings)
-    return code
+    """`python -m benchmarks OPTIONS` in a child process, from the checkout raftio came from."""
+    checkout = Path(raftio.__file__).resolve().parent.parent
+    if not (checkout / "benchmarks" / "__main__.py").is_file():
+        raise CommandError(
+            "the benchmark harness is not installed with raftio: it lives in benchmarks/ of "
+            "a source checkout; there run python -m benchmarks (see docs/benchmarks.md)"
+        )
+    env = dict(os.environ)  # the child finds benchmarks/ where this raftio came from
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(checkout), env.get("PYTHONPATH")) if p)
+    return _wait_forwarding_signals([sys.executable, "-m", "benchmarks", *args.options], env)
 
 
-def _check_something_runs(runner: Any, settings: Any) -> None:
-    """Refuse a run in which every selected system would be skipped (it would prove nothing)."""
-    plans = runner.selected_plans(settings)
-    if not plans:
-        raise CommandError("--only and --series select no series to run")
-    reasons = [plan.available() for plan, _ in plans]
-    if all(reasons):
-        raise CommandError("nothing to run: " + "; ".join(dict.fromkeys(reasons)))
+def _wait_forwarding_signals(argv: list[str], env: dict[str, str]) -> int:
+    """Run `argv` to its end; SIGTERM is passed on, Ctrl-C reaches it by itself."""
+    with subprocess.Popen(argv, env=env) as child:
+        previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+        try:
+            while True:
+                try:
+                    code = child.wait()
+                    return code if code >= 0 else 128 - code  # killed by signal -code
+                except KeyboardInterrupt:
+                    continue  # the child got the same Ctrl-C; it stops and writes what it has
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _target(args: argparse.Namespace) -> tuple[list[str], bytes | None]:

@@ -1,4 +1,5 @@
-"""The harness's pure pieces: percentiles, targets, the report, parsers, counters, the CLI.
+"""The harness's pure pieces: percentiles, targets, the report, parsers, counters, the CLI
+(`python -m benchmarks` and its alias `raftio bench`).
 
 Fast and deterministic; the real run is test_bench_smoke.py.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import zlib
 from array import array
@@ -17,6 +19,7 @@ import pytest
 
 import raftio
 from benchmarks import report
+from benchmarks.cli import main as bench_main
 from benchmarks.counters import open_fds, wire_bytes
 from benchmarks.kv_client import etcd_put_request, parse_etcd, parse_raftio
 from benchmarks.loadgen import random_values
@@ -325,7 +328,7 @@ def test_bench_refuses_a_docs_page_without_a_block_before_starting(
     page = tmp_path / "page.md"
     page.write_text("# nothing generated here\n")
 
-    code = raftio_main(["bench", "--docs", str(page), "--out", str(tmp_path / "out")])
+    code = bench_main(["--docs", str(page), "--out", str(tmp_path / "out")])
 
     assert code == 2
     assert "has no generated results block" in capsys.readouterr().err
@@ -343,7 +346,7 @@ def test_bench_rejects_malformed_lists(
     args: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:
-        raftio_main(["bench", *args])
+        bench_main(args)
 
     assert exited.value.code == 2
     assert complaint in capsys.readouterr().err
@@ -359,7 +362,7 @@ def test_bench_rejects_malformed_lists(
 def test_bench_rejects_bad_settings_before_starting_anything(
     args: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = raftio_main(["bench", *args])
+    code = bench_main(args)
 
     assert code == 2
     assert complaint in capsys.readouterr().err
@@ -388,19 +391,39 @@ def test_repeated_rounds_keep_the_median_run_of_each_point(tmp_path: Path) -> No
     assert point["loadavg"] == [1.0, 2.0, 3.0]
 
 
-def test_bench_outside_a_checkout_says_how_to_run_it(
+def test_raftio_bench_outside_a_checkout_says_where_the_harness_lives(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # As from a wheel: no importable `benchmarks`, no checkout around raftio.
-    monkeypatch.setitem(sys.modules, "benchmarks.runner", None)
+    # As from a wheel: no checkout around raftio.
     monkeypatch.setattr(raftio, "__file__", str(tmp_path / "site" / "raftio" / "__init__.py"))
 
     code = raftio_main(["bench", "--quick"])
 
     assert code == 2
     err = capsys.readouterr().err
-    assert "benchmark harness is not installed with raftio" in err
+    assert err.count("\n") == 1
+    assert err.startswith("raftio bench: the benchmark harness is not installed with raftio")
+    assert "python -m benchmarks" in err
     assert "docs/benchmarks.md" in err
+
+
+def test_raftio_bench_runs_the_harness_with_its_options_and_exit_code(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "raftio", "bench"]
+
+    refused = subprocess.run([*argv, "--repeat", "0", "--out", str(tmp_path / "r")],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                             check=False)  # fmt: skip
+    helped = subprocess.run([*argv, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "python -m benchmarks: --repeat must be >= 1, --duration > 0, --warmup >= 0\n"
+    )
+    assert not (tmp_path / "r").exists()
+    assert helped.returncode == 0
+    assert helped.stdout.startswith("usage: python -m benchmarks [-h] [--quick]")
+    assert "--docs PAGE" in helped.stdout
 
 
 def test_a_missing_peer_is_skipped_with_the_install_script_named(

@@ -299,10 +299,10 @@ def test_bench_with_every_system_skipped_fails_before_running(tmp_path: Path) ->
     hide_pysyncobj = (
         "import sys; sys.modules['pysyncobj'] = None  # not installed, as far as raftio sees"
     )
-    run = f"{hide_pysyncobj}\nfrom raftio.cli import main\nraise SystemExit(main(sys.argv[1:]))"
+    run = f"{hide_pysyncobj}\nfrom benchmarks.cli import main\nraise SystemExit(main(sys.argv[1:]))"
 
     done = subprocess.run(
-        [sys.executable, "-c", run, "bench", "--only", "pysyncobj", "--out", str(tmp_path / "r")],
+        [sys.executable, "-c", run, "--only", "pysyncobj", "--out", str(tmp_path / "r")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -311,7 +311,9 @@ def test_bench_with_every_system_skipped_fails_before_running(tmp_path: Path) ->
     )
 
     assert done.returncode == 2
-    assert one_line(done).startswith("raftio bench: nothing to run: PySyncObj is not installed")
+    assert one_line(done).startswith(
+        "python -m benchmarks: nothing to run: PySyncObj is not installed"
+    )
     assert not (tmp_path / "r").exists()  # refused before the run, not after
 
 
