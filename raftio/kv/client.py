@@ -17,6 +17,11 @@ have reached the log, the client registers again and resends the write in
 the new session; otherwise the write may or may not have applied, and the
 client raises `KVSessionError` (`maybe_applied=True`) instead of resending
 it blindly. Either way the next write uses a new session.
+
+The transport is a seam: by default one attempt is a frame over the
+node's TCP connection; an `Exchange` given to the client carries it
+instead (`raftio.testing.nemesis.MemoryKvClient`: in memory, on the
+virtual clock), under the same retries, redirects and sessions.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import hmac
 import logging
 import random
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from raftio.errors import RaftioError
@@ -45,13 +50,17 @@ from raftio.kv.protocol import (
 )
 from raftio.node import parse_address
 
-__all__ = ["KVClient", "KVRequestError", "KVSessionError", "KVUnavailableError"]
+__all__ = ["Exchange", "KVClient", "KVRequestError", "KVSessionError", "KVUnavailableError"]
 
 logger = logging.getLogger(__name__)
 
 _RETRYABLE = frozenset({NOT_LEADER, TIMEOUT, LOST, CLOSED})
 _UNSURE = frozenset({TIMEOUT, LOST, CLOSED})  # the write may be in the log
 _Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+# One attempt: send `request` to the node at `address` and return its reply (a
+# protocol reply map), or raise OSError, TimeoutError or ProtocolError.
+Exchange = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
 class KVUnavailableError(RaftioError, TimeoutError):
@@ -95,6 +104,9 @@ class KVClient:
         attempt_timeout: seconds one attempt (connect, send, reply) may take.
         deadline: seconds a request keeps retrying before KVUnavailableError.
         backoff: (first, max) seconds slept between failed attempts.
+        exchange: carries each attempt instead of TCP (no connections, no
+            token handshake): for in-memory clusters.
+        rng: draws the backoff jitter; seed it for a replayable client.
     """
 
     def __init__(
@@ -106,6 +118,8 @@ class KVClient:
         attempt_timeout: float = 3.0,
         deadline: float = 30.0,
         backoff: tuple[float, float] = (0.01, 0.1),
+        exchange: Exchange | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("a KVClient needs at least one address")
@@ -125,7 +139,8 @@ class KVClient:
         self._streams: dict[str, _Stream] = {}
         self._down: set[str] = set()  # unreachable since the last success
         self._lock = asyncio.Lock()
-        self._rng = random.Random()
+        self._custom_exchange = exchange
+        self._rng = rng if rng is not None else random.Random()
 
     # ------------------------------------------------------------------ API
 
@@ -286,11 +301,7 @@ class KVClient:
         self._wrote = False
         try:
             async with asyncio.timeout(timeout or self._attempt_timeout):
-                reader, writer = await self._stream(address)
-                writer.write(encode_frame(request))
-                self._wrote = True
-                await writer.drain()
-                reply = await read_frame(reader)
+                reply = await self._send(address, request)
         except BaseException:
             # A connection that failed, timed out or was interrupted may still
             # deliver a late reply: never reuse it.
@@ -303,6 +314,16 @@ class KVClient:
             self._drop(address)
             raise ProtocolError(f"malformed reply {reply!r:.80}")
         return reply
+
+    async def _send(self, address: str, request: dict[str, Any]) -> Any:
+        if self._custom_exchange is not None:
+            self._wrote = True  # whatever happens next, the node may have it
+            return await self._custom_exchange(address, request)
+        reader, writer = await self._stream(address)
+        writer.write(encode_frame(request))
+        self._wrote = True
+        await writer.drain()
+        return await read_frame(reader)
 
     async def _stream(self, address: str) -> _Stream:
         stream = self._streams.get(address)

@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from raftio.testing.sim import SimParams, SimResult, run_simulation
-from raftio.testing.sim.nemesis import PROFILES
+from raftio.testing.sim.faults import PROFILES
 
 
 @dataclass(slots=True)

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from raftio.errors import NotLeaderError
-from raftio.kv.client import KVRequestError
+from raftio.kv.client import KVClient, KVRequestError
 from raftio.kv.machine import KVStateMachine
 from raftio.raft import Raft
 from raftio.testing.linearizability import KvModel, check
-from raftio.testing.nemesis import MemoryKvClient, NemesisReport, SimConfig, simulate
+from raftio.testing.nemesis import NemesisReport, SimConfig, simulate
 
-SEED_BOUND = 40  # the read mutant is caught at seed 23 (Node applies without a queue hop)
+SEED_BOUND = 40  # the read mutant is caught at seed 3
 
 
 def first_failure() -> NemesisReport:
@@ -56,15 +56,17 @@ def test_reads_without_confirming_leadership_are_caught(monkeypatch: pytest.Monk
 
 
 def test_a_client_that_renumbers_its_retries_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    attempt = MemoryKvClient._attempt
+    exchange = KVClient._exchange
 
-    async def renumbering(self: MemoryKvClient, i: int, request: dict[str, Any]) -> Any:
+    async def renumbering(
+        self: KVClient, address: str, request: dict[str, Any], timeout: float | None
+    ) -> Any:
         if "seq" in request:
             self.seq += 1
             request["seq"] = self.seq  # a retry looks like a new write
-        return await attempt(self, i, request)
+        return await exchange(self, address, request, timeout)
 
-    monkeypatch.setattr(MemoryKvClient, "_attempt", renumbering)
+    monkeypatch.setattr(KVClient, "_exchange", renumbering)
 
     # Sessions now catch it first: a renumbered retry of a write that never
     # applied skips a seq, and the cluster refuses it (seq_gap) instead of

@@ -7,7 +7,7 @@ every key, check the whole history for linearizability, every acknowledged
 append present exactly once, and every replica on the same state.
 
 A fixed set of seeds runs every time; `test_a_fresh_seed` draws a new one
-(printed; `--seed` replays it). Many more: scripts/nemesis_soak.py.
+(printed; `--seed` replays it). Many more: `python -m raftio.testing.nemesis`.
 """
 
 from __future__ import annotations

@@ -5,15 +5,17 @@ A message from peer `src` to peer `dst` (a request on an end named
 is lost if the link src->dst is cut, else lost with probability `loss`,
 else delivered after a base latency plus `delay` (and, with probability
 `long_delay`, held 0.2-2 s: reordering), and a request is duplicated with
-probability `duplicate`. Cutting one direction only gives asymmetric
-partitions; cutting all links between two groups but not to a third
-"bridge" peer gives a bridge partition.
+probability `duplicate`. Which links a partition cuts is drawn by
+`raftio.testing.partitions` (split, isolate_leader, bridge, one_way), the
+vocabulary the key/value nemesis uses too; `partition()` applies one.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Collection, Hashable, Sequence
+
+from raftio.testing.partitions import Link
 
 _BASE_LATENCY = (0.0002, 0.002)
 _LONG_DELAY = (0.2, 2.0)
@@ -24,7 +26,7 @@ class Links:
 
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
-        self.cut: set[tuple[int, int]] = set()
+        self.cut: set[Link] = set()
         self.isolated: set[int] = set()  # peers cut off from everyone, both ways
         self.loss = 0.0
         self.duplicate = 0.0
@@ -43,18 +45,10 @@ class Links:
     def rejoin(self, peer: int) -> None:
         self.isolated.discard(peer)
 
-    def split(self, groups: Sequence[Iterable[int]]) -> None:
-        """Cut every link between peers of different groups (both ways)."""
-        sets = [set(g) for g in groups]
-        for a, first in enumerate(sets):
-            for second in sets[a + 1 :]:
-                for x in first:
-                    for y in second:
-                        self.cut.add((x, y))
-                        self.cut.add((y, x))
-
-    def cut_one_way(self, src: int, dst: int) -> None:
-        self.cut.add((src, dst))
+    def partition(self, links: Collection[Link]) -> None:
+        """Heal, then cut exactly `links` (a `raftio.testing.partitions.Partition`'s)."""
+        self.heal()
+        self.cut.update(links)
 
     def calm(self) -> None:
         """No loss, duplication or extra delay (cuts stay)."""

@@ -31,8 +31,8 @@ from raftio.config import RaftConfig
 from raftio.testing.clock import VirtualClockEventLoop, run
 from raftio.testing.invariants import InvariantChecker, Violation
 from raftio.testing.sim.cluster import SimCluster
+from raftio.testing.sim.faults import SimNemesis
 from raftio.testing.sim.links import Links
-from raftio.testing.sim.nemesis import Nemesis
 from raftio.testing.sim.trace import Trace
 from raftio.transport.memory import Network
 
@@ -169,7 +169,7 @@ class _Simulation:
             self.trace,
             self.checker,
         )
-        self.nemesis = Nemesis(
+        self.nemesis = SimNemesis(
             self.cluster,
             self.links,
             random.Random(master.getrandbits(63)),

@@ -1,11 +1,12 @@
-"""The nemesis: a seeded schedule of faults against a SimCluster.
+"""SimNemesis: the simulator's seeded schedule of faults against a SimCluster.
 
 Every `interval` seconds (drawn per step) it picks one action, by weight:
-partitions (a random majority/minority split, the leader isolated,
-one-way links, a bridge), healing, a flaky or calm network (loss,
-duplication, delay, reordering), crashes (any peer or the leader, losing
-unsynced writes or not) followed by a restart after a random down time,
-slow storage, and an injected fsync failure (the peer must fail-stop; it is
+partitions (`raftio.testing.partitions`, the key/value nemesis's shapes:
+a random minority split off, the leader isolated, a bridge, the leader
+unable to send), healing, a flaky or calm network (loss, duplication,
+delay, reordering), crashes (any peer or the leader, losing unsynced
+writes or not) followed by a restart after a random down time, slow
+storage, and an injected fsync failure (the peer must fail-stop; it is
 restarted like a crashed one).
 
 Profile "figure8" follows the lab's Figure 8 test instead: start a command
@@ -22,6 +23,7 @@ import asyncio
 import random
 from collections.abc import Callable
 
+from raftio.testing.partitions import draw_partition
 from raftio.testing.sim.cluster import SimCluster
 from raftio.testing.sim.links import Links
 from raftio.testing.sim.trace import Trace
@@ -45,7 +47,7 @@ _MIXED: dict[str, float] = {
 _FIGURE8: dict[str, float] = {"flaky": 1, "unreliable": 3}
 
 
-class Nemesis:
+class SimNemesis:
     """Drives faults; `run()` until cancelled, then `heal_all()` before the liveness check."""
 
     def __init__(
@@ -61,10 +63,10 @@ class Nemesis:
         self._weights = _FIGURE8 if self._figure8 else _MIXED
         self._down_until: dict[int, float] = {}
         self._actions: dict[str, Callable[[], str]] = {
-            "split": self._split,
-            "isolate_leader": self._isolate_leader,
-            "one_way": self._one_way,
-            "bridge": self._bridge,
+            "split": lambda: self._partition("split"),
+            "isolate_leader": lambda: self._partition("isolate_leader"),
+            "one_way": lambda: self._partition("one_way"),
+            "bridge": lambda: self._partition("bridge"),
             "heal": self._heal,
             "flaky": self._flaky,
             "calm": self._calm,
@@ -178,39 +180,10 @@ class Nemesis:
 
     # --- actions (each returns what it did, for the trace) ----------------------
 
-    def _split(self) -> str:
-        peers = list(range(self._cluster.n))
-        self._rng.shuffle(peers)
-        minority = peers[: self._rng.randint(1, self._cluster.n // 2)]
-        self._links.heal()
-        self._links.split([minority, peers[len(minority) :]])
-        return f"minority {sorted(minority)}"
-
-    def _isolate_leader(self) -> str:
-        leader = self._leader()
-        if leader is None:
-            return "no leader"
-        self._links.heal()
-        self._links.split([[leader], [i for i in range(self._cluster.n) if i != leader]])
-        return f"S{leader}"
-
-    def _one_way(self) -> str:
-        n = self._cluster.n
-        links = []
-        for _ in range(self._rng.randint(1, n)):
-            src, dst = self._rng.sample(range(n), 2)
-            self._links.cut_one_way(src, dst)
-            links.append(f"{src}->{dst}")
-        return " ".join(links)
-
-    def _bridge(self) -> str:
-        peers = list(range(self._cluster.n))
-        self._rng.shuffle(peers)
-        bridge, rest = peers[0], peers[1:]
-        half = len(rest) // 2
-        self._links.heal()
-        self._links.split([rest[:half], rest[half:]])
-        return f"S{bridge} bridges {sorted(rest[:half])} and {sorted(rest[half:])}"
+    def _partition(self, shape: str) -> str:
+        partition = draw_partition(shape, self._rng, self._cluster.n, self._leader())
+        self._links.partition(partition.links)
+        return partition.describe()
 
     def _heal(self) -> str:
         self._links.heal()
