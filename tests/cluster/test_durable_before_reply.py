@@ -1,0 +1,102 @@
+"""A follower's AppendEntries reply and a vote leave only once storage reports the sync.
+
+Figure 2: "Updated on stable storage before responding to RPCs". A reply
+sent before the sync could be forgotten by a crash after the leader (or
+candidate) counted it: an entry counted as replicated, or a second vote in
+the same term. The storage here completes its sync only when the test says
+so, and the reply must wait for exactly that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import raftio
+from raftio import codec
+from raftio.messages import (
+    AppendEntriesArgs,
+    AppendEntriesReply,
+    Entry,
+    RequestVoteArgs,
+    RequestVoteReply,
+)
+from raftio.testing import run
+from raftio.transport.memory import Network
+
+T = TypeVar("T")
+WAIT = 0.05  # virtual seconds the sync is held: far longer than any reply takes, < a timeout
+
+
+class GatedStorage(raftio.MemoryStorage):
+    """MemoryStorage whose sync completes when the test resolves `gate`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Future[None] | None = None
+        self.writes = 0
+
+    def save_hard_state(self, current_term: int, voted_for: int | None) -> None:
+        self.writes += 1
+        super().save_hard_state(current_term, voted_for)
+
+    def append_entries(self, first_index: int, entries: Sequence[Entry]) -> None:
+        self.writes += 1
+        super().append_entries(first_index, entries)
+
+    def sync(self) -> asyncio.Future[None] | None:
+        return self.gate if self.gate is not None and not self.gate.done() else None
+
+
+async def answer_waits_for_sync(call: Coroutine[Any, Any, T], storage: GatedStorage) -> T:
+    """Start the RPC with the sync held; check it waits; release the sync; return the reply."""
+    storage.gate = asyncio.get_running_loop().create_future()
+    task = asyncio.ensure_future(call)
+    await asyncio.sleep(WAIT)
+    assert storage.writes > 0, "the RPC wrote nothing: it would not need a sync"
+    assert not task.done(), f"replied before the sync: {task.result()}"
+
+    storage.gate.set_result(None)
+    async with asyncio.timeout(WAIT):
+        return await task
+
+
+@asynccontextmanager
+async def follower() -> AsyncIterator[tuple[raftio.Raft, GatedStorage]]:
+    """A fresh peer S1 of three (its peers unreachable), to be fed RPCs directly."""
+    net = Network(0)
+    ends = [net.make_end(j) for j in range(3)]
+    storage = GatedStorage()
+    raft = raftio.make(ends, 1, storage, asyncio.Queue(), rng=random.Random(0))
+    try:
+        yield raft, storage
+    finally:
+        raft.kill()
+        net.cleanup()
+
+
+async def append_reply() -> AppendEntriesReply | None:
+    async with follower() as (raft, storage):
+        args = AppendEntriesArgs(1, 0, 0, 0, [Entry(1, codec.encode_command("x"))], 0)
+        return await answer_waits_for_sync(raft.append_entries(args), storage)
+
+
+async def vote_reply() -> RequestVoteReply | None:
+    async with follower() as (raft, storage):
+        args = RequestVoteArgs(1, 0, 0, 0)
+        return await answer_waits_for_sync(raft.request_vote(args), storage)
+
+
+def test_an_append_entries_reply_waits_for_the_sync() -> None:
+    reply = run(append_reply(), "virtual")
+
+    assert reply == AppendEntriesReply(1, True, 1)
+
+
+def test_a_granted_vote_waits_for_the_sync() -> None:
+    reply = run(vote_reply(), "virtual")
+
+    assert reply == RequestVoteReply(1, True)
