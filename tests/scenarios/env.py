@@ -214,7 +214,7 @@ class Env:
         role, term, commit = _summary(core)
         if (role, term) != before[:2]:
             if role is not before[0]:
-                self.out(f"{self.indent}S{i} became {role} at T{term}")
+                self.out(f"{self.indent}S{i} became {role.value} at T{term}")
             else:
                 self.out(f"{self.indent}S{i} moved to T{term}")
             if role is Role.LEADER:

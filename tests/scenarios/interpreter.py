@@ -259,8 +259,9 @@ def _status(i: int, core: RaftCore) -> str:
     following = core.role is not Role.LEADER and core.leader_id is not None
     leader = f" leader=S{core.leader_id}" if following else ""
     return (
-        f"S{i} T{core.current_term} {core.role}{leader} vote={vote} commit={core.commit_index} "
-        f"applied={core.applied_index} last={core.log.last_index} durable={core.durable_index}"
+        f"S{i} T{core.current_term} {core.role.value}{leader} vote={vote} "
+        f"commit={core.commit_index} applied={core.applied_index} "
+        f"last={core.log.last_index} durable={core.durable_index}"
     )
 
 
