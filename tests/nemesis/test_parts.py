@@ -19,6 +19,7 @@ from raftio.testing.nemesis import (
     Workload,
     acknowledged_write_problems,
 )
+from raftio.testing.partitions import Partition, between, draw_partition
 
 
 def op(
@@ -218,6 +219,51 @@ def test_the_same_seed_gives_the_same_schedule() -> None:
 def test_unknown_fault_kinds_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown fault kinds"):
         Nemesis(FakeTarget(3), random.Random(1), kinds=["meteor"])
+
+
+# --------------------------------------------------------------------------- partitions
+
+
+def cut_from(partition: Partition, i: int) -> set[int]:
+    """The nodes node i can no longer send to."""
+    return {j for src, j in partition.links if src == i}
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 7])
+def test_every_shape_cuts_what_its_name_says(n: int) -> None:
+    rng, everyone = random.Random(n), set(range(n))
+
+    for _ in range(50):
+        split = draw_partition("split", rng, n, leader=None)
+        alone = draw_partition("isolate_leader", rng, n, leader=1)
+        bridge = draw_partition("bridge", rng, n, leader=1)
+        one_way = draw_partition("one_way", rng, n, leader=1)
+
+        # split: a minority (at most half) cut from the rest, both ways.
+        group = everyone - cut_from(split, 0)
+        assert split.links == between(group, everyone - group)
+        assert 1 <= min(len(group), n - len(group)) <= n // 2
+        # isolate_leader: the leader cut from everyone, both ways; nobody else cut.
+        assert alone.links == between({1}, everyone - {1})
+        # bridge: one node cut from nobody, the others in two groups cut both ways.
+        bridges = [i for i in everyone if not cut_from(bridge, i)]
+        assert len(bridges) == 1
+        assert all((j, i) in bridge.links and bridges[0] not in (i, j) for i, j in bridge.links)
+        # one_way: only the leader's sending is cut.
+        assert one_way.links == {(1, j) for j in everyone - {1}}
+        for p in (split, alone, bridge, one_way):
+            assert all(i != j and {i, j} <= everyone for i, j in p.links)
+
+
+def test_partitions_are_described_by_who_is_cut_from_whom() -> None:
+    assert draw_partition("isolate_leader", random.Random(1), 3, leader=0).describe() == (
+        "[0] alone: cut 0->1 0->2 1->0 2->0"
+    )
+    assert draw_partition("one_way", random.Random(1), 3, leader=2).describe() == (
+        "2 cannot send: cut 2->0 2->1"
+    )
+    with pytest.raises(ValueError, match="no 'bridge' partition of 2 nodes"):
+        draw_partition("bridge", random.Random(1), 2, leader=None)
 
 
 # --------------------------------------------------------------------------- TCP proxy

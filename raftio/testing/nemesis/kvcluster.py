@@ -43,7 +43,7 @@ class MemoryKvCluster:
 
     Args:
         n: nodes.
-        seed: seeds the network, the nodes' election timers and the clients' links.
+        seed: seeds the network, its per-link rules and the nodes' election timers.
         storage: "memory", or "file" (FileStorage under `data_dir`; its fsyncs
             take real time, so such runs are not exactly replayable).
         snapshot_bytes: nodes snapshot once their log passes this size.
@@ -302,6 +302,8 @@ class MemoryKvClient(KVClient):
         )
 
     async def _retry(self, request: dict[str, Any]) -> Any:
+        # KVClient starts every request at `leader`: naming a random node there is
+        # all `spread` takes; the retries, redirects and sessions stay KVClient's.
         if self._rng.random() < self._spread:
             self.leader = self._rng.choice(self.addresses)
         return await super()._retry(request)
