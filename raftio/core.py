@@ -38,6 +38,9 @@ from raftio.messages import (
     Entry,
     InstallSnapshotArgs,
     InstallSnapshotReply,
+    ReadConfirmed,
+    ReadRefused,
+    ReadResult,
     RequestVoteArgs,
     RequestVoteReply,
     SaveHardState,
@@ -54,11 +57,14 @@ from raftio.validate import (
 )
 
 
-class Role(enum.Enum):
+class Role(enum.StrEnum):
+    """A peer's role; a str, so `status().role == "leader"` reads as it always did."""
+
     FOLLOWER = "follower"
     PRE_CANDIDATE = "pre-candidate"  # asking whether it could win, term unchanged (thesis 9.6)
     CANDIDATE = "candidate"
     LEADER = "leader"
+    FAILED = "failed"  # the shell fail-stopped the peer; never a state of the core itself
 
 
 class Replication(enum.Enum):
@@ -89,10 +95,31 @@ class Progress:
         self.inflight = 0
 
 
+def quorum(voters: int) -> int:
+    """How many of `voters` make a majority: the one quorum rule of raftio."""
+    return voters // 2 + 1
+
+
 def majority_match(match_indexes: list[int]) -> int:
     """The highest index that a majority of `match_indexes` has reached."""
     ordered = sorted(match_indexes, reverse=True)
-    return ordered[len(ordered) // 2]
+    return ordered[quorum(len(ordered)) - 1]
+
+
+@dataclass(slots=True)
+class ReadRound:
+    """One heartbeat round confirming leadership for the reads waiting on it (§6.4).
+
+    `sent` is the very AppendEntries sent to each peer: only an answer to one
+    of them, in our term, counts (an answer to an earlier heartbeat proves
+    nothing about leadership after the reads arrived).
+    """
+
+    index: int  # the commit index when the round started: what its reads wait for
+    read_ids: list[int]
+    sent: dict[int, AppendEntriesArgs]
+    acks: int = 1  # the leader itself
+    answered: int = 0
 
 
 class RaftCore:
@@ -148,6 +175,10 @@ class RaftCore:
         # Peer input refused as impossible from an honest peer, by reason (metrics).
         self.refused: dict[str, int] = {}
         self._commit_broadcast = False  # commit advanced: tell idle followers soon
+        # ReadIndex (§6.4, etcd's readOnly): reads waiting for a round, rounds in flight.
+        self._reads_waiting: list[int] = []
+        self._read_rounds: list[ReadRound] = []
+        self._read_results: list[ReadResult] = []
 
         # Outputs waiting for the shell.
         self._storage_ops: list[StorageEffect] = []
@@ -177,7 +208,14 @@ class RaftCore:
             if self.role is Role.LEADER:
                 for peer in self.progress:
                     self._send_append(peer)
+        if self._reads_waiting:
+            self._start_read_round()
         out, self._outbox = self._outbox, []
+        return out
+
+    def take_reads(self) -> list[ReadResult]:
+        """Reads confirmed or refused since the last call, in the order they were decided."""
+        out, self._read_results = self._read_results, []
         return out
 
     def take_applicable(self, limit: int) -> Applicable | None:
@@ -219,6 +257,66 @@ class RaftCore:
         self._record_append(index, entry)
         self._replicate_pending = True
         return index
+
+    def read_index(self, read_id: int) -> bool:
+        """Ask to confirm a linearizable read (ReadIndex, §6.4); False if we cannot serve it.
+
+        The answer comes as a `ReadConfirmed` (with the index the service must
+        have applied) or `ReadRefused` from `take_reads()`. Reads that arrive
+        together share one heartbeat round, started by the next `take_outbox()`.
+        A new leader confirms reads only once an entry of its term has committed
+        (§8): with `leader_noop` they wait for the no-op, without it they are refused.
+        """
+        if self.role is not Role.LEADER:
+            return False
+        if self.commit_index < self.term_start_index and not self.config.leader_noop:
+            return False
+        self._reads_waiting.append(read_id)
+        return True
+
+    def _start_read_round(self) -> None:
+        if self.role is not Role.LEADER or self.commit_index < self.term_start_index:
+            return  # waiting for our term's first commit: a later take_outbox starts it
+        round = ReadRound(self.commit_index, self._reads_waiting, {})
+        self._reads_waiting = []
+        self._read_rounds.append(round)
+        for peer, pr in self.progress.items():
+            args = self.heartbeat_args(peer)
+            round.sent[peer] = args
+            self._post_append(peer, pr, args)
+        self._settle_read_rounds()
+
+    def _count_read_answer(
+        self, peer: int, args: AppendEntriesArgs, reply: AppendEntriesReply | None
+    ) -> None:
+        for round in self._read_rounds:
+            if round.sent.get(peer) is args:
+                round.answered += 1
+                # Any answer in our term shows the follower still follows us.
+                if reply is not None and reply.term == self.current_term == args.term:
+                    round.acks += 1
+                self._settle_read_rounds()
+                return
+
+    def _settle_read_rounds(self) -> None:
+        """Confirm every round up to the newest one a quorum answered; refuse hopeless ones."""
+        rounds, needed = self._read_rounds, quorum(self.peer_count)
+        confirmed = max((i for i, r in enumerate(rounds) if r.acks >= needed), default=-1)
+        for round in rounds[: confirmed + 1]:
+            # A later round's quorum confirms leadership after the earlier reads arrived too.
+            self._read_results.extend(ReadConfirmed(i, round.index) for i in round.read_ids)
+        kept = []
+        for round in rounds[confirmed + 1 :]:
+            if round.acks + len(round.sent) - round.answered < needed:
+                self._read_results.extend(ReadRefused(i) for i in round.read_ids)
+            else:
+                kept.append(round)
+        self._read_rounds = kept
+
+    def _refuse_reads(self) -> None:
+        waiting = self._reads_waiting + [i for r in self._read_rounds for i in r.read_ids]
+        self._read_results.extend(ReadRefused(i) for i in waiting)
+        self._reads_waiting, self._read_rounds = [], []
 
     def compact(self, index: int, data: bytes) -> bool:
         """The service snapshotted everything through `index`: discard that prefix.
@@ -298,7 +396,7 @@ class RaftCore:
             return  # stale
         if reply.vote_granted:
             self._votes.add(peer)
-            if len(self._votes) * 2 > self.peer_count:
+            if len(self._votes) >= quorum(self.peer_count):
                 if args.pre_vote:
                     self._campaign()
                 else:
@@ -399,6 +497,8 @@ class RaftCore:
         if reply is not None and reply.term > self.current_term:
             self._become_follower(reply.term, None)
             return
+        if self._read_rounds and not args.entries:
+            self._count_read_answer(peer, args, reply)
         if self.role is not Role.LEADER or args.term != self.current_term:
             return  # stale
         pr = self.progress[peer]
@@ -523,6 +623,8 @@ class RaftCore:
     # ------------------------------------------------------------------ roles
 
     def _become_follower(self, term: int, leader_id: int | None) -> None:
+        if self._reads_waiting or self._read_rounds:
+            self._refuse_reads()
         if term > self.current_term:
             self.current_term = term
             self.voted_for = None
@@ -544,7 +646,7 @@ class RaftCore:
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
         self._debug("role", "became pre-candidate")
-        if len(self._votes) * 2 > self.peer_count:
+        if len(self._votes) >= quorum(self.peer_count):
             self._campaign()
             return
         self._request_votes(self.current_term + 1, pre_vote=True)
@@ -578,7 +680,7 @@ class RaftCore:
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
         self._debug("role", "became candidate")
-        if len(self._votes) * 2 > self.peer_count:
+        if len(self._votes) >= quorum(self.peer_count):
             self._become_leader()
             return
         self._request_votes(self.current_term, pre_vote=False)
@@ -629,7 +731,7 @@ class RaftCore:
         active = 1 + sum(pr.recent_active for pr in self.progress.values())
         for pr in self.progress.values():
             pr.recent_active = False
-        return active * 2 > self.peer_count
+        return active >= quorum(self.peer_count)
 
     def heartbeat_args(self, peer: int) -> AppendEntriesArgs:
         """An empty AppendEntries anchored at what `peer` surely has.

@@ -219,6 +219,24 @@ class ApplySnapshot:
 Applicable = ApplyEntries | ApplySnapshot
 
 
+@dataclass(slots=True)
+class ReadConfirmed:
+    """Read `read_id` is linearizable once the service has applied through `index` (§6.4)."""
+
+    read_id: int
+    index: int
+
+
+@dataclass(slots=True)
+class ReadRefused:
+    """Read `read_id` cannot be confirmed: this peer is not, or stopped being, the leader."""
+
+    read_id: int
+
+
+ReadResult = ReadConfirmed | ReadRefused
+
+
 def describe(msg: object) -> str:
     """One short line for logs, e.g. ``AE T3 prev=4@2 n=1 commit=4``."""
     if isinstance(msg, AppendEntriesArgs):

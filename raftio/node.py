@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from raftio.config import RaftConfig
+from raftio.core import Role
 from raftio.errors import (
     NodeClosedError,
     NodeFailedError,
@@ -72,7 +73,7 @@ class StateMachine(Protocol):
 class NodeStatus:
     node_id: int
     address: str
-    role: str
+    role: Role  # a str: "follower", "pre-candidate", "candidate", "leader" or "failed"
     term: int
     leader_id: int | None
     leader_address: str | None
@@ -331,12 +332,8 @@ class Node:
         raft = self._live_raft()
         try:
             async with asyncio.timeout(self._timeout if timeout is None else timeout):
-                status = raft.status()
-                if status.role == "leader" and status.commit_index < status.term_start_index:
-                    # A new leader serves reads once its no-op has committed (§8).
-                    await self._wait_applied(status.term_start_index)
                 try:
-                    index = await raft.read_index()
+                    index = await raft.read_index()  # a new leader's waits for its no-op (§8)
                 except NotLeaderError:
                     raise self._not_leader() from None
                 await self._wait_applied(index)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from raftio import codec
 from raftio.applying import OwnCommands
 from raftio.config import RaftConfig
-from raftio.core import RaftCore
+from raftio.core import RaftCore, Role
 from raftio.debug import make_tracer
 from raftio.errors import NotLeaderError
 from raftio.messages import (
@@ -40,6 +40,8 @@ from raftio.messages import (
     ApplySnapshot,
     InstallSnapshotArgs,
     InstallSnapshotReply,
+    ReadConfirmed,
+    ReadRefused,
     Request,
     RequestVoteArgs,
     RequestVoteReply,
@@ -94,7 +96,8 @@ class Raft:
         self._failure_callbacks: list[Callable[[str], None]] = []
         # Insertion-ordered, so kill() cancels in creation order and a seed replays exactly.
         self._tasks: dict[asyncio.Task[Any], None] = {}
-        self._read_round: asyncio.Future[bool] | None = None
+        self._reads: dict[int, asyncio.Future[int]] = {}  # ReadIndex callers, by read id
+        self._next_read_id = 0
         self._syncs: dict[asyncio.Future[None], float] = {}  # pending syncs -> start time
         self._metrics = PeerMetrics()
         self._drain_scheduled = False
@@ -153,6 +156,10 @@ class Raft:
         self._killed = True
         for task in list(self._tasks):
             task.cancel()
+        reads, self._reads = self._reads, {}
+        for done in reads.values():
+            if not done.done():
+                done.set_exception(NotLeaderError(None))
         self._storage.close()
 
     def killed(self) -> bool:
@@ -170,7 +177,7 @@ class Raft:
         core = self._core
         return RaftStatus(
             me=self.me,
-            role="failed" if self.failure is not None else core.role.value,
+            role=Role.FAILED if self.failure is not None else core.role,
             term=core.current_term,
             leader_id=core.leader_id,
             commit_index=core.commit_index,
@@ -205,43 +212,33 @@ class Raft:
 
         Returns an index such that a read of the state machine once it has
         applied that index reflects every write committed before this call.
-        Confirms leadership with one heartbeat round, shared by concurrent
-        callers. Raises NotLeaderError if this peer is not (or stops being)
-        the leader, or has not yet committed an entry of its term.
+        The core confirms leadership with one heartbeat round, shared by every
+        read waiting for it. Raises NotLeaderError if this peer is not (or
+        stops being) the leader; a new leader answers once an entry of its
+        term has committed (at once refused without `leader_noop`).
         """
         core = self._core
-        if self._killed or not core.can_serve_reads():
+        if self._killed:
             raise NotLeaderError(core.leader_id)
-        index = core.commit_index
-        if self._read_round is None:
-            self._read_round = self._loop.create_future()
-            self._loop.call_soon(self._run_read_round, self._read_round)
-        if not await asyncio.shield(self._read_round):
+        read_id = self._next_read_id
+        self._next_read_id += 1
+        if not core.read_index(read_id):
             raise NotLeaderError(core.leader_id)
-        return index
+        done: asyncio.Future[int] = self._loop.create_future()
+        self._reads[read_id] = done
+        self._schedule_drain()
+        return await done
 
-    def _run_read_round(self, done: asyncio.Future[bool]) -> None:
-        self._read_round = None
-        core = self._core
-        if self._killed or not core.is_leader:
-            done.set_result(False)
-            return
-        needed = core.peer_count // 2  # acknowledgements from others for a majority
-        if needed == 0:
-            done.set_result(True)
-            return
-        tally = _ReadTally(core.current_term, needed, len(core.progress), done)
-        for peer in core.progress:
-            self._spawn(self._read_call(peer, core.heartbeat_args(peer), tally))
-
-    async def _read_call(self, peer: int, args: AppendEntriesArgs, tally: _ReadTally) -> None:
-        reply = None
-        try:
-            reply = await self._call(peer, args)
-        finally:
-            core = self._core
-            still_leader = not self._killed and core.is_leader and core.current_term == tally.term
-            tally.answered(still_leader, reply is not None and reply.term == tally.term)
+    def _answer_reads(self) -> None:
+        for result in self._core.take_reads():
+            done = self._reads.pop(result.read_id, None)
+            if done is None or done.done():
+                continue  # its caller gave up
+            match result:
+                case ReadConfirmed(_, index):
+                    done.set_result(index)
+                case ReadRefused():
+                    done.set_exception(NotLeaderError(self._core.leader_id))
 
     # ------------------------------------------------------------------ RPC handlers
 
@@ -342,6 +339,8 @@ class Raft:
                     self._send(item)
             if deferred:
                 pending.add_done_callback(lambda fut: self._send_after_sync(fut, deferred))
+        if self._reads:
+            self._answer_reads()
         if core.commit_broadcast_due and not self._commit_broadcast_scheduled:
             self._commit_broadcast_scheduled = True
             self._loop.call_soon(self._broadcast_commit)
@@ -540,7 +539,7 @@ class RaftStatus:
     """What `Raft.status()` reports."""
 
     me: int
-    role: str
+    role: Role
     term: int
     leader_id: int | None
     commit_index: int
@@ -549,29 +548,6 @@ class RaftStatus:
     term_start_index: int  # a leader's first index of its term (0 if not leader)
     match_index: dict[int, int]
     failure: str | None = None  # why the peer fail-stopped (role is then "failed")
-
-
-class _ReadTally:
-    """Counts one ReadIndex heartbeat round's answers."""
-
-    def __init__(self, term: int, needed: int, asked: int, done: asyncio.Future[bool]) -> None:
-        self.term, self.needed, self.waiting, self.done = term, needed, asked, done
-        self.acks = 0
-
-    def answered(self, still_leader: bool, acked: bool) -> None:
-        # Called once per peer asked. An answer only counts as an acknowledgement
-        # if it came back while we are still leader of the same term.
-        self.waiting -= 1
-        if self.done.done():
-            return
-        if not still_leader:
-            self.done.set_result(False)
-        elif acked:
-            self.acks += 1
-            if self.acks >= self.needed:
-                self.done.set_result(True)
-        if self.waiting == 0 and not self.done.done():
-            self.done.set_result(False)
 
 
 def _describe(applicable: Applicable) -> str:

@@ -465,6 +465,7 @@ class KVServer:
         state machine, not computed here.
         """
         status = asdict(self.node.status())
+        status["role"] = str(status["role"])  # a plain str on the wire
         status["client_address"] = self.client_addresses[self.node.node_id]
         status["leader_client_address"] = self._client_address(status["leader_id"])
         status["keys"] = len(self.machine.data)
