@@ -19,13 +19,12 @@ import logging
 import random
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from raftio import codec
 from raftio.applying import OwnCommands
 from raftio.config import RaftConfig
-from raftio.core import RaftCore, Role
+from raftio.core import RaftCore
 from raftio.debug import make_tracer
 from raftio.errors import NotLeaderError
 from raftio.messages import (
@@ -55,6 +54,7 @@ from raftio.messages import (
 from raftio.metrics import PeerMetrics
 from raftio.storage.base import Storage, StorageError
 from raftio.transport.base import ClientEnd
+from raftio.view import CoreView, RaftStatus, core_metrics, status_of
 
 logger = logging.getLogger(__name__)
 A = TypeVar("A")
@@ -79,6 +79,7 @@ class Raft:
         config: RaftConfig,
         rng: random.Random,
         validate_snapshot: Callable[[bytes], object] | None = None,
+        tracer: Callable[[str, str], None] | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._peers = list(peers)
@@ -106,7 +107,7 @@ class Raft:
         self._refusals_unlogged = 0
         self._apply_wakeup = asyncio.Event()
         self._own = OwnCommands()
-        self._trace = make_tracer(me, self._loop.time, self._status)
+        self._trace = tracer or make_tracer(me, self._loop.time, self._status)
         self._core = RaftCore(
             me,
             len(self._peers),
@@ -116,8 +117,9 @@ class Raft:
             snapshot=storage.read_snapshot(),
             trace=self._trace,
         )
-        self._spawn(self._ticker())
-        self._spawn(self._applier())
+        self._view = CoreView(self._core)
+        self._spawn(self._ticker(), "ticker")
+        self._spawn(self._applier(), "applier")
 
     # ------------------------------------------------------------------ service API
 
@@ -174,36 +176,23 @@ class Raft:
 
     def status(self) -> RaftStatus:
         """A snapshot of this peer's volatile state, for monitoring."""
-        core = self._core
-        return RaftStatus(
-            me=self.me,
-            role=Role.FAILED if self.failure is not None else core.role,
-            term=core.current_term,
-            leader_id=core.leader_id,
-            commit_index=core.commit_index,
-            last_index=core.log.last_index,
-            snapshot_index=core.log.snapshot_index,
-            term_start_index=core.term_start_index,
-            match_index={peer: pr.match_index for peer, pr in core.progress.items()},
-            failure=self.failure,
-        )
+        return status_of(self.me, self._core, self.failure)
+
+    @property
+    def view(self) -> CoreView:
+        """The core's state, read-only: for test harnesses and invariant checkers."""
+        return self._view
+
+    def running_tasks(self) -> list[str]:
+        """The names of this peer's live tasks ("S0-ticker", "S0-applier", ...): none once killed."""
+        return [task.get_name() for task in self._tasks if not task.done()]
 
     def metrics(self) -> dict[str, float]:
         """Counters and gauges, keyed by Prometheus sample name (see raftio.metrics)."""
         core = self._core
-        out: dict[str, float] = {
-            "raftio_term": core.current_term,
-            "raftio_is_leader": int(core.is_leader and not self._killed),
-            "raftio_commit_index": core.commit_index,
-            "raftio_last_index": core.log.last_index,
-            "raftio_snapshot_index": core.log.snapshot_index,
-            "raftio_applied_index": core.applied_index,
-            "raftio_elections_total": core.elections,
-            "raftio_terms_led_total": core.terms_led,
-            "raftio_failed": int(self.failure is not None),
-        }
-        for reason, count in core.refused.items():
-            out[f'raftio_refused_total{{reason="{reason}"}}'] = count
+        out = core_metrics(
+            core, leading=core.is_leader and not self._killed, failed=self.failure is not None
+        )
         self._metrics.export(out)
         return out
 
@@ -243,17 +232,17 @@ class Raft:
     # ------------------------------------------------------------------ RPC handlers
 
     async def request_vote(self, args: RequestVoteArgs) -> RequestVoteReply | None:
-        if self._killed or not _valid(args, RequestVoteArgs, self._core.peer_count):
+        if self._killed or not isinstance(args, RequestVoteArgs):
             return None
         return await self._answer(self._core.handle_request_vote, args)
 
     async def append_entries(self, args: AppendEntriesArgs) -> AppendEntriesReply | None:
-        if self._killed or not _valid(args, AppendEntriesArgs, self._core.peer_count):
+        if self._killed or not isinstance(args, AppendEntriesArgs):
             return None
         return await self._answer(self._core.handle_append_entries, args)
 
     async def install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply | None:
-        if self._killed or not _valid(args, InstallSnapshotArgs, self._core.peer_count):
+        if self._killed or not isinstance(args, InstallSnapshotArgs):
             return None
         core = self._core
         if (
@@ -428,7 +417,7 @@ class Raft:
             self._trace("send", f"->S{peer} {describe(request)}")
         start_call = self._starters[peer]
         if start_call is None:
-            self._spawn(self._call(peer, request))
+            self._spawn(self._call(peer, request), "rpc")
             return
         # Fast path: the request leaves now, and the reply comes back as a callback.
         started = self._loop.time()
@@ -512,8 +501,8 @@ class Raft:
                         queue.put_nowait(msg)
                 await asyncio.sleep(0)  # let RPCs and clients run between batches
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = self._loop.create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = self._loop.create_task(coro, name=f"S{self.me}-{name}")
         self._tasks[task] = None
         task.add_done_callback(self._task_done)
 
@@ -534,44 +523,11 @@ class Raft:
         return core.current_term, core.role.value
 
 
-@dataclass(frozen=True, slots=True)
-class RaftStatus:
-    """What `Raft.status()` reports."""
-
-    me: int
-    role: Role
-    term: int
-    leader_id: int | None
-    commit_index: int
-    last_index: int
-    snapshot_index: int
-    term_start_index: int  # a leader's first index of its term (0 if not leader)
-    match_index: dict[int, int]
-    failure: str | None = None  # why the peer fail-stopped (role is then "failed")
-
-
 def _describe(applicable: Applicable) -> str:
     if isinstance(applicable, ApplySnapshot):
         return f"snapshot through {applicable.index}@T{applicable.term}"
     last = applicable.first_index + len(applicable.entries) - 1
     return f"entries {applicable.first_index}..{last}"
-
-
-def _valid(message: object, cls: type, peer_count: int) -> bool:
-    """Arguments a handler can act on: the right type, sane numbers (input may be hostile)."""
-    if not isinstance(message, cls):
-        return False
-    args: Any = message
-    if args.term < 0:
-        return False
-    sender = args.candidate_id if cls is RequestVoteArgs else args.leader_id
-    if not 0 <= sender < peer_count:
-        return False
-    if cls is AppendEntriesArgs:
-        return bool(args.prev_log_index >= 0 and args.leader_commit >= 0)
-    if cls is InstallSnapshotArgs:
-        return bool(args.last_included_index >= 0)
-    return bool(args.last_log_index >= 0)
 
 
 def make(
@@ -583,6 +539,7 @@ def make(
     *,
     rng: random.Random | None = None,
     validate_snapshot: Callable[[bytes], object] | None = None,
+    tracer: Callable[[str, str], None] | None = None,
 ) -> Raft:
     """Create and start a Raft peer; call from inside a running event loop.
 
@@ -598,6 +555,9 @@ def make(
         validate_snapshot: called with a leader's snapshot data before it is
             persisted; if it raises, the snapshot is refused (counted in
             metrics) and never installed. `Node` passes its state machine's.
+        tracer: called with (topic, text) for every protocol event of this
+            peer (the topics of docs/debugging.md), from the first one on;
+            without it, RAFTIO_DEBUG decides (raftio.debug).
     """
     if not 0 <= me < len(peers):
         raise ValueError(f"me={me} is not an index into {len(peers)} peers")
@@ -615,4 +575,5 @@ def make(
         config or RaftConfig(),
         rng or random.Random(),
         validate_snapshot,
+        tracer,
     )
