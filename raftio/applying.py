@@ -68,3 +68,11 @@ class OwnCommands:
                 )
             )
         return msgs
+
+
+def describe_applicable(applicable: Applicable) -> str:
+    """One short trace line: ``entries 5..9`` or ``snapshot through 40@T3``."""
+    if isinstance(applicable, ApplySnapshot):
+        return f"snapshot through {applicable.index}@T{applicable.term}"
+    last = applicable.first_index + len(applicable.entries) - 1
+    return f"entries {applicable.first_index}..{last}"

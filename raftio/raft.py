@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from raftio import codec
-from raftio.applying import OwnCommands
+from raftio.applying import OwnCommands, describe_applicable
 from raftio.config import RaftConfig
 from raftio.core import RaftCore
 from raftio.debug import make_tracer
@@ -33,10 +33,7 @@ from raftio.messages import (
     REQUEST_VOTE,
     AppendEntriesArgs,
     AppendEntriesReply,
-    AppendLog,
-    Applicable,
     ApplyMsg,
-    ApplySnapshot,
     InstallSnapshotArgs,
     InstallSnapshotReply,
     ReadConfirmed,
@@ -44,16 +41,15 @@ from raftio.messages import (
     Request,
     RequestVoteArgs,
     RequestVoteReply,
-    SaveHardState,
-    SaveSnapshot,
     Send,
-    StorageEffect,
     describe,
     rpc_method,
 )
 from raftio.metrics import PeerMetrics
+from raftio.persist import Persister
 from raftio.storage.base import Storage, StorageError
 from raftio.transport.base import ClientEnd
+from raftio.transport.limits import DropLog
 from raftio.view import CoreView, RaftStatus, core_metrics, status_of
 
 logger = logging.getLogger(__name__)
@@ -99,12 +95,11 @@ class Raft:
         self._tasks: dict[asyncio.Task[Any], None] = {}
         self._reads: dict[int, asyncio.Future[int]] = {}  # ReadIndex callers, by read id
         self._next_read_id = 0
-        self._syncs: dict[asyncio.Future[None], float] = {}  # pending syncs -> start time
         self._metrics = PeerMetrics()
+        self._persister = Persister(storage, self._metrics, self._loop.time)
         self._drain_scheduled = False
         self._commit_broadcast_scheduled = False
-        self._last_refusal_log = -1e9
-        self._refusals_unlogged = 0
+        self._refusal_log = DropLog(logger, self._loop.time, 1.0)  # a hostile peer cannot flood it
         self._apply_wakeup = asyncio.Event()
         self._own = OwnCommands()
         self._trace = tracer or make_tracer(me, self._loop.time, self._status)
@@ -184,7 +179,7 @@ class Raft:
         return self._view
 
     def running_tasks(self) -> list[str]:
-        """The names of this peer's live tasks ("S0-ticker", "S0-applier", ...): none once killed."""
+        """Names of this peer's live tasks ("S0-ticker", "S0-applier", ...); none once killed."""
         return [task.get_name() for task in self._tasks if not task.done()]
 
     def metrics(self) -> dict[str, float]:
@@ -256,7 +251,14 @@ class Raft:
                 self._validate_snapshot(args.data)
             except Exception as exc:
                 core.refused["snapshot_invalid"] = core.refused.get("snapshot_invalid", 0) + 1
-                self._log_refusal(f"refused a snapshot from S{args.leader_id}: {exc!r:.200}")
+                self._refusal_log.log(
+                    "snapshot",
+                    logging.WARNING,
+                    "S%d: refused a snapshot from S%d: %.200r",
+                    self.me,
+                    args.leader_id,
+                    exc,
+                )
                 return None
         return await self._answer(core.handle_install_snapshot, args)
 
@@ -299,8 +301,7 @@ class Raft:
         pending = None
         if ops:
             try:
-                self._persist(ops)
-                pending = self._storage.sync()
+                pending = self._persister.write(ops)
             except StorageError as exc:
                 self._fail(f"storage write failed: {exc}")
                 return
@@ -312,7 +313,6 @@ class Raft:
             if pending is None:
                 core.on_log_durable(*mark)
             else:
-                self._syncs.setdefault(pending, self._loop.time())
                 pending.add_done_callback(lambda fut: self._on_synced(fut, mark))
         if pending is None:
             for item in outbox:
@@ -342,23 +342,7 @@ class Raft:
             self._core.broadcast_commit()
             self._drain()
 
-    def _persist(self, ops: list[StorageEffect]) -> None:
-        storage = self._storage
-        self._metrics.writes += len(ops)
-        for op in ops:
-            match op:
-                case AppendLog(first_index, entries):
-                    storage.append_entries(first_index, entries)
-                    self._metrics.entries_written += len(entries)
-                case SaveHardState(term, voted_for):
-                    storage.save_hard_state(term, voted_for)
-                case SaveSnapshot(index, term, data):
-                    storage.save_snapshot(index, term, data)
-
     def _on_synced(self, fut: asyncio.Future[None], mark: tuple[int, int]) -> None:
-        started = self._syncs.pop(fut, None)
-        if started is not None:
-            self._metrics.sync_latency.observe(self._loop.time() - started)
         if self._killed or fut.cancelled():
             return
         exc = fut.exception()
@@ -396,18 +380,6 @@ class Raft:
                 callback(what)
             except Exception:
                 logger.exception("S%d: a failure callback raised", self.me)
-
-    def _log_refusal(self, text: str) -> None:
-        """At most one WARNING per second: a hostile peer must not flood the log."""
-        now = self._loop.time()
-        if now - self._last_refusal_log >= 1.0:
-            suppressed = (
-                f" ({self._refusals_unlogged} more not logged)" if self._refusals_unlogged else ""
-            )
-            logger.warning("S%d: %s%s", self.me, text, suppressed)
-            self._last_refusal_log, self._refusals_unlogged = now, 0
-        else:
-            self._refusals_unlogged += 1
 
     # ------------------------------------------------------------------ tasks
 
@@ -464,16 +436,10 @@ class Raft:
         while not self._killed:
             await asyncio.sleep(interval)
             core.tick()
-            if core.is_leader and self._storage_stalled():
+            if core.is_leader and self._persister.stalled(self._config.storage_stall_timeout):
                 logger.error("S%d: storage sync stalled; stepping down as leader", self.me)
                 core.step_down()
             self._drain()
-
-    def _storage_stalled(self) -> bool:
-        if not self._syncs:
-            return False
-        oldest = min(self._syncs.values())
-        return self._loop.time() - oldest > self._config.storage_stall_timeout
 
     async def _applier(self) -> None:
         """The only writer to apply_ch: delivers in index order, waits for room."""
@@ -486,7 +452,7 @@ class Raft:
                 if applicable is None:
                     break
                 if self._trace:
-                    self._trace("apply", _describe(applicable))
+                    self._trace("apply", describe_applicable(applicable))
                 batch = self._own.apply_msgs(applicable)
                 if not isinstance(queue, asyncio.Queue):
                     queue(batch)  # a callback (Node): no queue hop, no second task
@@ -521,13 +487,6 @@ class Raft:
         if core is None:
             return 0, "init"
         return core.current_term, core.role.value
-
-
-def _describe(applicable: Applicable) -> str:
-    if isinstance(applicable, ApplySnapshot):
-        return f"snapshot through {applicable.index}@T{applicable.term}"
-    last = applicable.first_index + len(applicable.entries) - 1
-    return f"entries {applicable.first_index}..{last}"
 
 
 def make(

@@ -1,0 +1,58 @@
+"""The shell's storage side: write the core's storage effects, time the syncs.
+
+Writes return at once (the storage buffers them); `sync()` hands back a
+future for the group commit that makes them durable, or None when they
+already are. The syncs in flight tell the shell when its disk has stalled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from raftio.messages import AppendLog, SaveHardState, SaveSnapshot, StorageEffect
+from raftio.metrics import PeerMetrics
+from raftio.storage.base import Storage
+
+
+class Persister:
+    """Writes storage effects in order and tracks the syncs in flight."""
+
+    __slots__ = ("_clock", "_metrics", "_storage", "_syncs")
+
+    def __init__(self, storage: Storage, metrics: PeerMetrics, clock: Callable[[], float]) -> None:
+        self._storage = storage
+        self._metrics = metrics
+        self._clock = clock
+        self._syncs: dict[asyncio.Future[None], float] = {}  # pending sync -> start time
+
+    def write(self, ops: list[StorageEffect]) -> asyncio.Future[None] | None:
+        """Write `ops`, then sync: the sync's future, or None if they are durable already.
+
+        Raises whatever the storage raises (the caller fail-stops on it).
+        """
+        storage, metrics = self._storage, self._metrics
+        metrics.writes += len(ops)
+        for op in ops:
+            match op:
+                case AppendLog(first_index, entries):
+                    storage.append_entries(first_index, entries)
+                    metrics.entries_written += len(entries)
+                case SaveHardState(term, voted_for):
+                    storage.save_hard_state(term, voted_for)
+                case SaveSnapshot(index, term, data):
+                    storage.save_snapshot(index, term, data)
+        pending = storage.sync()
+        if pending is not None and pending not in self._syncs:
+            self._syncs[pending] = self._clock()
+            pending.add_done_callback(self._synced)
+        return pending
+
+    def _synced(self, fut: asyncio.Future[None]) -> None:
+        started = self._syncs.pop(fut, None)
+        if started is not None:
+            self._metrics.sync_latency.observe(self._clock() - started)
+
+    def stalled(self, timeout: float) -> bool:
+        """A sync has been in flight for longer than `timeout` seconds."""
+        return bool(self._syncs) and self._clock() - min(self._syncs.values()) > timeout
