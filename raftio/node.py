@@ -19,7 +19,6 @@ import asyncio
 import heapq
 import itertools
 import logging
-import math
 import random
 import ssl as ssl_module
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ from raftio.errors import (
 )
 from raftio.messages import ApplyMsg, UndecodableCommand
 from raftio.metrics import Histogram
+from raftio.proposals import ProposalTimers, settle
 from raftio.raft import Raft, make
 from raftio.storage.base import Storage, StorageError
 from raftio.transport.base import ClientEnd
@@ -156,7 +156,7 @@ class Node:
         self._raft: Raft | None = None
         self._server: Any = None
         self._ends: list[TcpClientEnd] = []
-        self._timers: _ProposalTimers | None = None
+        self._timers: ProposalTimers | None = None
         self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
@@ -199,7 +199,7 @@ class Node:
                 storage.close()
                 raise StorageError(f"the stored snapshot does not restore: {exc!r:.200}") from exc
         peers = self._peers if self._peers is not None else self._connect_peers()
-        self._timers = _ProposalTimers(self._loop)
+        self._timers = ProposalTimers(self._loop)
         self._raft = make(
             peers,
             self.node_id,
@@ -310,7 +310,7 @@ class Node:
         future: asyncio.Future[Any] = self._loop.create_future()
         older = self._waiters.get(index)
         if older is not None:  # our earlier entry at this index was truncated away
-            _settle(older[1], exc=ProposalLostError("leadership changed before commit"))
+            settle(older[1], exc=ProposalLostError("leadership changed before commit"))
         self._waiters[index] = (term, future)
         timers = self._timers
         assert timers is not None
@@ -393,20 +393,20 @@ class Node:
             self.applied_index = self._snapshot_index = msg.snapshot_index
             for index in [i for i in self._waiters if i <= msg.snapshot_index]:
                 _, future = self._waiters.pop(index)
-                _settle(future, exc=ProposalLostError("superseded by a snapshot from the leader"))
+                settle(future, exc=ProposalLostError("superseded by a snapshot from the leader"))
             return
         index = msg.command_index
         self.applied_index = index
         waiter = self._waiters.pop(index, None)
         if msg.command is None:  # a leader's no-op
             if waiter is not None:
-                _settle(waiter[1], exc=ProposalLostError("leadership changed"))
+                settle(waiter[1], exc=ProposalLostError("leadership changed"))
             return
         if isinstance(msg.command, UndecodableCommand):
             # Forged or damaged: skipped alike on every replica, never applied.
             logger.error("S%d: skipped entry %d: its command does not decode", self.node_id, index)
             if waiter is not None:
-                _settle(
+                settle(
                     waiter[1],
                     exc=ProposalLostError("the entry was replaced by one that does not decode"),
                 )
@@ -416,14 +416,14 @@ class Node:
         except Exception as exc:
             logger.debug("apply of index %d raised %r", index, exc)
             if waiter is not None:
-                _settle(waiter[1], exc=exc)
+                settle(waiter[1], exc=exc)
             return
         if waiter is not None:
             term, future = waiter
             if term == msg.command_term:
-                _settle(future, result=result)
+                settle(future, result=result)
             else:
-                _settle(future, exc=ProposalLostError("leadership changed before commit"))
+                settle(future, exc=ProposalLostError("leadership changed before commit"))
 
     def _maybe_snapshot(self) -> None:
         storage, raft = self._storage, self._raft
@@ -449,7 +449,7 @@ class Node:
     def _wake_readers(self) -> None:
         heap = self._applied_waiters
         while heap and heap[0][0] <= self.applied_index:
-            _settle(heapq.heappop(heap)[2], result=None)
+            settle(heapq.heappop(heap)[2], result=None)
 
     # ------------------------------------------------------------------ helpers
 
@@ -468,10 +468,10 @@ class Node:
 
     def _fail_all(self, exc: Exception) -> None:
         for _, future in self._waiters.values():
-            _settle(future, exc=exc)
+            settle(future, exc=exc)
         self._waiters.clear()
         for _, _, waiter in self._applied_waiters:
-            _settle(waiter, exc=exc)
+            settle(waiter, exc=exc)
         self._applied_waiters.clear()
 
 
@@ -490,50 +490,3 @@ def _snapshot_validator(sm: StateMachine) -> Callable[[bytes], object] | None:
         cls().restore(data)
 
     return restore_into_scratch
-
-
-class _ProposalTimers:
-    """Times proposals out in 20 ms buckets: one loop timer per bucket, not per call.
-
-    A timer per proposal (call_later, then cancel) costs more than the rest
-    of `propose()`'s bookkeeping at high rates. A proposal expires at the
-    end of its deadline's bucket: at most GRAIN seconds late.
-    """
-
-    GRAIN = 0.02
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._buckets: dict[int, dict[asyncio.Future[Any], int]] = {}
-
-    def add(self, future: asyncio.Future[Any], index: int, timeout: float) -> int:
-        """Expire `future` once `timeout` seconds have passed; returns its bucket."""
-        key = math.ceil((self._loop.time() + timeout) / self.GRAIN)
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = {}
-            self._loop.call_at(key * self.GRAIN, self._fire, key)
-        bucket[future] = index
-        return key
-
-    def discard(self, key: int, future: asyncio.Future[Any]) -> None:
-        bucket = self._buckets.get(key)
-        if bucket is not None:
-            bucket.pop(future, None)
-
-    def _fire(self, key: int) -> None:
-        for future, index in self._buckets.pop(key, {}).items():
-            _settle(
-                future, exc=ProposalTimeoutError(f"command at index {index} not applied in time")
-            )
-
-
-def _settle(
-    future: asyncio.Future[Any], *, result: Any = None, exc: Exception | None = None
-) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)

@@ -16,7 +16,8 @@ import pytest
 
 import raftio
 from raftio.errors import NodeClosedError, NotLeaderError, ProposalTimeoutError
-from raftio.node import Node, _ProposalTimers
+from raftio.node import Node
+from raftio.proposals import ProposalTimers
 from raftio.testing import LoopKind, run
 from raftio.transport.memory import Network
 
@@ -238,7 +239,7 @@ def isolate(c: MemoryCluster, node: Node) -> None:
 
 
 def test_proposal_times_out_within_one_grain_of_its_timeout(seed: int) -> None:
-    grain = _ProposalTimers.GRAIN
+    grain = ProposalTimers.GRAIN
     timeouts = [0.013, 0.02, 0.05, 0.1, 0.1, 0.1, 0.137, 0.2, 0.25]
 
     async def body(c: MemoryCluster) -> None:
