@@ -1,6 +1,6 @@
 """Raft's safety properties, checked incrementally while a cluster runs.
 
-`InvariantChecker` watches every live peer's `RaftCore` (read-only), the
+`InvariantChecker` watches every live peer's core through `Raft.view` (read-only), the
 replies its RPC handlers give, and what its service applies. It checks, each
 time it is told something changed (`step()` after every loop iteration,
 `on_trace`, `on_reply`, `on_applied`, `peer_started`):
@@ -24,7 +24,7 @@ time it is told something changed (`step()` after every loop iteration,
 
 Each check costs O(1) per step plus O(entries that changed). A violation
 is reported once to `on_violation`; the checker then stops checking.
-Reads RaftCore's fields only; never changes a peer.
+Reads the peers' views only (raftio.view.CoreView); never changes a peer.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftio.core import RaftCore, Role
+from raftio.core import Role
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -42,6 +42,7 @@ from raftio.messages import (
     RequestVoteReply,
 )
 from raftio.storage.base import DurableState
+from raftio.view import CoreView
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ class _PeerView:
 
     me: int
     incarnation: int
-    core: RaftCore
+    core: CoreView
     term: int
     commit: int
     leader_term: int = 0  # last term this incarnation was seen leading
@@ -107,7 +108,7 @@ class InvariantChecker:
     # --- lifecycle -----------------------------------------------------------
 
     def peer_started(
-        self, me: int, incarnation: int, core: RaftCore, restored: DurableState
+        self, me: int, incarnation: int, core: CoreView, restored: DurableState
     ) -> None:
         """A peer (re)started from `restored`: check durability, then watch it."""
         self._check_promises(me, restored)

@@ -434,8 +434,8 @@ class _Campaign:
         for i, node in enumerate(self.cluster.nodes):
             if node is None or node.raft.killed():
                 continue
-            names = {t.get_coro().__qualname__ for t in node.raft._tasks if not t.done()}  # type: ignore[union-attr]
-            missing = [t for t in ("Raft._ticker", "Raft._applier") if t not in names]
+            names = node.raft.running_tasks()
+            missing = [t for t in ("ticker", "applier") if f"S{i}-{t}" not in names]
             if missing:
                 problem = f"S{i} running without {', '.join(missing)}"
                 self.outcome.add("zombie", problem, f" (seen after frame {self.frame})")
@@ -483,10 +483,10 @@ class _Campaign:
             if node is None:
                 views.append(f"S{i} down")
                 continue
-            st, core = node.status(), node.raft._core
+            st, core = node.status(), node.raft.view
             views.append(
                 f"S{i} {st.role} T{st.term} voted {core.voted_for} last {st.last_index}"
-                f"@T{core.log.last_term} commit {st.commit_index} refused {core.refused}"
+                f"@T{core.log.last_term} commit {st.commit_index} refused {dict(core.refused)}"
             )
         self.outcome.add("liveness", when, ": " + "; ".join(views))
 
@@ -521,7 +521,7 @@ class _Campaign:
                     "liveness",
                     f"S{i} applied {node.applied_index} < {barrier} {when}",
                     f" ({st.role} T{st.term} commit {st.commit_index} last {st.last_index} "
-                    f"snapshot {st.snapshot_index}; refused {node.raft._core.refused})",
+                    f"snapshot {st.snapshot_index}; refused {dict(node.raft.view.refused)})",
                 )
                 continue
             data = c.machines[i].data

@@ -5,9 +5,9 @@ Peers are real `raftio.make` peers. The cluster crashes and restarts them
 their trace lines to the `Trace` and the `InvariantChecker`, and reports
 every reply their handlers give to the checker (durability promises).
 
-The trace is installed by replacing the tracer the shell made
-(`rf._trace`, None unless RAFTIO_DEBUG is set) and the core's
-(`rf._core._trace`) right after `make()`, before any task of the peer runs.
+Each peer gets its tracer through `make(tracer=...)`, so the trace and the
+checker see every event from the first; the checker reads the peer through
+`Raft.view` (read-only).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from raftio.testing.sim.service import Service
 from raftio.testing.sim.storage import SimStorage
 from raftio.testing.sim.trace import Trace, Tracer
 from raftio.transport.memory import Network
+from raftio.view import CoreView
 
 
 class _SimServer:
@@ -114,11 +115,11 @@ class SimCluster:
         apply_ch: asyncio.Queue[ApplyMsg] = asyncio.Queue()
         restored = peer.storage.load()
         rng = random.Random(self._rng.getrandbits(63))
-        rf = raftio.make(ends, i, peer.storage, apply_ch, self.config, rng=rng)
-        tracer = self._tracer(i, rf)
-        rf._trace = tracer
-        rf._core._trace = tracer
-        self._checker.peer_started(i, peer.incarnation, rf._core, restored)
+        views: list[CoreView] = []  # the peer's, once make() has built it
+        tracer = self._tracer(i, views)
+        rf = raftio.make(ends, i, peer.storage, apply_ch, self.config, rng=rng, tracer=tracer)
+        views.append(rf.view)
+        self._checker.peer_started(i, peer.incarnation, rf.view, restored)
         self._trace.add(f"S{i}", f"T{restored.current_term}", "-", "sim", self._restored(restored))
         peer.rf = rf
         peer.service = Service(
@@ -155,11 +156,12 @@ class SimCluster:
                 peer.consumer.cancel()
         self.net.cleanup()
 
-    def _tracer(self, i: int, rf: raftio.Raft) -> Tracer:
-        core = rf._core
-
+    def _tracer(self, i: int, views: list[CoreView]) -> Tracer:
         def status() -> tuple[int, str]:
-            return core.current_term, core.role.value
+            if not views:
+                return 0, "init"  # the core is being built
+            view = views[0]
+            return view.current_term, view.role.value
 
         line = self._trace.tracer(i, status)
         checker = self._checker

@@ -249,7 +249,7 @@ class _Simulation:
             if peer.rf is None or peer.service is None:
                 parts.append(f"S{i} down")
                 continue
-            core = peer.rf._core
+            core = peer.rf.view
             parts.append(
                 f"S{i} T{core.current_term} {core.role.value} commit={core.commit_index} "
                 f"last={core.log.last_index} applied={peer.service.last_index}"
