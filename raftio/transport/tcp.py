@@ -27,12 +27,12 @@ from typing import Any
 
 from raftio.codec import decode_message, encode_message
 from raftio.transport import frames
+from raftio.transport.frame_protocol import FrameProtocol
 from raftio.transport.frames import (
     DEFAULT_MAX_FRAME,
     HEADER,
     RPC_BY_METHOD,
     FrameError,
-    FrameProtocol,
     Refused,
 )
 from raftio.transport.tcp_server import DEFAULT_MAX_CONNECTIONS, TcpServer, serve

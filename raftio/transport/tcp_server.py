@@ -1,13 +1,15 @@
 """The serving half of the TCP transport: `serve()` and `TcpServer`.
 
-Owns accepted connections: the server half of the handshake, admission
-(separate caps for unauthenticated and authenticated connections), the
-deadlines (handshake, idle, per frame) enforced by one periodic sweep per
-server, the budget for bytes buffered in partial frames across all
-connections, per-connection flow control, and one task per request
-dispatched to the `RpcHandler`. Whatever a peer sends, the worst it can do is
-get its own connection closed, with the reason counted and logged (at most
-one line per reason per `log_interval`). Wire format and limits: docs/wire.md.
+Owns the listener and the pool of accepted connections: admission (separate
+caps for unauthenticated and authenticated connections), the deadlines
+(handshake, idle, per frame) enforced by one periodic sweep per server, the
+budget for bytes buffered in partial frames across all connections, and the
+tasks of requests dispatched to the `RpcHandler`. Each connection (the
+server half of the handshake, its requests, flow control) is a
+`server_connection.ServerConnection`. Whatever a peer sends, the worst it
+can do is get its own connection closed, with the reason counted and logged
+(at most one line per reason per `log_interval`). Wire format and limits:
+docs/wire.md.
 """
 
 from __future__ import annotations
@@ -15,23 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as _ssl
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from raftio.codec import decode_message, encode_message
-from raftio.messages import AppendEntriesArgs, InstallSnapshotArgs, RequestVoteArgs
-from raftio.transport import frames
 from raftio.transport.base import RpcHandler
-from raftio.transport.frames import (
-    DEFAULT_MAX_FRAME,
-    HEADER,
-    RPC_BY_KIND,
-    FrameError,
-    FrameProtocol,
-    Refused,
-    Rpc,
-)
+from raftio.transport.frames import DEFAULT_MAX_FRAME, RPC_BY_KIND, Refused, Rpc
 from raftio.transport.limits import DEFAULT_LOG_INTERVAL, DropLog
+from raftio.transport.server_connection import Handler, ServerConnection
 
 __all__ = [
     "DEFAULT_FRAME_TIMEOUT",
@@ -62,10 +54,7 @@ DEFAULT_FRAME_TIMEOUT = 30.0
 DEFAULT_MAX_INFLIGHT = 1024  # handler tasks per connection before we stop reading
 _SWEEP_MIN, _SWEEP_MAX = 0.01, 1.0  # seconds between two deadline sweeps
 
-Handler = Callable[[Any], Awaitable[Any]]
 Secret = bytes | Mapping[int, bytes]
-
-_AWAIT_HELLO, _AWAIT_AUTH, _READY = range(3)
 
 
 async def serve(
@@ -213,12 +202,12 @@ class TcpServer:
         }
         self._listener: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.connections: set[_ServerConnection] = set()  # every one not yet lost
+        self.connections: set[ServerConnection] = set()  # every one not yet lost
         # Oldest first (dicts keep insertion order): eviction takes the head.
-        self._pending: dict[_ServerConnection, None] = {}
+        self._pending: dict[ServerConnection, None] = {}
         self._pending_hosts: dict[str, int] = {}  # host -> its connections in _pending
-        self._ready: dict[_ServerConnection, None] = {}
-        self._by_node: dict[int, list[_ServerConnection]] = {}
+        self._ready: dict[ServerConnection, None] = {}
+        self._by_node: dict[int, list[ServerConnection]] = {}
         self.buffered = 0  # bytes of partial frames held, all connections
         self.buffered_peak = 0  # the most `buffered` was after any read
         self._tasks: set[asyncio.Task[None]] = set()
@@ -254,13 +243,13 @@ class TcpServer:
     def _now(self) -> float:
         return (self._loop or asyncio.get_running_loop()).time()
 
-    def _new_connection(self) -> _ServerConnection:
+    def _new_connection(self) -> ServerConnection:
         self._loop = loop = asyncio.get_running_loop()
-        return _ServerConnection(self, loop)
+        return ServerConnection(self, loop)
 
     # --- admission ---
 
-    def admit(self, conn: _ServerConnection) -> bool:
+    def admit(self, conn: ServerConnection) -> bool:
         """A new connection joins the unauthenticated ones, evicting the oldest if full."""
         if self._closing:
             return False
@@ -276,13 +265,13 @@ class TcpServer:
         self._arm_sweeper()
         return True
 
-    def _oldest_of_busiest_host(self) -> _ServerConnection:
+    def _oldest_of_busiest_host(self) -> ServerConnection:
         # A host flooding the port evicts its own connections, not a peer's
         # handshake from elsewhere (max_pending is small: the scan is cheap).
         busiest = max(self._pending_hosts, key=self._pending_hosts.__getitem__)
         return next(conn for conn in self._pending if conn.host == busiest)
 
-    def _unpend(self, conn: _ServerConnection) -> None:
+    def _unpend(self, conn: ServerConnection) -> None:
         if self._pending.pop(conn, 0) is None:
             left = self._pending_hosts[conn.host] - 1
             if left:
@@ -290,7 +279,7 @@ class TcpServer:
             else:
                 del self._pending_hosts[conn.host]
 
-    def authenticated(self, conn: _ServerConnection, node_id: int) -> None:
+    def authenticated(self, conn: ServerConnection, node_id: int) -> None:
         """`conn` proved itself as `node_id`: make room among the authenticated."""
         self._unpend(conn)
         same = self._by_node.get(node_id, [])
@@ -311,7 +300,7 @@ class TcpServer:
         self._ready[conn] = None
         self._by_node.setdefault(node_id, []).append(conn)
 
-    def forget(self, conn: _ServerConnection) -> None:
+    def forget(self, conn: ServerConnection) -> None:
         """Take `conn` out of every pool (idempotent); its bytes leave the budget."""
         self._unpend(conn)
         if self._ready.pop(conn, 0) is None:
@@ -324,7 +313,7 @@ class TcpServer:
 
     # --- the buffer budget ---
 
-    def account(self, conn: _ServerConnection, held: int) -> None:
+    def account(self, conn: ServerConnection, held: int) -> None:
         """`conn` now holds `held` bytes of partial frames; shed load past the budget."""
         self.buffered += held - conn.counted
         conn.counted = held
@@ -426,308 +415,3 @@ def _check_limits(*limits: int) -> None:
 def _check_durations(*durations: float) -> None:
     if not all(duration > 0 for duration in durations):
         raise ValueError("timeouts and log_interval must be positive")
-
-
-class _ServerConnection(FrameProtocol):
-    """One accepted connection: handshake, then one handler task per request."""
-
-    def __init__(self, server: TcpServer, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop, f"S{server.node_id}<-")
-        self._server = server
-        self._state = _AWAIT_HELLO
-        self._hello: frames.Hello | None = None
-        self._key: bytes | None = None  # what this client must prove it knows
-        self._nonce = frames.new_nonce()
-        self._peercert: dict[str, Any] | None = None
-        self._inflight = 0
-        self._reading_paused = False
-        self.node_id = -1  # the id it proved, once authenticated
-        self.host = ""  # the peer's address, without the port
-        self.counted = 0  # bytes of partial frames charged to the server's budget
-        # Kept cheap on the hot path (a counter), read by the sweep: a frame
-        # count unchanged since the last sweep means nothing arrived.
-        self.frames_in = 0
-        self._accepted_at = self._active_at = self._partial_since = loop.time()
-        self._seen_frames = 0
-        self._partial_mark = -1  # frames_in when the sweep first saw a partial frame
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        peer = transport.get_extra_info("peername")
-        self.host = str(peer[0]) if peer else ""
-        if not self._server.admit(self):
-            self.abort()  # the server is closing
-            return
-        self._peercert = transport.get_extra_info("peercert") or None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        server = self._server
-        server.connections.discard(self)
-        server.forget(self)
-        self._reader.discard()
-        if self._state == _READY:
-            server.drops.log(
-                f"closed S{self.node_id}",
-                logging.INFO,
-                "%s: connection closed (%s)",
-                self.label,
-                exc or "by peer",
-            )
-
-    def _warn(self, reason: str, fmt: str, *args: object) -> None:
-        self._server.drops.note(reason, reason, logging.WARNING, fmt, *args)
-
-    def evict(self, reason: str, why: str) -> None:
-        """Make room (the server chose this one): say why, then close."""
-        self._server.forget(self)
-        self._reader.discard()
-        self._warn(reason, "%s: dropping connection: %s", self.label, why)
-        self.refuse(why)
-        if self.write_buffer_size():
-            self.abort()  # it does not read: the REFUSE could hold the socket open
-
-    # --- deadlines (called by the server's sweep) ---
-
-    def last_active(self, now: float) -> float:
-        """When this connection last received a frame or had a request in flight."""
-        if self.frames_in != self._seen_frames or self._inflight:
-            return now
-        return self._active_at
-
-    def check_deadlines(self, now: float) -> None:
-        if not self.is_open():
-            return
-        server = self._server
-        if self._state != _READY:
-            if now - self._accepted_at >= server.handshake_timeout:
-                self.drop(
-                    "no handshake within %.1f s",
-                    server.handshake_timeout,
-                    reason="handshake_timeout",
-                )
-            return
-        self._active_at = self.last_active(now)
-        self._seen_frames = self.frames_in
-        held = self._reader.buffered()
-        if held and not self._reading_paused:
-            if self._partial_mark != self.frames_in:
-                self._partial_mark, self._partial_since = self.frames_in, now
-            elif now - self._partial_since >= server.frame_timeout:
-                self.drop(
-                    "a frame was not complete %.1f s after its first bytes (%d bytes in)",
-                    server.frame_timeout,
-                    held,
-                    reason="frame_timeout",
-                )
-            return
-        self._partial_mark = -1
-        if now - self._active_at >= server.idle_timeout:
-            self._close_idle()
-
-    def _close_idle(self) -> None:
-        # Routine for a link nobody calls on: INFO, and a clean close (no
-        # REFUSE), so the client end just redials on its next call.
-        self._server.drops.note(
-            "idle",
-            "idle",
-            logging.INFO,
-            "%s: closing idle connection (nothing received for %.0f s)",
-            self.label,
-            self._server.idle_timeout,
-        )
-        if self.write_buffer_size():
-            self.abort()  # a peer that does not read would hold the close open
-        else:
-            self.close()
-
-    def _on_frame(self, kind: int, request_id: int, payload: bytes) -> None:
-        self.frames_in += 1
-        if self._state == _READY:
-            entry = self._server.handlers.get(kind)
-            if entry is not None:
-                self._dispatch(request_id, entry, payload)
-                return
-        elif self._state == _AWAIT_HELLO and kind == frames.HELLO:
-            self._on_hello(payload)
-            return
-        elif self._state == _AWAIT_AUTH and kind == frames.AUTH:
-            self._on_auth(payload)
-            return
-        if kind == frames.REFUSE:
-            reason = frames.parse_refuse(payload)
-            self._warn("client_refused", "%s: client refused: %s", self.label, reason)
-            self.close()
-            return
-        raise FrameError(f"unexpected frame kind {kind:#04x}")
-
-    # --- handshake ---
-
-    def _on_hello(self, payload: bytes) -> None:
-        server = self._server
-        try:
-            hello = frames.parse_hello(payload)
-        except Refused as refused:
-            self._refuse_logged("version", refused.reason)
-            return
-        self.label = f"{self.label} S{hello.node_id}"
-        try:
-            if hello.cluster_id != server.cluster_id:
-                raise Refused(
-                    f"cluster id mismatch: client S{hello.node_id} is in {hello.cluster_id!r}, "
-                    f"server S{server.node_id} is in {server.cluster_id!r}"
-                )
-            if self._peercert is not None and server.tls_identity:
-                frames.check_cert_identity(
-                    self._peercert, server.cluster_id, hello.node_id, server.tls_names
-                )
-            self._key = server.key_for(hello.node_id)
-        except Refused as refused:
-            self._refuse_logged(_refusal_kind(refused.reason), refused.reason)
-            return
-        self._hello = hello
-        proof = b""
-        if self._key is not None:
-            proof = frames.server_proof(
-                self._key, server.cluster_id, hello, server.node_id, self._nonce
-            )
-        welcome = frames.welcome_payload(
-            server.cluster_id, server.node_id, self._nonce, proof, server.max_frame
-        )
-        self.send(frames.encode_frame(frames.WELCOME, 0, welcome))
-        self._state = _AWAIT_AUTH
-
-    def _on_auth(self, payload: bytes) -> None:
-        server, hello, key = self._server, self._hello, self._key
-        assert hello is not None  # _AWAIT_AUTH is entered with it
-        proof = frames.parse_auth(payload)
-        if key is not None:
-            if not proof:
-                self._refuse_logged(
-                    "auth_required", "authentication required: this server has a shared secret"
-                )
-                return
-            want = frames.client_proof(key, server.cluster_id, hello, server.node_id, self._nonce)
-            if not frames.proof_matches(want, proof):
-                self._refuse_logged("auth_failed", "authentication failed: wrong shared secret")
-                return
-        self._state = _READY
-        self.node_id = hello.node_id
-        self._reader.max_frame = server.max_frame
-        # Active as of now; only frames after this one make it active again, so
-        # a newcomer that goes quiet is evicted before a peer that keeps calling.
-        self._active_at, self._seen_frames = self._loop.time(), self.frames_in
-        server.authenticated(self, hello.node_id)
-        server.drops.log(f"connected S{hello.node_id}", logging.INFO, "%s: connected", self.label)
-
-    def _refuse_logged(self, kind: str, reason: str) -> None:
-        self._warn(kind, "%s: refusing connection: %s", self.label, reason)
-        self.refuse(reason)
-
-    # --- requests ---
-
-    def _dispatch(self, request_id: int, entry: tuple[Rpc, Handler], payload: bytes) -> None:
-        rpc, handle = entry
-        args = decode_message(payload)  # CodecError drops the connection
-        if type(args) is not rpc.args_cls:
-            raise FrameError(f"{rpc.method} frame carries a {type(args).__name__}")
-        if isinstance(args, RequestVoteArgs):
-            sender = args.candidate_id
-        elif isinstance(args, (AppendEntriesArgs, InstallSnapshotArgs)):
-            sender = args.leader_id
-        else:  # args_cls is one of the three request types
-            raise FrameError(f"{rpc.method} frame carries a {type(args).__name__}")
-        if sender != self.node_id:
-            # A connection speaks for the node it authenticated as, never another.
-            raise FrameError(f"S{self.node_id}'s connection sent a {rpc.method} as S{sender}")
-        self._inflight += 1
-        self._update_reading()
-        self._server.spawn(self._serve(request_id, rpc, handle, args))
-
-    async def _serve(self, request_id: int, rpc: Rpc, handle: Handler, args: Any) -> None:
-        try:
-            try:
-                reply = await handle(args)
-            except Exception:
-                logger.exception(
-                    "%s: %s handler raised; answering no reply", self.label, rpc.method
-                )
-                reply = None
-            self._reply(request_id, rpc, reply)
-        except Exception:
-            logger.exception("%s: internal error serving %s", self.label, rpc.method)
-        finally:
-            self._inflight -= 1
-            self._update_reading()
-            self._server.done()
-
-    def _read_frames(self) -> None:
-        inflight = self._inflight
-        super()._read_frames()
-        if self._inflight > inflight:
-            # Queued behind the new handler tasks' first steps: replies of
-            # handlers that finish without waiting leave in this same write,
-            # one loop iteration sooner than if each reply scheduled it.
-            self.flush_soon()
-        held = self._reader.buffered()
-        if held != self.counted and self.is_open():
-            self._server.account(self, held)
-
-    def _reply(self, request_id: int, rpc: Rpc, reply: Any) -> None:
-        if not self.is_open():
-            return  # the caller is gone; so is its pending call
-        payload = b""
-        if reply is not None:
-            if type(reply) is not rpc.reply_cls:
-                logger.error(
-                    "%s: %s handler returned %s", self.label, rpc.method, type(reply).__name__
-                )
-            else:
-                try:
-                    payload = encode_message(reply)
-                except Exception:
-                    logger.exception("%s: cannot encode %s reply", self.label, rpc.method)
-        kind = frames.REPLY if payload else frames.NO_REPLY
-        header = HEADER.pack(len(payload) + frames.BODY_MIN, kind, request_id)
-        if self._inflight == 1:
-            # The only request in flight (it waited for an fsync, say): the
-            # reply leaves now rather than one loop iteration later.
-            self.send_now(header, payload)
-        else:
-            self.send(header, payload)  # with the others' replies, in one write
-
-    # --- flow control ---
-
-    def _may_read(self) -> bool:
-        return self._inflight < self._server.max_inflight and self.is_open()
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self._update_reading()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self._update_reading()
-
-    def _update_reading(self) -> None:
-        # Stop reading a peer that floods us with requests or does not read its
-        # replies; its frames wait in the kernel, not in our memory.
-        want_paused = self.write_paused or self._inflight >= self._server.max_inflight
-        if want_paused == self._reading_paused or not self.is_open():
-            return
-        self._reading_paused = want_paused
-        assert self._transport is not None
-        if want_paused:
-            self._transport.pause_reading()
-        else:
-            self._transport.resume_reading()
-            self._read_frames()  # frames that arrived before we paused
-
-
-def _refusal_kind(reason: str) -> str:
-    """The counter a handshake refusal goes to, from its (fixed) wording."""
-    if reason.startswith("certificate identity"):
-        return "tls_identity"
-    if reason.startswith("cluster id mismatch"):
-        return "cluster_mismatch"
-    return "not_member"
