@@ -15,12 +15,14 @@ def client(addresses: list[str], token: bytes | None, **options: Any) -> KVClien
     return KVClient(addresses, token=token, **options)
 
 
-async def statuses(client: KVClient, addresses: list[str]) -> list[dict[str, Any] | None]:
-    """Each node's status, None for one that does not answer within a second."""
+async def statuses(
+    client: KVClient, addresses: list[str], timeout: float = 1.0
+) -> list[dict[str, Any] | None]:
+    """Each node's status, None for one that does not answer within `timeout` seconds."""
     found: list[dict[str, Any] | None] = []
     for address in addresses:
         try:
-            found.append(await client.status(address, timeout=1.0))
+            found.append(await client.status(address, timeout=timeout))
         except KVUnavailableError:
             found.append(None)
     return found

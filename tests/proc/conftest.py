@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from raftio.kv import KVClient, KVUnavailableError
+from raftio.cli.client import statuses as client_statuses
+from raftio.kv import KVClient
 from raftio.kv.local import ClusterSpec, LocalCluster
 from raftio.kv.protocol import auth_proof, encode_frame, read_frame
 from raftio.node import parse_address
@@ -99,15 +100,8 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
 
 async def statuses(cluster: LocalCluster) -> list[dict[str, Any] | None]:
     """Every node's status map, None for a node that does not answer."""
-    result: list[dict[str, Any] | None] = []
-    addresses = cluster.spec.client_peers
     async with kv_client(cluster) as client:
-        for address in addresses:
-            try:
-                result.append(await client.status(address, timeout=0.5))
-            except KVUnavailableError:
-                result.append(None)
-    return result
+        return await client_statuses(client, cluster.spec.client_peers, timeout=0.5)
 
 
 async def wait_leader(cluster: LocalCluster, timeout: float = 10.0) -> int:
