@@ -36,8 +36,8 @@ from raftio.kv.machine import KVStateMachine
 from raftio.kv.server import KVServer
 from raftio.node import Node
 from raftio.testing.clock import run
+from raftio.testing.mutate.cluster import LEADER_BOUND, Outcome, _LogWatch
 from raftio.testing.mutate.engine import Mutant, Mutator, Seed
-from raftio.testing.mutate.peer import LEADER_BOUND, Outcome, _LogWatch
 from raftio.transport.memory import Network
 
 __all__ = ["KVParams", "run_kv_campaign"]

@@ -31,15 +31,9 @@ from pathlib import Path
 from raftio import codec
 from raftio.node import Node
 from raftio.testing.clock import run
+from raftio.testing.mutate.cluster import FuzzCluster, Outcome, PeerParams
 from raftio.testing.mutate.engine import PEER_METHODS, Mutant, Seed
-from raftio.testing.mutate.peer import (
-    FuzzCluster,
-    Outcome,
-    PeerParams,
-    _Campaign,
-    _watched,
-    capture_corpus,
-)
+from raftio.testing.mutate.peer import _Campaign, _watched, capture_corpus
 from raftio.transport import frames
 
 __all__ = ["run_tcp_campaign"]
