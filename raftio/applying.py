@@ -8,6 +8,8 @@ commands it started itself: it delivers the very object it was given.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from raftio import codec
@@ -76,3 +78,25 @@ def describe_applicable(applicable: Applicable) -> str:
         return f"snapshot through {applicable.index}@T{applicable.term}"
     last = applicable.first_index + len(applicable.entries) - 1
     return f"entries {applicable.first_index}..{last}"
+
+
+async def deliver(
+    batch: list[ApplyMsg],
+    to: asyncio.Queue[ApplyMsg] | Callable[[list[ApplyMsg]], None],
+    killed: Callable[[], bool],
+) -> None:
+    """Hand `batch` to the service in order, waiting for room in a full queue.
+
+    A callable (what `Node` passes) takes the whole batch at once: no queue
+    hop, no second task. Stops early once the peer is killed.
+    """
+    if not isinstance(to, asyncio.Queue):
+        to(batch)
+        return
+    for msg in batch:
+        if killed():
+            return
+        if to.full():
+            await to.put(msg)
+        else:
+            to.put_nowait(msg)

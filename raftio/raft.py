@@ -22,22 +22,17 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from raftio import codec
-from raftio.applying import OwnCommands, describe_applicable
+from raftio.applying import OwnCommands, deliver, describe_applicable
 from raftio.config import RaftConfig
 from raftio.core import RaftCore
 from raftio.debug import make_tracer
 from raftio.errors import NotLeaderError
 from raftio.messages import (
-    APPEND_ENTRIES,
-    INSTALL_SNAPSHOT,
-    REQUEST_VOTE,
     AppendEntriesArgs,
     AppendEntriesReply,
     ApplyMsg,
     InstallSnapshotArgs,
     InstallSnapshotReply,
-    ReadConfirmed,
-    ReadRefused,
     Request,
     RequestVoteArgs,
     RequestVoteReply,
@@ -47,6 +42,7 @@ from raftio.messages import (
 )
 from raftio.metrics import PeerMetrics
 from raftio.persist import Persister
+from raftio.read_waiters import ReadWaiters
 from raftio.storage.base import Storage, StorageError
 from raftio.transport.base import ClientEnd
 from raftio.transport.limits import DropLog
@@ -56,10 +52,10 @@ logger = logging.getLogger(__name__)
 A = TypeVar("A")
 R = TypeVar("R")
 
-_REPLY_TYPES: dict[str, type] = {
-    REQUEST_VOTE: RequestVoteReply,
-    APPEND_ENTRIES: AppendEntriesReply,
-    INSTALL_SNAPSHOT: InstallSnapshotReply,
+_REPLY_TYPES: dict[type, type] = {
+    RequestVoteArgs: RequestVoteReply,
+    AppendEntriesArgs: AppendEntriesReply,
+    InstallSnapshotArgs: InstallSnapshotReply,
 }
 
 
@@ -93,8 +89,7 @@ class Raft:
         self._failure_callbacks: list[Callable[[str], None]] = []
         # Insertion-ordered, so kill() cancels in creation order and a seed replays exactly.
         self._tasks: dict[asyncio.Task[Any], None] = {}
-        self._reads: dict[int, asyncio.Future[int]] = {}  # ReadIndex callers, by read id
-        self._next_read_id = 0
+        self._reads = ReadWaiters(self._loop)
         self._metrics = PeerMetrics()
         self._persister = Persister(storage, self._metrics, self._loop.time)
         self._drain_scheduled = False
@@ -153,10 +148,7 @@ class Raft:
         self._killed = True
         for task in list(self._tasks):
             task.cancel()
-        reads, self._reads = self._reads, {}
-        for done in reads.values():
-            if not done.done():
-                done.set_exception(NotLeaderError(None))
+        self._reads.refuse_all()
         self._storage.close()
 
     def killed(self) -> bool:
@@ -204,25 +196,12 @@ class Raft:
         core = self._core
         if self._killed:
             raise NotLeaderError(core.leader_id)
-        read_id = self._next_read_id
-        self._next_read_id += 1
+        read_id = self._reads.next_id()
         if not core.read_index(read_id):
             raise NotLeaderError(core.leader_id)
-        done: asyncio.Future[int] = self._loop.create_future()
-        self._reads[read_id] = done
+        done = self._reads.wait(read_id)
         self._schedule_drain()
         return await done
-
-    def _answer_reads(self) -> None:
-        for result in self._core.take_reads():
-            done = self._reads.pop(result.read_id, None)
-            if done is None or done.done():
-                continue  # its caller gave up
-            match result:
-                case ReadConfirmed(_, index):
-                    done.set_result(index)
-                case ReadRefused():
-                    done.set_exception(NotLeaderError(self._core.leader_id))
 
     # ------------------------------------------------------------------ RPC handlers
 
@@ -329,7 +308,7 @@ class Raft:
             if deferred:
                 pending.add_done_callback(lambda fut: self._send_after_sync(fut, deferred))
         if self._reads:
-            self._answer_reads()
+            self._reads.settle(core.take_reads(), core.leader_id)
         if core.commit_broadcast_due and not self._commit_broadcast_scheduled:
             self._commit_broadcast_scheduled = True
             self._loop.call_soon(self._broadcast_commit)
@@ -416,7 +395,7 @@ class Raft:
             return None
         method = rpc_method(request)
         self._metrics.sent(method, self._loop.time() - started, reply is None)
-        if reply is not None and not isinstance(reply, _REPLY_TYPES[method]):
+        if reply is not None and not isinstance(reply, _REPLY_TYPES[type(request)]):
             logger.warning("S%d: ignoring a %s reply to %s", self.me, type(reply).__name__, method)
             reply = None
         core = self._core
@@ -453,18 +432,7 @@ class Raft:
                     break
                 if self._trace:
                     self._trace("apply", describe_applicable(applicable))
-                batch = self._own.apply_msgs(applicable)
-                if not isinstance(queue, asyncio.Queue):
-                    queue(batch)  # a callback (Node): no queue hop, no second task
-                    await asyncio.sleep(0)
-                    continue
-                for msg in batch:
-                    if self._killed:
-                        return
-                    if queue.full():
-                        await queue.put(msg)
-                    else:
-                        queue.put_nowait(msg)
+                await deliver(self._own.apply_msgs(applicable), queue, self.killed)
                 await asyncio.sleep(0)  # let RPCs and clients run between batches
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
