@@ -50,9 +50,10 @@ async def main() -> None:
             leader = next((n for n in nodes if n.status().role == "leader"), None)
         for _ in range(5):
             print("counter =", await leader.propose(1))
-        # Together: a node closed while the others still call it is a peer lost
-        # mid-call, which they would rightly log as a warning.
-        await asyncio.gather(*(node.close() for node in nodes))
+        # Together, and without handing leadership over (the whole cluster stops):
+        # a node closed while the others still call it is a peer lost mid-call,
+        # which they would rightly log as a warning.
+        await asyncio.gather(*(node.close(transfer=False) for node in nodes))
 
 
 asyncio.run(main())

@@ -14,8 +14,9 @@ from raftio.config import RaftConfig
 from raftio.messages import ApplyMsg
 
 if TYPE_CHECKING:
-    from raftio.node import Node, StateMachine
+    from raftio.node import Node
     from raftio.raft import Raft, make
+    from raftio.state_machine import StateMachine
     from raftio.storage.file import FileStorage
     from raftio.storage.memory import MemoryStorage
 
@@ -35,7 +36,7 @@ _LAZY = {
     "FileStorage": "raftio.storage.file",
     "MemoryStorage": "raftio.storage.memory",
     "Node": "raftio.node",
-    "StateMachine": "raftio.node",
+    "StateMachine": "raftio.state_machine",
     "Raft": "raftio.raft",
     "make": "raftio.raft",
 }

@@ -31,6 +31,8 @@ from raftio.messages import (
     Message,
     RequestVoteArgs,
     RequestVoteReply,
+    TimeoutNowArgs,
+    TimeoutNowReply,
 )
 
 __all__ = [
@@ -157,7 +159,7 @@ def decode_command(data: bytes) -> Any:
 
 # --- messages ----------------------------------------------------------------
 
-_RV, _RV_REPLY, _AE, _AE_REPLY, _IS, _IS_REPLY = range(6)
+_RV, _RV_REPLY, _AE, _AE_REPLY, _IS, _IS_REPLY, _TN, _TN_REPLY = range(8)
 
 
 # The last AppendEntries encoded and its bytes. A leader hands followers in
@@ -190,9 +192,12 @@ def _message_to_list(msg: Message) -> list[Any]:
             msg.x_term, msg.x_index, msg.x_len,
         ]  # fmt: skip
     if isinstance(msg, RequestVoteArgs):
-        return [
+        fields = [
             _RV, msg.term, msg.candidate_id, msg.last_log_index, msg.last_log_term, msg.pre_vote,
         ]  # fmt: skip
+        if msg.transfer:
+            fields.append(True)  # a trailing field: peers without transfer read the rest
+        return fields
     if isinstance(msg, RequestVoteReply):
         return [_RV_REPLY, msg.term, msg.vote_granted]
     if isinstance(msg, InstallSnapshotArgs):
@@ -202,6 +207,10 @@ def _message_to_list(msg: Message) -> list[Any]:
         ]  # fmt: skip
     if isinstance(msg, InstallSnapshotReply):
         return [_IS_REPLY, msg.term]
+    if isinstance(msg, TimeoutNowArgs):
+        return [_TN, msg.term, msg.leader_id]
+    if isinstance(msg, TimeoutNowReply):
+        return [_TN_REPLY, msg.term]
     raise TypeError(f"not a raftio message: {type(msg).__name__}")
 
 
@@ -223,9 +232,10 @@ def message_from_list(obj: Any) -> Message:
     if shape is None:
         raise CodecError(f"unknown message tag {tag!r:.20}")
     cls, types = shape
-    if len(obj) != len(types) + 1:
+    optional = _OPTIONAL_FIELDS.get(tag, 0)
+    if not len(types) - optional < len(obj) <= len(types) + 1:
         raise CodecError(f"{cls.__name__} needs {len(types)} fields, got {len(obj) - 1}")
-    for value, want in zip(obj[1:], types, strict=True):
+    for value, want in zip(obj[1:], types, strict=False):
         if type(value) is not want:
             raise CodecError(
                 f"{cls.__name__}: expected {want.__name__}, got {type(value).__name__}"
@@ -250,13 +260,17 @@ def _entries_from_list(items: list[Any]) -> list[Entry]:
 
 
 _SHAPES: dict[int, tuple[Any, tuple[type, ...]]] = {
-    _RV: (RequestVoteArgs, (int, int, int, int, bool)),
+    _RV: (RequestVoteArgs, (int, int, int, int, bool, bool)),
     _RV_REPLY: (RequestVoteReply, (int, bool)),
     _AE: (AppendEntriesArgs, (int, int, int, int, list, int)),
     _AE_REPLY: (AppendEntriesReply, (int, bool, int, int, int, int)),
     _IS: (InstallSnapshotArgs, (int, int, int, int, bytes)),
     _IS_REPLY: (InstallSnapshotReply, (int,)),
+    _TN: (TimeoutNowArgs, (int, int)),
+    _TN_REPLY: (TimeoutNowReply, (int,)),
 }
+# How many trailing fields a message may leave out (they take their defaults).
+_OPTIONAL_FIELDS: dict[int, int] = {_RV: 1}
 
 
 # --- records -----------------------------------------------------------------

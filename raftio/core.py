@@ -47,6 +47,8 @@ from raftio.messages import (
     SaveSnapshot,
     Send,
     StorageEffect,
+    TimeoutNowArgs,
+    TimeoutNowReply,
 )
 from raftio.validate import (
     check_append_entries,
@@ -54,6 +56,7 @@ from raftio.validate import (
     check_install_snapshot,
     check_reply_term,
     check_request_vote,
+    check_timeout_now,
 )
 
 
@@ -170,6 +173,9 @@ class RaftCore:
         self._heartbeat_elapsed = 0
         self._quorum_elapsed = 0
         self.term_start_index = 0  # leader only: the first index of its term
+        # Leader only: the voter it is handing leadership to (thesis 3.10), and for how long.
+        self.transfer_target: int | None = None
+        self._transfer_elapsed = 0
         self.elections = 0  # campaigns started (real elections, not pre-votes)
         self.terms_led = 0  # elections won
         # Peer input refused as impossible from an honest peer, by reason (metrics).
@@ -245,8 +251,12 @@ class RaftCore:
                     self._campaign()
 
     def start(self, data: bytes) -> tuple[int, int, bool]:
-        """Append a command (encoded by the shell) if leader; sent with the next outbox drain."""
-        if self.role is not Role.LEADER:
+        """Append a command (encoded by the shell) if leader; sent with the next outbox drain.
+
+        Refused (not leader) while leadership is being handed over: the new
+        leader may already be campaigning, and the entry would only be lost.
+        """
+        if self.role is not Role.LEADER or self.transfer_target is not None:
             return self.log.last_index + 1, self.current_term, False
         return self._append_new(data), self.current_term, True
 
@@ -368,6 +378,16 @@ class RaftCore:
             granted = args.term > self.current_term and log_ok and not self._hears_leader()
             self._debug("vote", f"pre-vote S{args.candidate_id} {'yes' if granted else 'no'}")
             return RequestVoteReply(self.current_term, granted)
+        if (
+            args.term > self.current_term
+            and self.config.check_quorum
+            and not args.transfer
+            and self._hears_leader()
+        ):
+            # Thesis 4.2.3: inside the leader's lease a vote request only disrupts
+            # (e.g. from a removed server); a transfer's candidate was sent by it.
+            self._debug("vote", f"S{args.candidate_id} refused: a leader is alive")
+            return RequestVoteReply(self.current_term, False)
         if args.term > self.current_term:
             self._become_follower(args.term, None)
         granted = False
@@ -530,6 +550,8 @@ class RaftCore:
             pr.paused = False
         if pr.state is Replication.REPLICATE:
             self._send_append(peer)
+        if peer == self.transfer_target and match >= self.log.last_index:
+            self._continue_transfer(peer)
 
     def _on_append_reject(
         self, peer: int, pr: Progress, args: AppendEntriesArgs, reply: AppendEntriesReply
@@ -556,6 +578,76 @@ class RaftCore:
         pr.next_index = max(pr.match_index + 1, min(next_index, rejected))
         self._debug("append", f"S{peer} rejected prev={rejected}: next={pr.next_index}")
         self._send_append(peer)
+
+    # ------------------------------------------------------------------ leadership transfer
+
+    def transfer_leadership(self, target: int) -> str | None:
+        """Hand leadership to voter `target` (thesis 3.10); a reason if refused.
+
+        The leader stops taking proposals, brings `target` up to date, then
+        sends it TimeoutNow. The transfer ends when we stop leading, or is
+        abandoned after an election timeout (proposals are taken again).
+        A new target replaces a pending transfer.
+        """
+        if self.role is not Role.LEADER:
+            return "not_leader"
+        if target not in self.progress:
+            return "unknown_peer"
+        if self.transfer_target == target:
+            return None  # already under way
+        self.transfer_target = target
+        self._transfer_elapsed = 0
+        self._debug("role", f"transferring leadership to S{target}")
+        self._continue_transfer(target)
+        return None
+
+    def most_caught_up_peer(self) -> int | None:
+        """Where a transfer goes by default: of the peers that answer, the most caught up."""
+        answering = [p for p, pr in self.progress.items() if pr.state is Replication.REPLICATE]
+        if not answering:
+            return None
+        return max(answering, key=lambda peer: (self.progress[peer].match_index, -peer))
+
+    def _continue_transfer(self, peer: int) -> None:
+        """TimeoutNow once `peer` holds our whole log; until then, replicate to it."""
+        if self.progress[peer].match_index >= self.log.last_index:
+            self._outbox.append(Send(peer, TimeoutNowArgs(self.current_term, self.me)))
+        else:
+            self._send_append(peer)
+
+    def _end_transfer(self) -> None:
+        if self.transfer_target is not None:
+            self._debug("role", f"transfer to S{self.transfer_target} ended")
+            self.transfer_target = None
+
+    def handle_timeout_now(self, args: TimeoutNowArgs) -> TimeoutNowReply | None:
+        """Our leader hands over: campaign at once, without pre-vote (thesis 3.10)."""
+        if args.term < self.current_term:
+            return TimeoutNowReply(self.current_term)
+        if self._refuse(check_timeout_now(args, self.me, self.peer_count, self.current_term)):
+            return None
+        if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
+            return None
+        if args.term > self.current_term:
+            self._become_follower(args.term, args.leader_id)
+        self._debug("role", f"S{args.leader_id} hands leadership over")
+        self._campaign(transfer=True)
+        return TimeoutNowReply(self.current_term)
+
+    def on_timeout_now_reply(
+        self, peer: int, args: TimeoutNowArgs, reply: TimeoutNowReply | None
+    ) -> None:
+        if reply is not None and self._refuse(check_reply_term(reply.term)):
+            reply = None
+        if reply is None:
+            # Unreachable target: give up now rather than refuse proposals for an
+            # election timeout (as hashicorp/raft does); the caller may retry.
+            if self.is_leader and self.transfer_target == peer and args.term == self.current_term:
+                self._end_transfer()
+            return
+        if reply.term > self.current_term:
+            # The term the target now campaigns in: our leadership is over.
+            self._become_follower(reply.term, None)
 
     # ------------------------------------------------------------------ InstallSnapshot
 
@@ -625,6 +717,7 @@ class RaftCore:
     def _become_follower(self, term: int, leader_id: int | None) -> None:
         if self._reads_waiting or self._read_rounds:
             self._refuse_reads()
+        self._end_transfer()
         if term > self.current_term:
             self.current_term = term
             self.voted_for = None
@@ -651,8 +744,9 @@ class RaftCore:
             return
         self._request_votes(self.current_term + 1, pre_vote=True)
 
-    def _request_votes(self, term: int, pre_vote: bool) -> None:
-        args = RequestVoteArgs(term, self.me, self.log.last_index, self.log.last_term, pre_vote)
+    def _request_votes(self, term: int, pre_vote: bool, transfer: bool = False) -> None:
+        log = self.log
+        args = RequestVoteArgs(term, self.me, log.last_index, log.last_term, pre_vote, transfer)
         for peer in range(self.peer_count):
             if peer != self.me:
                 self._outbox.append(Send(peer, args))
@@ -669,7 +763,7 @@ class RaftCore:
             self._debug("role", "stepping down")
             self._become_follower(self.current_term, None)
 
-    def _campaign(self) -> None:
+    def _campaign(self, transfer: bool = False) -> None:
         self.elections += 1
         self.current_term += 1
         self.role = Role.CANDIDATE
@@ -683,11 +777,12 @@ class RaftCore:
         if len(self._votes) >= quorum(self.peer_count):
             self._become_leader()
             return
-        self._request_votes(self.current_term, pre_vote=False)
+        self._request_votes(self.current_term, pre_vote=False, transfer=transfer)
 
     def _become_leader(self) -> None:
         self.terms_led += 1
         self.role = Role.LEADER
+        self.transfer_target = None
         self.leader_id = self.me
         self._heartbeat_elapsed = 0
         self._quorum_elapsed = 0
@@ -721,6 +816,10 @@ class RaftCore:
                     pr.become_probe()  # in-flight entries presumed lost: resend from match
             elif pr.state is Replication.SNAPSHOT:
                 pr.wait_ticks += 1
+        if self.transfer_target is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self._election_ticks[1]:
+                self._end_transfer()  # abandoned: take proposals again
         if self._heartbeat_elapsed >= self._heartbeat_ticks:
             self._heartbeat_elapsed = 0
             for peer in self.progress:

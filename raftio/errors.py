@@ -35,3 +35,7 @@ class NodeFailedError(NodeClosedError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"the node fail-stopped: {reason}")
+
+
+class LeadershipTransferError(RaftioError):
+    """A leadership transfer did not complete in time; the old leader leads on (retriable)."""

@@ -35,6 +35,9 @@ class RequestVoteArgs:
     last_log_index: int
     last_log_term: int
     pre_vote: bool = False  # thesis 9.6: "would you vote for me?", changes no state
+    # Thesis 3.10: the leader asked this candidate to take over (TimeoutNow), so
+    # voters grant it even while they still hear that leader.
+    transfer: bool = False
 
 
 @dataclass(slots=True)
@@ -87,6 +90,19 @@ class InstallSnapshotReply:
     term: int
 
 
+@dataclass(slots=True)
+class TimeoutNowArgs:
+    """Leadership transfer (thesis 3.10): the leader tells a caught-up voter to campaign now."""
+
+    term: int
+    leader_id: int
+
+
+@dataclass(slots=True)
+class TimeoutNowReply:
+    term: int
+
+
 @dataclass(frozen=True, slots=True)
 class UndecodableCommand:
     """Delivered as `ApplyMsg.command` for a committed entry whose bytes do not decode.
@@ -120,6 +136,8 @@ Message = (
     | AppendEntriesReply
     | InstallSnapshotArgs
     | InstallSnapshotReply
+    | TimeoutNowArgs
+    | TimeoutNowReply
 )
 
 
@@ -127,12 +145,14 @@ Message = (
 REQUEST_VOTE = "request_vote"
 APPEND_ENTRIES = "append_entries"
 INSTALL_SNAPSHOT = "install_snapshot"
-METHODS = frozenset({REQUEST_VOTE, APPEND_ENTRIES, INSTALL_SNAPSHOT})
-Request = RequestVoteArgs | AppendEntriesArgs | InstallSnapshotArgs
+TIMEOUT_NOW = "timeout_now"
+METHODS = frozenset({REQUEST_VOTE, APPEND_ENTRIES, INSTALL_SNAPSHOT, TIMEOUT_NOW})
+Request = RequestVoteArgs | AppendEntriesArgs | InstallSnapshotArgs | TimeoutNowArgs
 _METHOD_OF: dict[type, str] = {
     RequestVoteArgs: REQUEST_VOTE,
     AppendEntriesArgs: APPEND_ENTRIES,
     InstallSnapshotArgs: INSTALL_SNAPSHOT,
+    TimeoutNowArgs: TIMEOUT_NOW,
 }
 
 
@@ -250,7 +270,8 @@ def describe(msg: object) -> str:
         return f"AE-no T{msg.term} x={msg.x_term}/{msg.x_index}/{msg.x_len}"
     if isinstance(msg, RequestVoteArgs):
         kind = "PV" if msg.pre_vote else "RV"
-        return f"{kind} T{msg.term} last={msg.last_log_index}@{msg.last_log_term}"
+        transfer = " transfer" if msg.transfer else ""
+        return f"{kind} T{msg.term} last={msg.last_log_index}@{msg.last_log_term}{transfer}"
     if isinstance(msg, RequestVoteReply):
         return f"RV-{'yes' if msg.vote_granted else 'no'} T{msg.term}"
     if isinstance(msg, InstallSnapshotArgs):
@@ -260,4 +281,8 @@ def describe(msg: object) -> str:
         )
     if isinstance(msg, InstallSnapshotReply):
         return f"IS-ok T{msg.term}"
+    if isinstance(msg, TimeoutNowArgs):
+        return f"TN T{msg.term}"
+    if isinstance(msg, TimeoutNowReply):
+        return f"TN-ok T{msg.term}"
     return repr(msg)

@@ -21,24 +21,27 @@ import itertools
 import logging
 import random
 import ssl as ssl_module
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from raftio.config import RaftConfig
 from raftio.core import Role
 from raftio.errors import (
+    LeadershipTransferError,
     NodeClosedError,
     NodeFailedError,
     NotLeaderError,
     ProposalLostError,
     ProposalTimeoutError,
 )
+from raftio.leadership import Leadership
 from raftio.messages import ApplyMsg, UndecodableCommand
 from raftio.metrics import Histogram
 from raftio.proposals import ProposalTimers, settle
 from raftio.raft import Raft, make
+from raftio.state_machine import StateMachine, snapshot_validator
 from raftio.storage.base import Storage, StorageError
 from raftio.transport.base import ClientEnd
 
@@ -46,27 +49,6 @@ if TYPE_CHECKING:
     from raftio.transport.tcp import TcpClientEnd
 
 logger = logging.getLogger(__name__)
-
-
-class StateMachine(Protocol):
-    """What a service replicates. `apply` must be deterministic."""
-
-    def apply(self, command: Any) -> Any:
-        """Apply a committed command; the result goes back to its proposer."""
-        ...
-
-    def snapshot(self) -> bytes:
-        """The whole state as bytes."""
-        ...
-
-    def restore(self, data: bytes) -> None:
-        """Replace the whole state with a snapshot's."""
-        ...
-
-
-# A state machine may also define `validate_snapshot(data) -> None`, raising
-# if `data` would not restore; without it, Node restores into a scratch
-# instance (`type(sm)()`) when the class can be built without arguments.
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +189,7 @@ class Node:
             self._apply_batch,
             self._config,
             rng=self._rng,
-            validate_snapshot=_snapshot_validator(self._sm),
+            validate_snapshot=snapshot_validator(self._sm),
         )
         self._raft.on_failure(self._on_failure)
         self._storage = storage
@@ -264,8 +246,27 @@ class Node:
             secret=self._secret,
         )
 
-    async def close(self) -> None:
-        """Stop serving and replicating; pending proposals fail with NodeClosedError."""
+    async def close(self, *, transfer: bool = True) -> None:
+        """Stop serving and replicating; pending proposals fail with NodeClosedError.
+
+        A leader first hands leadership to the most caught-up peer (thesis
+        3.10), so the service pauses for one round of votes instead of an
+        election timeout; if that fails, it closes anyway. `transfer=False`
+        stops at once, as a crash would.
+        """
+        if self._closed:
+            return
+        raft = self._raft
+        if (
+            transfer
+            and raft is not None
+            and not raft.killed()
+            and raft.status().role is Role.LEADER
+        ):
+            try:
+                await raft.transfer_leadership()
+            except (LeadershipTransferError, NotLeaderError) as exc:
+                logger.info("S%d: closing without a hand-over: %s", self.node_id, exc)
         if self._closed:
             return
         self._closed = True
@@ -279,6 +280,42 @@ class Node:
         for end in self._ends:
             await end.wait_closed()
         self._fail_all(NodeClosedError("the node was closed"))
+
+    async def transfer_leadership(self, to: int | None = None) -> int:
+        """Hand leadership to node `to` (None: the most caught-up); returns the new leader's id.
+
+        Proposals meanwhile fail fast with NotLeaderError naming the target.
+        Raises NotLeaderError (with the leader's id and address) unless this
+        node leads, ValueError for an id that is not a member's, and
+        LeadershipTransferError if leadership did not move in time (retriable).
+        """
+        raft = self._live_raft()
+        if to is not None and not (type(to) is int and 0 <= to < len(self.addresses)):
+            raise ValueError(f"node {to!r} is not a member of this cluster")
+        try:
+            return await raft.transfer_leadership(to)
+        except NotLeaderError:
+            raise self._not_leader() from None
+
+    async def wait_for_leader(self, timeout: float | None = None) -> int:
+        """Wait until this node knows a leader (maybe itself); returns its id.
+
+        Raises TimeoutError after `timeout` seconds, NodeClosedError if the node stops.
+        """
+        watch = self._live_raft().leadership
+        async with asyncio.timeout(timeout):
+            while watch.leader_id is None:
+                if watch.closed:
+                    raise NodeClosedError("the node stopped")
+                await watch.changed()
+        return watch.leader_id
+
+    def leadership_changes(self) -> AsyncIterator[Leadership]:
+        """The current (term, leader_id), then each change, until the node stops.
+
+        `leader_id` is None while no leader is known (an election is under way).
+        """
+        return self._live_raft().leadership.changes()
 
     async def wait_failed(self) -> str:
         """Wait until the node fail-stops; returns why (see `failure`)."""
@@ -462,6 +499,8 @@ class Node:
 
     def _not_leader(self) -> NotLeaderError:
         leader = self.raft.status().leader_id
+        if leader == self.node_id:
+            leader = self.raft.leadership.target  # handing over: point at the successor
         if leader is None or leader == self.node_id:
             return NotLeaderError()
         return NotLeaderError(leader, self.addresses[leader])
@@ -473,20 +512,3 @@ class Node:
         for _, _, waiter in self._applied_waiters:
             settle(waiter, exc=exc)
         self._applied_waiters.clear()
-
-
-def _snapshot_validator(sm: StateMachine) -> Callable[[bytes], object] | None:
-    """How to check that a leader's snapshot would restore, before it is persisted."""
-    check = getattr(sm, "validate_snapshot", None)
-    if callable(check):
-        return check  # type: ignore[no-any-return]
-    cls = type(sm)
-    try:
-        cls()
-    except Exception:
-        return None  # no scratch instance to try it on
-
-    def restore_into_scratch(data: bytes) -> None:
-        cls().restore(data)
-
-    return restore_into_scratch

@@ -26,7 +26,8 @@ from raftio.applying import OwnCommands, deliver, describe_applicable
 from raftio.config import RaftConfig
 from raftio.core import RaftCore
 from raftio.debug import make_tracer
-from raftio.errors import NotLeaderError
+from raftio.errors import LeadershipTransferError, NotLeaderError
+from raftio.leadership import LeadershipWatch
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -37,6 +38,8 @@ from raftio.messages import (
     RequestVoteArgs,
     RequestVoteReply,
     Send,
+    TimeoutNowArgs,
+    TimeoutNowReply,
     describe,
     rpc_method,
 )
@@ -56,6 +59,7 @@ _REPLY_TYPES: dict[type, type] = {
     RequestVoteArgs: RequestVoteReply,
     AppendEntriesArgs: AppendEntriesReply,
     InstallSnapshotArgs: InstallSnapshotReply,
+    TimeoutNowArgs: TimeoutNowReply,
 }
 
 
@@ -108,6 +112,8 @@ class Raft:
             trace=self._trace,
         )
         self._view = CoreView(self._core)
+        self.leadership = LeadershipWatch(self._loop)  # wait on it instead of polling status()
+        self.leadership.observe(self._core.current_term, None, None)
         self._spawn(self._ticker(), "ticker")
         self._spawn(self._applier(), "applier")
 
@@ -149,6 +155,7 @@ class Raft:
         for task in list(self._tasks):
             task.cancel()
         self._reads.refuse_all()
+        self.leadership.close()
         self._storage.close()
 
     def killed(self) -> bool:
@@ -203,6 +210,38 @@ class Raft:
         self._schedule_drain()
         return await done
 
+    async def transfer_leadership(self, to: int | None = None) -> int:
+        """Hand leadership to peer `to` (None: the most caught-up); returns the new leader.
+
+        Thesis 3.10: proposals are refused meanwhile (`start` says not leader),
+        the target is brought up to date and told to campaign at once. Raises
+        NotLeaderError if this peer does not lead, ValueError for a `to` that
+        is not another peer, LeadershipTransferError if no other leader emerged
+        (the transfer is abandoned after an election timeout; this peer may
+        still lead, or the cluster may still be electing).
+        """
+        core = self._core
+        if self._killed or not core.is_leader:
+            raise NotLeaderError(core.leader_id)
+        target = core.most_caught_up_peer() if to is None else to
+        if target == self.me or not core.progress:
+            return self.me  # already there, or a single peer
+        if target is None:
+            raise LeadershipTransferError("no peer answers: none can take over")
+        if core.transfer_leadership(target) == "unknown_peer":
+            raise ValueError(f"no peer {target!r} to hand leadership to")
+        self._drain()
+        watch, ticks = self.leadership, self._config.election_ticks[1]
+        try:
+            async with asyncio.timeout(3 * ticks * self._config.tick_interval):
+                while not self._killed and not (core.is_leader and core.transfer_target is None):
+                    if core.leader_id is not None and core.leader_id != self.me:
+                        return core.leader_id
+                    await watch.changed()
+        except TimeoutError:
+            pass
+        raise LeadershipTransferError(f"leadership did not move to S{target}")
+
     # ------------------------------------------------------------------ RPC handlers
 
     async def request_vote(self, args: RequestVoteArgs) -> RequestVoteReply | None:
@@ -214,6 +253,11 @@ class Raft:
         if self._killed or not isinstance(args, AppendEntriesArgs):
             return None
         return await self._answer(self._core.handle_append_entries, args)
+
+    async def timeout_now(self, args: TimeoutNowArgs) -> TimeoutNowReply | None:
+        if self._killed or not isinstance(args, TimeoutNowArgs):
+            return None
+        return await self._answer(self._core.handle_timeout_now, args)
 
     async def install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply | None:
         if self._killed or not isinstance(args, InstallSnapshotArgs):
@@ -314,6 +358,13 @@ class Raft:
             self._loop.call_soon(self._broadcast_commit)
         if core.has_applicable():
             self._apply_wakeup.set()
+        watch = self.leadership
+        if (
+            core.current_term != watch.term
+            or core.leader_id != watch.leader_id
+            or core.transfer_target != watch.target
+        ):
+            watch.observe(core.current_term, core.leader_id, core.transfer_target)
 
     def _broadcast_commit(self) -> None:
         self._commit_broadcast_scheduled = False
@@ -406,6 +457,8 @@ class Raft:
                 core.on_install_snapshot_reply(peer, request, reply)
             case RequestVoteArgs():
                 core.on_request_vote_reply(peer, request, reply)
+            case TimeoutNowArgs():
+                core.on_timeout_now_reply(peer, request, reply)
         self._drain()
         return reply
 

@@ -19,6 +19,7 @@ from raftio.messages import (
     Entry,
     InstallSnapshotArgs,
     RequestVoteArgs,
+    TimeoutNowArgs,
 )
 
 # Far below 2**63: index + batch arithmetic can never overflow a signed
@@ -83,6 +84,12 @@ def check_request_vote(
         # A candidate's log holds no entry of a term later than the one it runs in.
         or _check_position(args.last_log_index, args.last_log_term, args.term)
     )
+
+
+def check_timeout_now(
+    args: TimeoutNowArgs, me: int, peer_count: int, current_term: int
+) -> str | None:
+    return check_term(args.term, current_term) or _check_sender(args.leader_id, me, peer_count)
 
 
 def check_append_entries(

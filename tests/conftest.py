@@ -50,3 +50,13 @@ def seed(request: pytest.FixtureRequest) -> int:
     """The seed chosen with --seed, else a fresh one for this test."""
     chosen: int | None = request.config.getoption("--seed")
     return chosen if chosen is not None else secrets.randbits(32)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`slow` tests (soaks, million-frame fuzz runs) run only when chosen with -m."""
+    if config.getoption("markexpr"):
+        return  # the user chose with -m
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]

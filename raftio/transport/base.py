@@ -6,13 +6,14 @@ import asyncio
 from typing import Any, Protocol
 
 # The method names are the messages' (re-exported here, where transports look).
-from raftio.messages import APPEND_ENTRIES, INSTALL_SNAPSHOT, METHODS, REQUEST_VOTE
+from raftio.messages import APPEND_ENTRIES, INSTALL_SNAPSHOT, METHODS, REQUEST_VOTE, TIMEOUT_NOW
 
 __all__ = [
     "APPEND_ENTRIES",
     "INSTALL_SNAPSHOT",
     "METHODS",
     "REQUEST_VOTE",
+    "TIMEOUT_NOW",
     "ClientEnd",
     "RpcHandler",
     "StartingClientEnd",
@@ -46,3 +47,6 @@ class RpcHandler(Protocol):
     async def request_vote(self, args: Any) -> Any | None: ...
     async def append_entries(self, args: Any) -> Any | None: ...
     async def install_snapshot(self, args: Any) -> Any | None: ...
+
+    # Optional: leadership transfer (a server without it refuses the RPC's frames).
+    # async def timeout_now(self, args: Any) -> Any | None: ...

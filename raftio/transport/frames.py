@@ -33,8 +33,10 @@ from raftio.messages import (
     Message,
     RequestVoteArgs,
     RequestVoteReply,
+    TimeoutNowArgs,
+    TimeoutNowReply,
 )
-from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE
+from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE, TIMEOUT_NOW
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -68,6 +70,7 @@ MAGIC = "raftio"
 # Frame kinds. Handshake and refusal frames carry request id 0.
 HELLO, WELCOME, AUTH, REFUSE = 0x01, 0x02, 0x03, 0x04
 REQUEST_VOTE_KIND, APPEND_ENTRIES_KIND, INSTALL_SNAPSHOT_KIND = 0x10, 0x11, 0x12
+TIMEOUT_NOW_KIND = 0x13
 REPLY, NO_REPLY = 0x20, 0x21
 
 
@@ -85,6 +88,7 @@ _RPCS = (
     Rpc(REQUEST_VOTE, REQUEST_VOTE_KIND, RequestVoteArgs, RequestVoteReply),
     Rpc(APPEND_ENTRIES, APPEND_ENTRIES_KIND, AppendEntriesArgs, AppendEntriesReply),
     Rpc(INSTALL_SNAPSHOT, INSTALL_SNAPSHOT_KIND, InstallSnapshotArgs, InstallSnapshotReply),
+    Rpc(TIMEOUT_NOW, TIMEOUT_NOW_KIND, TimeoutNowArgs, TimeoutNowReply),
 )
 RPC_BY_METHOD = {rpc.method: rpc for rpc in _RPCS}
 RPC_BY_KIND = {rpc.kind: rpc for rpc in _RPCS}

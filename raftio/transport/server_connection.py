@@ -15,7 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from raftio.codec import decode_message, encode_message
-from raftio.messages import AppendEntriesArgs, InstallSnapshotArgs, RequestVoteArgs
+from raftio.messages import (
+    AppendEntriesArgs,
+    InstallSnapshotArgs,
+    RequestVoteArgs,
+    TimeoutNowArgs,
+)
 from raftio.transport import frames
 from raftio.transport.frame_protocol import FrameProtocol
 from raftio.transport.frames import HEADER, FrameError, Refused, Rpc
@@ -238,9 +243,9 @@ class ServerConnection(FrameProtocol):
             raise FrameError(f"{rpc.method} frame carries a {type(args).__name__}")
         if isinstance(args, RequestVoteArgs):
             sender = args.candidate_id
-        elif isinstance(args, (AppendEntriesArgs, InstallSnapshotArgs)):
+        elif isinstance(args, (AppendEntriesArgs, InstallSnapshotArgs, TimeoutNowArgs)):
             sender = args.leader_id
-        else:  # args_cls is one of the three request types
+        else:  # args_cls is one of the request types
             raise FrameError(f"{rpc.method} frame carries a {type(args).__name__}")
         if sender != self.node_id:
             # A connection speaks for the node it authenticated as, never another.

@@ -198,7 +198,9 @@ class TcpServer:
         self.max_buffered = max_buffered
         self.tls_identity, self.tls_names = tls_identity, tls_names
         self.handlers: dict[int, tuple[Rpc, Handler]] = {
-            kind: (rpc, getattr(handler, rpc.method)) for kind, rpc in RPC_BY_KIND.items()
+            kind: (rpc, getattr(handler, rpc.method))
+            for kind, rpc in RPC_BY_KIND.items()
+            if hasattr(handler, rpc.method)  # timeout_now is optional
         }
         self._listener: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

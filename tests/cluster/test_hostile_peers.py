@@ -19,7 +19,13 @@ import pytest
 
 import raftio
 from raftio.codec import encode_command, pack, unpack
-from raftio.messages import AppendEntriesArgs, Entry, InstallSnapshotArgs, RequestVoteArgs
+from raftio.messages import (
+    AppendEntriesArgs,
+    Entry,
+    InstallSnapshotArgs,
+    RequestVoteArgs,
+    RequestVoteReply,
+)
 from raftio.node import Node
 from raftio.testing import run
 from raftio.transport.memory import Network
@@ -194,9 +200,22 @@ def test_a_term_far_but_plausibly_ahead_is_adopted_and_the_cluster_recovers(seed
     async def attack(cluster: Cluster) -> None:
         node = follower_of(cluster)
         current = node.raft.get_state()[0]
-        args = RequestVoteArgs(current + 1000, (node.node_id + 1) % 3, 0, 0)
-        assert await node.raft.request_vote(args) is not None
+        args = AppendEntriesArgs(current + 1000, (node.node_id + 1) % 3, 0, 0, [], 0)
+        assert await node.raft.append_entries(args) is not None
         assert node.raft.get_state()[0] == current + 1000
+
+    scenario(seed, attack)
+
+
+def test_a_vote_request_inside_the_leaders_lease_moves_no_term(seed: int) -> None:
+    """Thesis 4.2.3: a follower that hears its leader ignores a disruptive candidate."""
+
+    async def attack(cluster: Cluster) -> None:
+        node = follower_of(cluster)
+        current = node.raft.get_state()[0]
+        args = RequestVoteArgs(current + 1000, (node.node_id + 1) % 3, 0, 0)
+        assert await node.raft.request_vote(args) == RequestVoteReply(current, False)
+        assert node.raft.get_state()[0] == current
 
     scenario(seed, attack)
 

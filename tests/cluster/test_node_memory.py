@@ -87,7 +87,7 @@ class MemoryCluster:
         node = self.nodes[i]
         assert node is not None
         self.net.delete_server(i)
-        await node.close()
+        await node.close(transfer=False)
         self.storages[i] = self.storages[i].copy()
         self.nodes[i] = None
 

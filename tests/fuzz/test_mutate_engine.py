@@ -78,7 +78,7 @@ def test_mutants_reach_every_kind_of_change(seed: int) -> None:
     ):
         assert expected in steps, expected
     # Replies are sent as requests; every peer and method is reached.
-    assert set(methods) == {"request_vote", "append_entries", "install_snapshot"}
+    assert set(methods) == {"request_vote", "append_entries", "install_snapshot", "timeout_now"}
     assert set(targets) == {0, 1, 2}
     # Most mutants still decode: they reach the Raft layer, not just the codec.
     decoded = sum(1 for m in mutants if _decodes(m.payload))

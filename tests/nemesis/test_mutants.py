@@ -118,5 +118,8 @@ def test_a_retry_answered_with_the_current_value_is_caught(
     assert report.problems == []
     assert report.result is not None
     assert report.result.ok is False
-    assert {v.stuck.kind for v in report.result.violations} <= {"put", "append"}
+    # A write is among the operations that cannot be placed (a read may be too:
+    # it saw the state a wrongly answered write left), and with the write
+    # answers ignored the history is linearizable.
+    assert {v.stuck.kind for v in report.result.violations} & {"put", "append"}
     assert check(report.history, model=KvModel()).ok is True

@@ -175,6 +175,9 @@ class _Recorder:
     async def install_snapshot(self, args: Any) -> Any:
         return self._keep("install_snapshot", args, await self._raft.install_snapshot(args))
 
+    async def timeout_now(self, args: Any) -> Any:
+        return self._keep("timeout_now", args, await self._raft.timeout_now(args))
+
     def _keep(self, method: str, args: Message, reply: Message | None) -> Message | None:
         if self._cluster.recording:
             corpus = self._cluster.corpus
@@ -231,7 +234,7 @@ class FuzzCluster:
         try:
             await node.start()
         except BaseException:
-            await node.close()
+            await node.close(transfer=False)
             raise
         self.nodes[i] = node
         self.net.add_server(i, _Recorder(i, node.raft, self))
@@ -241,7 +244,7 @@ class FuzzCluster:
         node = self.nodes[i]
         self.net.delete_server(i)
         if node is not None:
-            await node.close()
+            await node.close(transfer=False)  # a crash: no hand-over
         self.storages[i] = self.storages[i].copy()
         self.nodes[i] = None
 

@@ -45,11 +45,13 @@ from raftio.messages import (
     InstallSnapshotReply,
     RequestVoteArgs,
     RequestVoteReply,
+    TimeoutNowArgs,
+    TimeoutNowReply,
 )
 
 __all__ = ["BOUNDARY_INTS", "PEER_METHODS", "Mutant", "Mutator", "Seed", "field_names"]
 
-PEER_METHODS = ("request_vote", "append_entries", "install_snapshot")
+PEER_METHODS = ("request_vote", "append_entries", "install_snapshot", "timeout_now")
 
 # The extremes msgpack can carry: below -2^63 or from 2^64 up it cannot encode.
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
@@ -89,12 +91,14 @@ class Mutant:
 # --- field names, from the codec's own encoding -------------------------------------
 
 _SAMPLES: tuple[Any, ...] = (
-    RequestVoteArgs(1001, 1002, 1003, 1004, True),
+    RequestVoteArgs(1001, 1002, 1003, 1004, True, True),
     RequestVoteReply(1001, True),
     AppendEntriesArgs(1001, 1002, 1003, 1004, [Entry(1005, b"")], 1006),
     AppendEntriesReply(1001, True, 1002, 1003, 1004, 1005),
     InstallSnapshotArgs(1001, 1002, 1003, 1004, b"data"),
     InstallSnapshotReply(1001),
+    TimeoutNowArgs(1001, 1002),
+    TimeoutNowReply(1001),
 )
 _ABBREV = {
     RequestVoteArgs: "RV",
@@ -103,6 +107,8 @@ _ABBREV = {
     AppendEntriesReply: "AE-reply",
     InstallSnapshotArgs: "IS",
     InstallSnapshotReply: "IS-reply",
+    TimeoutNowArgs: "TN",
+    TimeoutNowReply: "TN-reply",
 }
 
 

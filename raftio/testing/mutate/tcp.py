@@ -80,7 +80,7 @@ class TcpFuzzCluster(FuzzCluster):
     async def crash(self, i: int) -> None:
         node = self.nodes[i]
         if node is not None:
-            await node.close()  # FileStorage keeps what was synced
+            await node.close(transfer=False)  # a crash: FileStorage keeps what was synced
         self.nodes[i] = None
 
     async def close(self) -> None:

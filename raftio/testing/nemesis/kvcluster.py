@@ -142,7 +142,7 @@ class MemoryKvCluster:
         self.net.delete_server(i)
         for name in self._ends[i]:
             self.net.enable(name, False)
-        await node.close()
+        await node.close(transfer=False)  # a crash: no hand-over
         storage = self.storages[i]
         self.storages[i] = storage.copy() if isinstance(storage, MemoryStorage) else None
 

@@ -43,6 +43,9 @@ class _SimServer:
     async def install_snapshot(self, args: Any) -> Any:
         return self._seen(args, await self._rf.install_snapshot(args))
 
+    async def timeout_now(self, args: Any) -> Any:
+        return self._seen(args, await self._rf.timeout_now(args))
+
     def _seen(self, args: Any, reply: Any) -> Any:
         if reply is not None:
             self._checker.on_reply(self._me, args, reply)
