@@ -14,8 +14,9 @@ from raftio.config import RaftConfig
 from raftio.messages import ApplyMsg
 
 if TYPE_CHECKING:
+    from raftio.factory import make
     from raftio.node import Node
-    from raftio.raft import Raft, make
+    from raftio.raft import Raft
     from raftio.state_machine import StateMachine
     from raftio.storage.file import FileStorage
     from raftio.storage.memory import MemoryStorage
@@ -38,7 +39,7 @@ _LAZY = {
     "Node": "raftio.node",
     "StateMachine": "raftio.state_machine",
     "Raft": "raftio.raft",
-    "make": "raftio.raft",
+    "make": "raftio.factory",
 }
 
 

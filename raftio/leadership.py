@@ -63,6 +63,22 @@ class LeadershipWatch:
             self._changed = self._loop.create_future()
         await asyncio.shield(self._changed)
 
+    async def wait_for_handover(self, me: int, timeout: float) -> int | None:
+        """Wait until a peer other than `me` leads; returns its id.
+
+        None if `me` leads on with no transfer pending (it was abandoned),
+        the peer stopped, or `timeout` seconds passed.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while not self.closed and not (self.leader_id == me and self.target is None):
+                    if self.leader_id is not None and self.leader_id != me:
+                        return self.leader_id
+                    await self.changed()
+        except TimeoutError:
+            pass
+        return None
+
     async def changes(self) -> AsyncIterator[Leadership]:
         """The current leadership, then each change, until the peer stops."""
         queue: asyncio.Queue[Leadership | None] = asyncio.Queue()

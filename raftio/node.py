@@ -36,11 +36,12 @@ from raftio.errors import (
     ProposalLostError,
     ProposalTimeoutError,
 )
+from raftio.factory import make
 from raftio.leadership import Leadership
 from raftio.messages import ApplyMsg, UndecodableCommand
 from raftio.metrics import Histogram
 from raftio.proposals import ProposalTimers, settle
-from raftio.raft import Raft, make
+from raftio.raft import Raft
 from raftio.state_machine import StateMachine, snapshot_validator
 from raftio.storage.base import Storage, StorageError
 from raftio.transport.base import ClientEnd

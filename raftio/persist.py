@@ -34,21 +34,22 @@ class Persister:
         storage, metrics = self._storage, self._metrics
         metrics.writes += len(ops)
         for op in ops:
-            match op:
-                case AppendLog(first_index, entries):
-                    storage.append_entries(first_index, entries)
-                    metrics.entries_written += len(entries)
-                case SaveHardState(term, voted_for):
-                    storage.save_hard_state(term, voted_for)
-                case SaveSnapshot(index, term, data):
-                    storage.save_snapshot(index, term, data)
+            # Type tests, not `match`: a class pattern with captures costs ~4x as much.
+            if type(op) is AppendLog:
+                storage.append_entries(op.first_index, op.entries)
+                metrics.entries_written += len(op.entries)
+            elif type(op) is SaveHardState:
+                storage.save_hard_state(op.term, op.voted_for)
+            elif type(op) is SaveSnapshot:
+                storage.save_snapshot(op.index, op.term, op.data)
         pending = storage.sync()
         if pending is not None and pending not in self._syncs:
             self._syncs[pending] = self._clock()
-            pending.add_done_callback(self._synced)
         return pending
 
-    def _synced(self, fut: asyncio.Future[None]) -> None:
+    def synced(self, fut: asyncio.Future[None]) -> None:
+        """`fut`, a sync `write` returned, is done (the shell's callback calls this:
+        one callback per sync, not two)."""
         started = self._syncs.pop(fut, None)
         if started is not None:
             self._metrics.sync_latency.observe(self._clock() - started)

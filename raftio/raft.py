@@ -1,4 +1,4 @@
-"""Raft and make(): the asyncio shell around RaftCore.
+"""Raft: the asyncio shell around RaftCore (`raftio.make` creates one).
 
 The shell owns every task of a peer (one ticker, one applier, one task per
 outgoing RPC so a slow peer delays nobody) and all I/O. After each input to
@@ -231,15 +231,11 @@ class Raft:
         if core.transfer_leadership(target) == "unknown_peer":
             raise ValueError(f"no peer {target!r} to hand leadership to")
         self._drain()
-        watch, ticks = self.leadership, self._config.election_ticks[1]
-        try:
-            async with asyncio.timeout(3 * ticks * self._config.tick_interval):
-                while not self._killed and not (core.is_leader and core.transfer_target is None):
-                    if core.leader_id is not None and core.leader_id != self.me:
-                        return core.leader_id
-                    await watch.changed()
-        except TimeoutError:
-            pass
+        config = self._config
+        timeout = 3 * config.election_ticks[1] * config.tick_interval
+        leader = await self.leadership.wait_for_handover(self.me, timeout)
+        if leader is not None:
+            return leader
         raise LeadershipTransferError(f"leadership did not move to S{target}")
 
     # ------------------------------------------------------------------ RPC handlers
@@ -351,7 +347,7 @@ class Raft:
                     self._send(item)
             if deferred:
                 pending.add_done_callback(lambda fut: self._send_after_sync(fut, deferred))
-        if self._reads:
+        if self._reads.waiting:
             self._reads.settle(core.take_reads(), core.leader_id)
         if core.commit_broadcast_due and not self._commit_broadcast_scheduled:
             self._commit_broadcast_scheduled = True
@@ -373,6 +369,7 @@ class Raft:
             self._drain()
 
     def _on_synced(self, fut: asyncio.Future[None], mark: tuple[int, int]) -> None:
+        self._persister.synced(fut)
         if self._killed or fut.cancelled():
             return
         exc = fut.exception()
@@ -423,28 +420,32 @@ class Raft:
             return
         # Fast path: the request leaves now, and the reply comes back as a callback.
         started = self._loop.time()
-        start_call(rpc_method(request), request).add_done_callback(
-            lambda fut: self._on_reply(peer, request, started, fut)
+        method = rpc_method(request)  # once a send: the reply's handling reuses it
+        start_call(method, request).add_done_callback(
+            lambda fut: self._on_reply(peer, method, request, started, fut)
         )
 
     async def _call(self, peer: int, request: Request) -> Any:
         """Make one RPC and feed its outcome to the core; returns the (validated) reply."""
         started = self._loop.time()
-        reply: Any = await self._peers[peer].call(rpc_method(request), request)
-        return self._handle_reply(peer, request, started, reply)
+        method = rpc_method(request)
+        reply: Any = await self._peers[peer].call(method, request)
+        return self._handle_reply(peer, method, request, started, reply)
 
     def _on_reply(
-        self, peer: int, request: Request, started: float, fut: asyncio.Future[Any]
+        self, peer: int, method: str, request: Request, started: float, fut: asyncio.Future[Any]
     ) -> None:
         try:
-            self._handle_reply(peer, request, started, None if fut.cancelled() else fut.result())
+            reply = None if fut.cancelled() else fut.result()
+            self._handle_reply(peer, method, request, started, reply)
         except Exception as exc:  # as a task's failure: the peer fail-stops
-            self._fail(f"handling a {rpc_method(request)} reply failed: {exc!r}")
+            self._fail(f"handling a {method} reply failed: {exc!r}")
 
-    def _handle_reply(self, peer: int, request: Request, started: float, reply: Any) -> Any:
+    def _handle_reply(
+        self, peer: int, method: str, request: Request, started: float, reply: Any
+    ) -> Any:
         if self._killed:
             return None
-        method = rpc_method(request)
         self._metrics.sent(method, self._loop.time() - started, reply is None)
         if reply is not None and not isinstance(reply, _REPLY_TYPES[type(request)]):
             logger.warning("S%d: ignoring a %s reply to %s", self.me, type(reply).__name__, method)
@@ -476,6 +477,7 @@ class Raft:
     async def _applier(self) -> None:
         """The only writer to apply_ch: delivers in index order, waits for room."""
         core, queue, limit = self._core, self._apply_ch, self._config.max_apply_batch
+        direct = None if isinstance(queue, asyncio.Queue) else queue  # Node's callable
         while True:
             await self._apply_wakeup.wait()
             self._apply_wakeup.clear()
@@ -485,7 +487,11 @@ class Raft:
                     break
                 if self._trace:
                     self._trace("apply", describe_applicable(applicable))
-                await deliver(self._own.apply_msgs(applicable), queue, self.killed)
+                msgs = self._own.apply_msgs(applicable)
+                if direct is not None:
+                    direct(msgs)  # as deliver() would, without a coroutine per batch
+                else:
+                    await deliver(msgs, queue, self.killed)
                 await asyncio.sleep(0)  # let RPCs and clients run between batches
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
@@ -508,52 +514,3 @@ class Raft:
         if core is None:
             return 0, "init"
         return core.current_term, core.role.value
-
-
-def make(
-    peers: Sequence[ClientEnd],
-    me: int,
-    storage: Storage,
-    apply_ch: asyncio.Queue[ApplyMsg] | Callable[[list[ApplyMsg]], None],
-    config: RaftConfig | None = None,
-    *,
-    rng: random.Random | None = None,
-    validate_snapshot: Callable[[bytes], object] | None = None,
-    tracer: Callable[[str, str], None] | None = None,
-) -> Raft:
-    """Create and start a Raft peer; call from inside a running event loop.
-
-    Args:
-        peers: one client end per peer, this one at index `me`.
-        me: this peer's index in `peers`.
-        storage: durable state; the peer restores from it and keeps it current.
-        apply_ch: committed entries and snapshots are delivered here in order.
-            Instead of a queue, a callable may take them: it is called on the
-            loop with each batch, in order (the cheaper path `Node` uses).
-        config: timing and batching settings (defaults satisfy the lab's limits).
-        rng: randomness for election timeouts (seed it for reproducible runs).
-        validate_snapshot: called with a leader's snapshot data before it is
-            persisted; if it raises, the snapshot is refused (counted in
-            metrics) and never installed. `Node` passes its state machine's.
-        tracer: called with (topic, text) for every protocol event of this
-            peer (the topics of docs/debugging.md), from the first one on;
-            without it, RAFTIO_DEBUG decides (raftio.debug).
-    """
-    if not 0 <= me < len(peers):
-        raise ValueError(f"me={me} is not an index into {len(peers)} peers")
-    if not isinstance(apply_ch, asyncio.Queue) and not callable(apply_ch):
-        raise TypeError("apply_ch must be an asyncio.Queue or a callable")
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        raise RuntimeError("raftio.make() must be called inside a running event loop") from None
-    return Raft(
-        peers,
-        me,
-        storage,
-        apply_ch,
-        config or RaftConfig(),
-        rng or random.Random(),
-        validate_snapshot,
-        tracer,
-    )

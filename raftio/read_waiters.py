@@ -15,15 +15,16 @@ from raftio.messages import ReadConfirmed, ReadRefused, ReadResult
 class ReadWaiters:
     """Futures of pending reads, by read id (ids are issued here, never reused)."""
 
-    __slots__ = ("_loop", "_next_id", "_waiting")
+    __slots__ = ("_loop", "_next_id", "waiting")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._next_id = 0
-        self._waiting: dict[int, asyncio.Future[int]] = {}
+        # Public so the shell's drain tests it as a plain dict: no __bool__ call per drain.
+        self.waiting: dict[int, asyncio.Future[int]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._waiting)
+        return bool(self.waiting)
 
     def next_id(self) -> int:
         read_id = self._next_id
@@ -32,12 +33,12 @@ class ReadWaiters:
 
     def wait(self, read_id: int) -> asyncio.Future[int]:
         done: asyncio.Future[int] = self._loop.create_future()
-        self._waiting[read_id] = done
+        self.waiting[read_id] = done
         return done
 
     def settle(self, results: list[ReadResult], leader_id: int | None) -> None:
         for result in results:
-            done = self._waiting.pop(result.read_id, None)
+            done = self.waiting.pop(result.read_id, None)
             if done is None or done.done():
                 continue  # its caller gave up
             match result:
@@ -48,7 +49,7 @@ class ReadWaiters:
 
     def refuse_all(self) -> None:
         """The peer stops: every waiting read fails as it would on a lost leadership."""
-        waiting, self._waiting = self._waiting, {}
+        waiting, self.waiting = self.waiting, {}
         for done in waiting.values():
             if not done.done():
                 done.set_exception(NotLeaderError(None))
