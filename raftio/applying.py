@@ -81,18 +81,13 @@ def describe_applicable(applicable: Applicable) -> str:
 
 
 async def deliver(
-    batch: list[ApplyMsg],
-    to: asyncio.Queue[ApplyMsg] | Callable[[list[ApplyMsg]], None],
-    killed: Callable[[], bool],
+    batch: list[ApplyMsg], to: asyncio.Queue[ApplyMsg], killed: Callable[[], bool]
 ) -> None:
-    """Hand `batch` to the service in order, waiting for room in a full queue.
+    """Put `batch` on the service's queue in order, waiting for room when it is full.
 
-    A callable (what `Node` passes) takes the whole batch at once: no queue
-    hop, no second task. Stops early once the peer is killed.
+    Stops early once the peer is killed. (A callable apply_ch, what `Node`
+    passes, takes each batch directly from the applier.)
     """
-    if not isinstance(to, asyncio.Queue):
-        to(batch)
-        return
     for msg in batch:
         if killed():
             return

@@ -258,12 +258,7 @@ class Node:
         if self._closed:
             return
         raft = self._raft
-        if (
-            transfer
-            and raft is not None
-            and not raft.killed()
-            and raft.status().role is Role.LEADER
-        ):
+        if transfer and raft is not None and raft.get_state()[1]:  # a live leader
             try:
                 await raft.transfer_leadership()
             except (LeadershipTransferError, NotLeaderError) as exc:

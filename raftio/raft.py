@@ -477,7 +477,6 @@ class Raft:
     async def _applier(self) -> None:
         """The only writer to apply_ch: delivers in index order, waits for room."""
         core, queue, limit = self._core, self._apply_ch, self._config.max_apply_batch
-        direct = None if isinstance(queue, asyncio.Queue) else queue  # Node's callable
         while True:
             await self._apply_wakeup.wait()
             self._apply_wakeup.clear()
@@ -488,10 +487,10 @@ class Raft:
                 if self._trace:
                     self._trace("apply", describe_applicable(applicable))
                 msgs = self._own.apply_msgs(applicable)
-                if direct is not None:
-                    direct(msgs)  # as deliver() would, without a coroutine per batch
-                else:
+                if isinstance(queue, asyncio.Queue):
                     await deliver(msgs, queue, self.killed)
+                else:
+                    queue(msgs)  # Node's callable: no queue hop, no coroutine per batch
                 await asyncio.sleep(0)  # let RPCs and clients run between batches
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:

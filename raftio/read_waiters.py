@@ -23,9 +23,6 @@ class ReadWaiters:
         # Public so the shell's drain tests it as a plain dict: no __bool__ call per drain.
         self.waiting: dict[int, asyncio.Future[int]] = {}
 
-    def __bool__(self) -> bool:
-        return bool(self.waiting)
-
     def next_id(self) -> int:
         read_id = self._next_id
         self._next_id += 1
