@@ -22,6 +22,7 @@ from typing import Any
 
 import msgpack
 
+from raftio.membership import decode_configuration, encode_configuration
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -153,6 +154,11 @@ def is_immutable(command: Any) -> bool:
 
 def decode_command(data: bytes) -> Any:
     if data and data[0] == _TOP_TUPLE:
+        if data[1:2] == _TOP_TUPLE_PREFIX:  # a configuration entry (raftio.membership)
+            config = decode_configuration(data)
+            if config is None:
+                raise CodecError("a malformed configuration entry")
+            return config
         return tuple(_unpackb_command(memoryview(data)[1:]))
     return _unpackb_command(data)
 
@@ -201,10 +207,13 @@ def _message_to_list(msg: Message) -> list[Any]:
     if isinstance(msg, RequestVoteReply):
         return [_RV_REPLY, msg.term, msg.vote_granted]
     if isinstance(msg, InstallSnapshotArgs):
-        return [
+        snapshot: list[Any] = [
             _IS, msg.term, msg.leader_id, msg.last_included_index,
             msg.last_included_term, msg.data,
         ]  # fmt: skip
+        if msg.config is not None:
+            snapshot.append(encode_configuration(msg.config))  # trailing, like RV's transfer
+        return snapshot
     if isinstance(msg, InstallSnapshotReply):
         return [_IS_REPLY, msg.term]
     if isinstance(msg, TimeoutNowArgs):
@@ -242,6 +251,11 @@ def message_from_list(obj: Any) -> Message:
             )
     if cls is AppendEntriesArgs:
         obj[5] = _entries_from_list(obj[5])
+    elif cls is InstallSnapshotArgs and len(obj) == 7:
+        config = decode_configuration(obj[6])
+        if config is None:
+            raise CodecError("InstallSnapshotArgs: a malformed configuration")
+        obj[6] = config
     return cls(*obj[1:])  # type: ignore[no-any-return]
 
 
@@ -264,13 +278,13 @@ _SHAPES: dict[int, tuple[Any, tuple[type, ...]]] = {
     _RV_REPLY: (RequestVoteReply, (int, bool)),
     _AE: (AppendEntriesArgs, (int, int, int, int, list, int)),
     _AE_REPLY: (AppendEntriesReply, (int, bool, int, int, int, int)),
-    _IS: (InstallSnapshotArgs, (int, int, int, int, bytes)),
+    _IS: (InstallSnapshotArgs, (int, int, int, int, bytes, bytes)),
     _IS_REPLY: (InstallSnapshotReply, (int,)),
     _TN: (TimeoutNowArgs, (int, int)),
     _TN_REPLY: (TimeoutNowReply, (int,)),
 }
 # How many trailing fields a message may leave out (they take their defaults).
-_OPTIONAL_FIELDS: dict[int, int] = {_RV: 1}
+_OPTIONAL_FIELDS: dict[int, int] = {_RV: 1, _IS: 1}
 
 
 # --- records -----------------------------------------------------------------

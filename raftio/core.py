@@ -26,6 +26,13 @@ from dataclasses import dataclass
 
 from raftio.config import RaftConfig
 from raftio.log import Log
+from raftio.membership import (
+    CONFIG_PREFIX,
+    ConfigHistory,
+    Configuration,
+    decode_configuration,
+    encode_configuration,
+)
 from raftio.messages import (
     NOOP_COMMAND,
     AppendEntriesArgs,
@@ -141,11 +148,14 @@ class RaftCore:
         rng: random.Random,
         snapshot: bytes = b"",
         trace: Callable[[str, str], None] | None = None,
+        bootstrap: Configuration | None = None,
     ) -> None:
-        if not 0 <= me < peer_count:
-            raise ValueError(f"me={me} is not an index into {peer_count} peers")
+        """`bootstrap`: the configuration before any is stored (default: voters 0..peer_count-1)."""
+        if bootstrap is None:
+            if not 0 <= me < peer_count:
+                raise ValueError(f"me={me} is not an index into {peer_count} peers")
+            bootstrap = Configuration.of_voters([""] * peer_count)
         self.me = me
-        self.peer_count = peer_count
         self.config = config
         self._rng = rng
         self._trace = trace
@@ -157,6 +167,15 @@ class RaftCore:
         self.voted_for = state.voted_for
         self.log = Log(state.snapshot_index, state.snapshot_term, state.entries)
         self.snapshot = snapshot  # the service's latest snapshot, sent to laggards
+        # Membership (thesis 4.1): the latest configuration in the log is in effect.
+        self.configs = ConfigHistory(state.snapshot_config or bootstrap, state.snapshot_index)
+        for offset, entry in enumerate(state.entries):
+            self._note_config(state.snapshot_index + 1 + offset, entry)
+        self.voters: frozenset[int] = frozenset()
+        self._quorum = 1
+        self.config_version = 0  # bumped on every change: the shell connects new members
+        # Tests turn the raft-dev 2015 fix off to show the bug it prevents.
+        self.change_needs_term_commit = True
 
         # Volatile state.
         self.role = Role.FOLLOWER
@@ -192,12 +211,23 @@ class RaftCore:
         self._installed: ApplySnapshot | None = None  # for the service, before any entry
         self._last_append: AppendEntriesArgs | None = None
         self._replicate_pending = False
+        self._config_changed()
 
     # ------------------------------------------------------------------ queries
 
     @property
     def is_leader(self) -> bool:
         return self.role is Role.LEADER
+
+    @property
+    def configuration(self) -> Configuration:
+        """The configuration in effect: the latest in the log, committed or not."""
+        return self.configs.latest
+
+    @property
+    def peer_count(self) -> int:
+        """How many voters there are (the Lab's peer count while membership is fixed)."""
+        return len(self.voters)
 
     def has_applicable(self) -> bool:
         return self._installed is not None or self.applied_index < self.commit_index
@@ -245,6 +275,10 @@ class RaftCore:
         else:
             self._election_elapsed += 1
             if self._election_elapsed >= self._election_timeout:
+                if self.me not in self.voters:
+                    # A learner, a node waiting to join, or a removed one: never campaigns.
+                    self._election_elapsed = 0
+                    return
                 if self.config.pre_vote:
                     self._pre_campaign()
                 else:
@@ -287,7 +321,7 @@ class RaftCore:
     def _start_read_round(self) -> None:
         if self.role is not Role.LEADER or self.commit_index < self.term_start_index:
             return  # waiting for our term's first commit: a later take_outbox starts it
-        round = ReadRound(self.commit_index, self._reads_waiting, {})
+        round = ReadRound(self.commit_index, self._reads_waiting, {}, int(self.me in self.voters))
         self._reads_waiting = []
         self._read_rounds.append(round)
         for peer, pr in self.progress.items():
@@ -303,14 +337,18 @@ class RaftCore:
             if round.sent.get(peer) is args:
                 round.answered += 1
                 # Any answer in our term shows the follower still follows us.
-                if reply is not None and reply.term == self.current_term == args.term:
+                if (
+                    reply is not None
+                    and reply.term == self.current_term == args.term
+                    and peer in self.voters
+                ):
                     round.acks += 1
                 self._settle_read_rounds()
                 return
 
     def _settle_read_rounds(self) -> None:
         """Confirm every round up to the newest one a quorum answered; refuse hopeless ones."""
-        rounds, needed = self._read_rounds, quorum(self.peer_count)
+        rounds, needed = self._read_rounds, self._quorum
         confirmed = max((i for i, r in enumerate(rounds) if r.acks >= needed), default=-1)
         for round in rounds[: confirmed + 1]:
             # A later round's quorum confirms leadership after the earlier reads arrived too.
@@ -345,7 +383,9 @@ class RaftCore:
         assert term is not None
         self.log.compact(index, term)
         self.snapshot = data
-        self._storage_ops.append(SaveSnapshot(index, term, data))
+        config = self.configs.at(index)
+        self.configs.compact(index)
+        self._storage_ops.append(SaveSnapshot(index, term, data, config))
         self._debug("snap", f"compacted through {index}@T{term}")
         return True
 
@@ -367,7 +407,7 @@ class RaftCore:
         """Answer a (pre-)vote request; None (no answer) for one no honest peer sends."""
         if args.term < self.current_term:
             return RequestVoteReply(self.current_term, False)  # changes nothing here
-        if self._refuse(check_request_vote(args, self.me, self.peer_count, self.current_term)):
+        if self._refuse(check_request_vote(args, self.me, self.current_term)):
             return None
         # §5.4.1: vote only for a candidate whose log is at least as up-to-date.
         log = self.log
@@ -414,9 +454,9 @@ class RaftCore:
                 return  # stale
         elif self.role is not Role.CANDIDATE or args.term != self.current_term:
             return  # stale
-        if reply.vote_granted:
+        if reply.vote_granted and peer in self.voters:
             self._votes.add(peer)
-            if len(self._votes) >= quorum(self.peer_count):
+            if len(self._votes) >= self._quorum:
                 if args.pre_vote:
                     self._campaign()
                 else:
@@ -428,7 +468,7 @@ class RaftCore:
         """Figure 2's receiver rules; None (no answer) for a request no honest leader sends."""
         if args.term < self.current_term:
             return AppendEntriesReply(self.current_term, False)  # changes nothing here
-        checked = check_append_entries(args, self.me, self.peer_count, self.current_term)
+        checked = check_append_entries(args, self.me, self.current_term)
         if self._refuse(checked):
             return None
         if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
@@ -503,9 +543,17 @@ class RaftCore:
                     return "committed_conflict"
                 log.truncate_from(index)
                 self.durable_index = min(self.durable_index, index - 1)
+                if self.configs.truncate_from(index):
+                    self._config_changed()  # thesis 4.1: back to the previous configuration
                 new = entries[i:]
             log.append(new)
             self._storage_ops.append(AppendLog(index, list(new)))
+            changed = False
+            for k, entry in enumerate(new):
+                if entry.data[:2] == CONFIG_PREFIX:  # rare: no call per entry
+                    changed |= self._note_config(index + k, entry)
+            if changed:
+                self._config_changed()
             return None
         return None
 
@@ -521,7 +569,9 @@ class RaftCore:
             self._count_read_answer(peer, args, reply)
         if self.role is not Role.LEADER or args.term != self.current_term:
             return  # stale
-        pr = self.progress[peer]
+        pr = self.progress.get(peer)
+        if pr is None:
+            return  # no longer a member
         if args.entries:
             pr.wait_ticks = 0
             if pr.inflight > 0:
@@ -543,6 +593,8 @@ class RaftCore:
         if match > pr.match_index:
             pr.match_index = match
             self._maybe_commit()
+            if peer not in self.progress:
+                return  # committing removed it (or us: we stepped down)
         pr.next_index = max(pr.next_index, pr.match_index + 1)
         if pr.state is Replication.PROBE:
             pr.state = Replication.REPLICATE
@@ -579,6 +631,76 @@ class RaftCore:
         self._debug("append", f"S{peer} rejected prev={rejected}: next={pr.next_index}")
         self._send_append(peer)
 
+    # ------------------------------------------------------------------ membership
+
+    def propose_configuration(self, config: Configuration) -> str | None:
+        """Append `config` as the next configuration (thesis 4.1); a reason if refused.
+
+        Takes effect at once, here and on each follower as it appends it.
+        Refused unless we lead, no transfer is under way, the latest
+        configuration is committed, and (raft-dev 2015) an entry of our term
+        is committed; and unless it changes the voters by at most one server.
+        """
+        if self.role is not Role.LEADER or self.transfer_target is not None:
+            return "not_leader"
+        if self.configs.latest_index > self.commit_index:
+            return "change_pending"
+        if self.change_needs_term_commit and self.commit_index < self.term_start_index:
+            return "change_pending"
+        if config.outgoing or len(set(self.configuration.voters) ^ set(config.voters)) > 1:
+            return "not_single_change"
+        if not config.voters:
+            return "last_voter"
+        index = self._append_new(encode_configuration(config))
+        self.configs.add(index, config)
+        self._config_changed()
+        return None
+
+    def _note_config(self, index: int, entry: Entry) -> bool:
+        """Track a configuration entry the log now holds; False if `entry` is none.
+
+        A malformed one is ignored alike by every replica (only forgery or
+        damage makes one), so they keep agreeing on the configuration.
+        """
+        config = decode_configuration(entry.data)
+        if config is None:
+            return False
+        self.configs.add(index, config)
+        return True
+
+    def _config_changed(self) -> None:
+        config = self.configs.latest
+        self.voters = frozenset(config.voters) | frozenset(config.outgoing)
+        self._quorum = quorum(len(self.voters))
+        self.config_version += 1
+        if self.role is Role.LEADER:
+            next_index = self.log.last_index + 1
+            for peer in sorted(config.members()):
+                if peer != self.me and peer not in self.progress:
+                    self.progress[peer] = Progress(next_index)
+                    self._replicate_pending = True
+        if self.transfer_target is not None and self.transfer_target not in self.voters:
+            self._end_transfer()
+        self._debug("config", f"{config.describe()} at {self.configs.latest_index}")
+
+    def _config_committed(self) -> None:
+        """The latest configuration committed: forget departed members; step down if one.
+
+        Thesis 4.2.2: a leader removed from the configuration leads until the
+        removal commits. Handing over with TimeoutNow spares the others an
+        election timeout.
+        """
+        config = self.configs.latest
+        for peer in [p for p in self.progress if not config.is_member(p)]:
+            del self.progress[peer]
+        if self.me in self.voters:
+            return
+        successor = self.most_caught_up_peer()
+        if successor is not None and self.progress[successor].match_index >= self.log.last_index:
+            self._outbox.append(Send(successor, TimeoutNowArgs(self.current_term, self.me)))
+        self._debug("role", "removed from the configuration")
+        self._become_follower(self.current_term, None)
+
     # ------------------------------------------------------------------ leadership transfer
 
     def transfer_leadership(self, target: int) -> str | None:
@@ -593,6 +715,8 @@ class RaftCore:
             return "not_leader"
         if target not in self.progress:
             return "unknown_peer"
+        if target not in self.voters:
+            return "not_voter"
         if self.transfer_target == target:
             return None  # already under way
         self.transfer_target = target
@@ -603,7 +727,11 @@ class RaftCore:
 
     def most_caught_up_peer(self) -> int | None:
         """Where a transfer goes by default: of the peers that answer, the most caught up."""
-        answering = [p for p, pr in self.progress.items() if pr.state is Replication.REPLICATE]
+        answering = [
+            p
+            for p, pr in self.progress.items()
+            if pr.state is Replication.REPLICATE and p in self.voters
+        ]
         if not answering:
             return None
         return max(answering, key=lambda peer: (self.progress[peer].match_index, -peer))
@@ -624,9 +752,12 @@ class RaftCore:
         """Our leader hands over: campaign at once, without pre-vote (thesis 3.10)."""
         if args.term < self.current_term:
             return TimeoutNowReply(self.current_term)
-        if self._refuse(check_timeout_now(args, self.me, self.peer_count, self.current_term)):
+        if self._refuse(check_timeout_now(args, self.me, self.current_term)):
             return None
         if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
+            return None
+        if self.me not in self.voters:
+            self._refuse("not_voter")  # a learner or a removed node never campaigns
             return None
         if args.term > self.current_term:
             self._become_follower(args.term, args.leader_id)
@@ -662,9 +793,7 @@ class RaftCore:
             return InstallSnapshotReply(self.current_term)  # changes nothing here
         heard_term, heard = self._leader_commit_heard
         known_commit = max(self.commit_index, heard if heard_term == args.term else 0)
-        checked = check_install_snapshot(
-            args, self.me, self.peer_count, self.current_term, known_commit
-        )
+        checked = check_install_snapshot(args, self.me, self.current_term, known_commit)
         if self._refuse(checked):
             return None
         if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
@@ -680,7 +809,13 @@ class RaftCore:
         keeps_suffix = self.log.term_at(index) == term
         self.log.compact(index, term)
         self.snapshot = args.data
-        self._storage_ops.append(SaveSnapshot(index, term, args.data))
+        config = args.config or self.configs.at(index)
+        if keeps_suffix:
+            self.configs.compact(index)
+        else:
+            self.configs.reset(index, config)
+        self._config_changed()
+        self._storage_ops.append(SaveSnapshot(index, term, args.data, config))
         if not keeps_suffix:
             self._storage_ops.append(AppendLog(index + 1, []))
             self.durable_index = min(self.durable_index, index)
@@ -700,8 +835,8 @@ class RaftCore:
             return
         if self.role is not Role.LEADER or args.term != self.current_term:
             return
-        pr = self.progress[peer]
-        if pr.state is not Replication.SNAPSHOT:
+        pr = self.progress.get(peer)
+        if pr is None or pr.state is not Replication.SNAPSHOT:
             return
         if reply is None:
             pr.become_probe()  # the next heartbeat tries again
@@ -710,7 +845,8 @@ class RaftCore:
         pr.match_index = max(pr.match_index, args.last_included_index)
         pr.become_probe()
         self._maybe_commit()
-        self._send_append(peer)
+        if peer in self.progress:
+            self._send_append(peer)
 
     # ------------------------------------------------------------------ roles
 
@@ -739,7 +875,7 @@ class RaftCore:
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
         self._debug("role", "became pre-candidate")
-        if len(self._votes) >= quorum(self.peer_count):
+        if len(self._votes) >= self._quorum:
             self._campaign()
             return
         self._request_votes(self.current_term + 1, pre_vote=True)
@@ -747,7 +883,7 @@ class RaftCore:
     def _request_votes(self, term: int, pre_vote: bool, transfer: bool = False) -> None:
         log = self.log
         args = RequestVoteArgs(term, self.me, log.last_index, log.last_term, pre_vote, transfer)
-        for peer in range(self.peer_count):
+        for peer in sorted(self.voters):
             if peer != self.me:
                 self._outbox.append(Send(peer, args))
 
@@ -774,7 +910,7 @@ class RaftCore:
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
         self._debug("role", "became candidate")
-        if len(self._votes) >= quorum(self.peer_count):
+        if len(self._votes) >= self._quorum:
             self._become_leader()
             return
         self._request_votes(self.current_term, pre_vote=False, transfer=transfer)
@@ -788,7 +924,9 @@ class RaftCore:
         self._quorum_elapsed = 0
         self.term_start_index = next_index = self.log.last_index + 1
         self.progress = {
-            peer: Progress(next_index) for peer in range(self.peer_count) if peer != self.me
+            peer: Progress(next_index)
+            for peer in sorted(self.configuration.members())
+            if peer != self.me
         }
         self._debug("role", f"became leader (last={self.log.last_index})")
         if self.config.leader_noop:
@@ -827,10 +965,13 @@ class RaftCore:
 
     def _has_quorum(self) -> bool:
         """§6.2 / thesis 6.2 check-quorum: a majority answered since the last check."""
-        active = 1 + sum(pr.recent_active for pr in self.progress.values())
+        voters = self.voters
+        active = (self.me in voters) + sum(
+            pr.recent_active for peer, pr in self.progress.items() if peer in voters
+        )
         for pr in self.progress.values():
             pr.recent_active = False
-        return active >= quorum(self.peer_count)
+        return active >= self._quorum
 
     def heartbeat_args(self, peer: int) -> AppendEntriesArgs:
         """An empty AppendEntries anchored at what `peer` surely has.
@@ -928,12 +1069,19 @@ class RaftCore:
 
     def _maybe_commit(self) -> None:
         """§5.4.2: commit by counting replicas only for an entry of the current term."""
-        matches = [pr.match_index for pr in self.progress.values()]
-        matches.append(self.durable_index)
+        voters = self.voters
+        if len(self.progress) == len(voters) - 1 and self.me in voters:  # no learner
+            matches = [pr.match_index for pr in self.progress.values()]
+        else:
+            matches = [pr.match_index for peer, pr in self.progress.items() if peer in voters]
+        if self.me in voters:
+            matches.append(self.durable_index)
         candidate = majority_match(matches)
         if candidate > self.commit_index and self.log.term_at(candidate) == self.current_term:
-            self.commit_index = candidate
+            before, self.commit_index = self.commit_index, candidate
             self._commit_broadcast = True
+            if before < self.configs.latest_index <= candidate:
+                self._config_committed()
 
     def _post_append(self, peer: int, pr: Progress, args: AppendEntriesArgs) -> None:
         pr.sent_commit = args.leader_commit

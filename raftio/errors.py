@@ -39,3 +39,38 @@ class NodeFailedError(NodeClosedError):
 
 class LeadershipTransferError(RaftioError):
     """A leadership transfer did not complete in time; the old leader leads on (retriable)."""
+
+
+class MembershipError(RaftioError):
+    """A membership change was refused; `retriable` says whether trying again may succeed."""
+
+    retriable = False
+
+
+class ChangePendingError(MembershipError):
+    """Another configuration change is not committed yet, or this leader's term has
+    committed nothing yet (raft-dev 2015): try again shortly."""
+
+    retriable = True
+
+
+class DuplicateMemberError(MembershipError, ValueError):
+    """The node id or address already belongs to a member."""
+
+
+class UnknownMemberError(MembershipError, ValueError):
+    """No member has this node id."""
+
+
+class LastVoterError(MembershipError, ValueError):
+    """Removing this voter would leave the cluster without one."""
+
+
+class NotSingleChangeError(MembershipError, ValueError):
+    """A configuration may change the voters by one server at a time."""
+
+
+class CatchUpError(MembershipError):
+    """A new member did not catch up with the leader in time (it stays a learner; retriable)."""
+
+    retriable = True

@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from raftio.config import RaftConfig
+from raftio.membership import Configuration
 from raftio.messages import ApplyMsg
 from raftio.raft import Raft
 from raftio.storage.base import Storage
@@ -25,6 +26,8 @@ def make(
     rng: random.Random | None = None,
     validate_snapshot: Callable[[bytes], object] | None = None,
     tracer: Callable[[str, str], None] | None = None,
+    bootstrap: Configuration | None = None,
+    connect: Callable[[int, str], ClientEnd] | None = None,
 ) -> Raft:
     """Create and start a Raft peer; call from inside a running event loop.
 
@@ -43,8 +46,12 @@ def make(
         tracer: called with (topic, text) for every protocol event of this
             peer (the topics of docs/debugging.md), from the first one on;
             without it, RAFTIO_DEBUG decides (raftio.debug).
+        bootstrap: the cluster configuration while storage holds none
+            (default: every peer of `peers` a voter, ids their indexes).
+        connect: makes a client end for a member added later, from its id
+            and address (Node passes its TCP connector).
     """
-    if not 0 <= me < len(peers):
+    if bootstrap is None and not 0 <= me < len(peers):
         raise ValueError(f"me={me} is not an index into {len(peers)} peers")
     if not isinstance(apply_ch, asyncio.Queue) and not callable(apply_ch):
         raise TypeError("apply_ch must be an asyncio.Queue or a callable")
@@ -61,4 +68,6 @@ def make(
         rng or random.Random(),
         validate_snapshot,
         tracer,
+        bootstrap,
+        connect,
     )

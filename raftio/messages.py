@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from raftio.membership import Configuration
+
 
 @dataclass(slots=True)
 class Entry:
@@ -83,6 +85,8 @@ class InstallSnapshotArgs:
     last_included_index: int
     last_included_term: int
     data: bytes = b""
+    # The configuration in effect at last_included_index (None from older peers).
+    config: Configuration | None = None
 
 
 @dataclass(slots=True)
@@ -176,6 +180,8 @@ class DurableState:
     snapshot_term: int = 0
     # entries[i] has index snapshot_index + 1 + i
     entries: list[Entry] = field(default_factory=list)
+    # The configuration in effect at snapshot_index (None: the bootstrap one).
+    snapshot_config: Configuration | None = None
 
 
 # --------------------------------------------------------------------- effects
@@ -206,6 +212,7 @@ class SaveSnapshot:
     index: int
     term: int
     data: bytes
+    config: Configuration | None = None  # in effect at `index`
 
 
 StorageEffect = SaveHardState | AppendLog | SaveSnapshot

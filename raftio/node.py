@@ -21,11 +21,12 @@ import itertools
 import logging
 import random
 import ssl as ssl_module
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raftio.catch_up import wait_caught_up
 from raftio.config import RaftConfig
 from raftio.core import Role
 from raftio.errors import (
@@ -38,6 +39,7 @@ from raftio.errors import (
 )
 from raftio.factory import make
 from raftio.leadership import Leadership
+from raftio.membership import Configuration, Membership, check_member
 from raftio.messages import ApplyMsg, UndecodableCommand
 from raftio.metrics import Histogram
 from raftio.proposals import ProposalTimers, settle
@@ -81,8 +83,14 @@ class Node:
     """One replica of a service: TCP server, FileStorage, Raft peer and applier.
 
     Args:
-        node_id: this node's index in `addresses`.
-        addresses: every node's advertised "host:port", indexed by node id.
+        node_id: this node's id: a key of `addresses` (an index, if a list).
+        addresses: each node's advertised "host:port" by id (a mapping, or a
+            list indexed by id). With empty storage they are the cluster's
+            first configuration, all voters; once the log holds a
+            configuration, it decides, and these only name this node's address.
+        join: a new member of a running cluster: bootstrap nothing, never
+            campaign, and wait for a leader's `add_member` (`addresses` names
+            this node's own address, and may name others).
         data_dir: where FileStorage keeps this node's log and snapshots.
         state_machine: the service's replicated state (see StateMachine).
         cluster_id: nodes of another cluster are refused at the handshake.
@@ -91,17 +99,19 @@ class Node:
         ssl_server, ssl_client: TLS contexts (mutual authentication) for peers.
         snapshot_bytes: snapshot once the log since the last snapshot passes this.
         propose_timeout: default seconds `propose()` and `read()` wait.
-        storage, peers: replace FileStorage / TCP (tests run Nodes in memory).
+        storage, peers: replace FileStorage / TCP (tests run Nodes in memory):
+            `peers` lists a client end per id, or makes one from (id, address).
         rng: the peer's randomness (seed it for reproducible tests).
     """
 
     def __init__(
         self,
         node_id: int,
-        addresses: Sequence[str],
+        addresses: Sequence[str] | Mapping[int, str],
         data_dir: str | Path | None,
         state_machine: StateMachine,
         *,
+        join: bool = False,
         cluster_id: str = "raftio",
         config: RaftConfig | None = None,
         bind: str | None = None,
@@ -111,18 +121,20 @@ class Node:
         snapshot_bytes: int = 8 << 20,
         propose_timeout: float = 5.0,
         storage: Storage | None = None,
-        peers: Sequence[ClientEnd] | None = None,
+        peers: Sequence[ClientEnd] | Callable[[int, str], ClientEnd] | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if not 0 <= node_id < len(addresses):
-            raise ValueError(f"node_id {node_id} is not an index into {len(addresses)} addresses")
-        for address in addresses:
-            parse_address(address)
+        by_id = dict(addresses) if isinstance(addresses, Mapping) else dict(enumerate(addresses))
+        for member, address in by_id.items():
+            check_member(member, address)
+        if node_id not in by_id:
+            raise ValueError(f"node_id {node_id} has no address in {sorted(by_id)}")
         if storage is None and data_dir is None:
             raise ValueError("a data_dir is needed unless a storage is given")
         self.node_id = node_id
-        self.addresses = list(addresses)
-        self.address = self.addresses[node_id]
+        self.addresses = by_id
+        self.address = by_id[node_id]
+        self._join = join
         self._bind = bind or self.address
         parse_address(self._bind)
         self._data_dir = Path(data_dir) if data_dir is not None else None
@@ -134,7 +146,7 @@ class Node:
         self._snapshot_bytes = snapshot_bytes
         self._timeout = propose_timeout
         self._storage = storage
-        self._peers = list(peers) if peers is not None else None
+        self._peers = peers
         self._rng = rng
         self._raft: Raft | None = None
         self._server: Any = None
@@ -181,16 +193,23 @@ class Node:
             except Exception as exc:
                 storage.close()
                 raise StorageError(f"the stored snapshot does not restore: {exc!r:.200}") from exc
-        peers = self._peers if self._peers is not None else self._connect_peers()
+        fixed: Sequence[ClientEnd] = []
+        connect: Callable[[int, str], ClientEnd] | None = self._connect
+        if callable(self._peers):
+            connect = self._peers
+        elif self._peers is not None:
+            fixed, connect = list(self._peers), None
         self._timers = ProposalTimers(self._loop)
         self._raft = make(
-            peers,
+            fixed,
             self.node_id,
             storage,
             self._apply_batch,
             self._config,
             rng=self._rng,
             validate_snapshot=snapshot_validator(self._sm),
+            bootstrap=Configuration() if self._join else Configuration.of_voters(self.addresses),
+            connect=connect,
         )
         self._raft.on_failure(self._on_failure)
         self._storage = storage
@@ -208,23 +227,21 @@ class Node:
         assert self._data_dir is not None
         return FileStorage(self._data_dir)
 
-    def _connect_peers(self) -> list[ClientEnd]:
+    def _connect(self, node_id: int, address: str) -> ClientEnd:
+        """A TCP client end for member `node_id` (the peer calls this as members appear)."""
         from raftio.transport.tcp import TcpClientEnd
 
-        ends: list[ClientEnd] = []
-        for address in self.addresses:
-            host, port = parse_address(address)
-            end = TcpClientEnd(
-                host,
-                port,
-                cluster_id=self._cluster_id,
-                node_id=self.node_id,
-                ssl=self._ssl_client,
-                secret=self._secret,
-            )
-            self._ends.append(end)
-            ends.append(end)
-        return ends
+        host, port = parse_address(address)
+        end = TcpClientEnd(
+            host,
+            port,
+            cluster_id=self._cluster_id,
+            node_id=self.node_id,
+            ssl=self._ssl_client,
+            secret=self._secret,
+        )
+        self._ends.append(end)
+        return end
 
     async def _serve(self) -> None:
         from raftio.transport.tcp import serve
@@ -286,12 +303,73 @@ class Node:
         LeadershipTransferError if leadership did not move in time (retriable).
         """
         raft = self._live_raft()
-        if to is not None and not (type(to) is int and 0 <= to < len(self.addresses)):
-            raise ValueError(f"node {to!r} is not a member of this cluster")
+        if to is not None and not (type(to) is int and raft.configuration.is_voter(to)):
+            raise ValueError(f"node {to!r} is not a voter of this cluster")
         try:
             return await raft.transfer_leadership(to)
         except NotLeaderError:
             raise self._not_leader() from None
+
+    # ------------------------------------------------------------------ membership
+
+    def configuration(self) -> Membership:
+        """The configuration in effect: voters, learners, its index, whether committed."""
+        raft = self.raft
+        index, committed = raft.configuration_index()
+        config = raft.configuration
+        return Membership(dict(config.voters), dict(config.learners), index, committed)
+
+    async def add_member(
+        self, node_id: int, address: str, *, voter: bool = True, timeout: float | None = None
+    ) -> Membership:
+        """Add node `node_id` at `address`: as a learner, then (`voter`) promote it.
+
+        The new node must run with `join=True` (it bootstraps nothing). It is
+        promoted only once it has caught up (thesis 4.2.1: a replication round
+        shorter than an election timeout), so the cluster never waits on a
+        voter that is far behind. Raises NotLeaderError (with the hint),
+        DuplicateMemberError (id or address taken), ChangePendingError
+        (another change is not committed yet: retry), CatchUpError (it stays
+        a learner; retry), ProposalTimeoutError, ValueError for a bad id or address.
+        """
+        raft = self._live_raft()
+        self._check_leader(raft)
+        config = raft.configuration
+        check_member(node_id, address)
+        if not (voter and config.learners.get(node_id) == address):
+            await self._change(config.with_member(node_id, address, voter=False), timeout)
+        if not voter:
+            return self.configuration()
+        await wait_caught_up(
+            raft, node_id, self._config, self._timeout if timeout is None else timeout
+        )
+        config = raft.configuration
+        await self._change(config.with_member(node_id, address, voter=True), timeout)
+        return self.configuration()
+
+    async def remove_member(self, node_id: int, *, timeout: float | None = None) -> Membership:
+        """Remove voter or learner `node_id`; returns the configuration once it commits.
+
+        A leader that removes itself leads until the removal commits, then hands
+        over and steps down. Raises NotLeaderError, UnknownMemberError,
+        LastVoterError, ChangePendingError (retry), ProposalTimeoutError.
+        """
+        raft = self._live_raft()
+        self._check_leader(raft)
+        await self._change(raft.configuration.without_member(node_id), timeout)
+        return self.configuration()
+
+    async def _change(self, config: Configuration, timeout: float | None) -> None:
+        raft = self._live_raft()
+        try:
+            index, term = raft.change_configuration(config)
+        except NotLeaderError:
+            raise self._not_leader() from None
+        await self._await_entry(index, term, timeout)
+
+    def _check_leader(self, raft: Raft) -> None:
+        if not raft.get_state()[1]:
+            raise self._not_leader()
 
     async def wait_for_leader(self, timeout: float | None = None) -> int:
         """Wait until this node knows a leader (maybe itself); returns its id.
@@ -340,6 +418,10 @@ class Node:
         index, term, is_leader = raft.start(command)
         if not is_leader:
             raise self._not_leader()
+        return await self._await_entry(index, term, timeout)
+
+    async def _await_entry(self, index: int, term: int, timeout: float | None) -> Any:
+        """The result of applying our entry at `index` (appended in `term`)."""
         future: asyncio.Future[Any] = self._loop.create_future()
         older = self._waiters.get(index)
         if older is not None:  # our earlier entry at this index was truncated away
@@ -397,7 +479,7 @@ class Node:
             role=st.role,
             term=st.term,
             leader_id=leader,
-            leader_address=self.addresses[leader] if leader is not None else None,
+            leader_address=self._address_of(leader) if leader is not None else None,
             commit_index=st.commit_index,
             applied_index=self.applied_index,
             last_index=st.last_index,
@@ -434,6 +516,14 @@ class Node:
         if msg.command is None:  # a leader's no-op
             if waiter is not None:
                 settle(waiter[1], exc=ProposalLostError("leadership changed"))
+            return
+        if isinstance(msg.command, Configuration):  # raftio's own: not for the state machine
+            if waiter is not None:
+                term, future = waiter
+                if term == msg.command_term:
+                    settle(future, result=msg.command)
+                else:
+                    settle(future, exc=ProposalLostError("leadership changed before commit"))
             return
         if isinstance(msg.command, UndecodableCommand):
             # Forged or damaged: skipped alike on every replica, never applied.
@@ -499,7 +589,12 @@ class Node:
             leader = self.raft.leadership.target  # handing over: point at the successor
         if leader is None or leader == self.node_id:
             return NotLeaderError()
-        return NotLeaderError(leader, self.addresses[leader])
+        return NotLeaderError(leader, self._address_of(leader))
+
+    def _address_of(self, node_id: int) -> str | None:
+        """A member's address: the configuration's, else the one we were given."""
+        address = self._raft.configuration.address(node_id) if self._raft is not None else None
+        return address or self.addresses.get(node_id)
 
     def _fail_all(self, exc: Exception) -> None:
         for _, future in self._waiters.values():

@@ -41,7 +41,7 @@ class Persister:
             elif type(op) is SaveHardState:
                 storage.save_hard_state(op.term, op.voted_for)
             elif type(op) is SaveSnapshot:
-                storage.save_snapshot(op.index, op.term, op.data)
+                storage.save_snapshot(op.index, op.term, op.data, op.config)
         pending = storage.sync()
         if pending is not None and pending not in self._syncs:
             self._syncs[pending] = self._clock()

@@ -26,8 +26,16 @@ from raftio.applying import OwnCommands, deliver, describe_applicable
 from raftio.config import RaftConfig
 from raftio.core import RaftCore
 from raftio.debug import make_tracer
-from raftio.errors import LeadershipTransferError, NotLeaderError
+from raftio.errors import (
+    ChangePendingError,
+    LastVoterError,
+    LeadershipTransferError,
+    MembershipError,
+    NotLeaderError,
+    NotSingleChangeError,
+)
 from raftio.leadership import LeadershipWatch
+from raftio.membership import Configuration
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -62,6 +70,13 @@ _REPLY_TYPES: dict[type, type] = {
     TimeoutNowArgs: TimeoutNowReply,
 }
 
+# Why the core refused a configuration change -> the error the caller gets.
+_CHANGE_REFUSALS: dict[str, type[MembershipError]] = {
+    "change_pending": ChangePendingError,
+    "not_single_change": NotSingleChangeError,
+    "last_voter": LastVoterError,
+}
+
 
 class Raft:
     """One Raft peer. Create it with `raftio.make`."""
@@ -76,13 +91,18 @@ class Raft:
         rng: random.Random,
         validate_snapshot: Callable[[bytes], object] | None = None,
         tracer: Callable[[str, str], None] | None = None,
+        bootstrap: Configuration | None = None,
+        connect: Callable[[int, str], ClientEnd] | None = None,
     ) -> None:
+        """`bootstrap`: the configuration with empty storage (default: `peers`, all voters).
+        `connect(node_id, address)`: a client end for a member added later."""
         self._loop = asyncio.get_running_loop()
-        self._peers = list(peers)
+        self._peers: dict[int, ClientEnd] = dict(enumerate(peers))
         # Ends that can start a call without a task (see StartingClientEnd).
-        self._starters: list[Callable[[str, Any], asyncio.Future[Any]] | None] = [
-            getattr(end, "start_call", None) for end in self._peers
-        ]
+        self._starters: dict[int, Callable[[str, Any], asyncio.Future[Any]] | None] = {
+            peer: getattr(end, "start_call", None) for peer, end in self._peers.items()
+        }
+        self._connect = connect
         self.me = me
         self._storage = storage
         self._apply_ch = apply_ch
@@ -110,7 +130,10 @@ class Raft:
             rng,
             snapshot=storage.read_snapshot(),
             trace=self._trace,
+            bootstrap=bootstrap,
         )
+        self._config_version = -1
+        self._members_changed()
         self._view = CoreView(self._core)
         self.leadership = LeadershipWatch(self._loop)  # wait on it instead of polling status()
         self.leadership.observe(self._core.current_term, None, None)
@@ -210,6 +233,36 @@ class Raft:
         self._schedule_drain()
         return await done
 
+    @property
+    def configuration(self) -> Configuration:
+        """The configuration in effect (the latest in the log, committed or not)."""
+        return self._core.configuration
+
+    def configuration_index(self) -> tuple[int, bool]:
+        """(index of the latest configuration's entry, whether it is committed)."""
+        core = self._core
+        index = core.configs.latest_index
+        return index, index <= core.commit_index
+
+    def change_configuration(self, config: Configuration) -> tuple[int, int]:
+        """Append `config` (thesis 4.1 single-server change); returns (index, term) at once.
+
+        Raises NotLeaderError, ChangePendingError (retriable), NotSingleChangeError
+        or LastVoterError. The change is in effect once appended; it is safe
+        once the entry commits (watch for its index on the apply channel).
+        """
+        core = self._core
+        if self._killed:
+            raise NotLeaderError(None)
+        reason = core.propose_configuration(config)
+        if reason is not None:
+            if reason == "not_leader":
+                raise NotLeaderError(core.leader_id)
+            error = _CHANGE_REFUSALS[reason]
+            raise error(f"configuration change refused: {reason.replace('_', ' ')}")
+        self._drain()
+        return core.configs.latest_index, core.current_term
+
     async def transfer_leadership(self, to: int | None = None) -> int:
         """Hand leadership to peer `to` (None: the most caught-up); returns the new leader.
 
@@ -228,8 +281,9 @@ class Raft:
             return self.me  # already there, or a single peer
         if target is None:
             raise LeadershipTransferError("no peer answers: none can take over")
-        if core.transfer_leadership(target) == "unknown_peer":
-            raise ValueError(f"no peer {target!r} to hand leadership to")
+        refused = core.transfer_leadership(target)
+        if refused in ("unknown_peer", "not_voter"):
+            raise ValueError(f"peer {target!r} is not a voter to hand leadership to")
         self._drain()
         config = self._config
         timeout = 3 * config.election_ticks[1] * config.tick_interval
@@ -317,6 +371,8 @@ class Raft:
         core = self._core
         ops = core.take_storage_ops()
         outbox = core.take_outbox()
+        if core.config_version != self._config_version:
+            self._members_changed()
         pending = None
         if ops:
             try:
@@ -361,6 +417,18 @@ class Raft:
             or core.transfer_target != watch.target
         ):
             watch.observe(core.current_term, core.leader_id, core.transfer_target)
+
+    def _members_changed(self) -> None:
+        """Connect to members the configuration names that we have no client end for."""
+        core = self._core
+        self._config_version = core.config_version
+        if self._connect is None:
+            return
+        for peer, address in sorted(core.configuration.members().items()):
+            if peer != self.me and peer not in self._peers and address:
+                end = self._connect(peer, address)
+                self._peers[peer] = end
+                self._starters[peer] = getattr(end, "start_call", None)
 
     def _broadcast_commit(self) -> None:
         self._commit_broadcast_scheduled = False
@@ -414,8 +482,12 @@ class Raft:
         peer, request = item.peer, item.request
         if self._trace:
             self._trace("send", f"->S{peer} {describe(request)}")
-        start_call = self._starters[peer]
+        start_call = self._starters.get(peer)
         if start_call is None:
+            if peer not in self._peers:  # a member we cannot reach (no address): as if lost
+                method, now = rpc_method(request), self._loop.time()
+                self._loop.call_soon(self._handle_reply, peer, method, request, now, None)
+                return
             self._spawn(self._call(peer, request), "rpc")
             return
         # Fast path: the request leaves now, and the reply comes back as a callback.

@@ -13,6 +13,7 @@ metrics label) for a refused one. Pure functions: no I/O, no state.
 
 from __future__ import annotations
 
+from raftio.membership import MAX_NODE_ID, Configuration
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -60,8 +61,13 @@ def check_reply_term(term: int) -> str | None:
     return None
 
 
-def _check_sender(sender: int, me: int, peer_count: int) -> str | None:
-    if not 0 <= sender < peer_count or sender == me:
+def _check_sender(sender: int, me: int) -> str | None:
+    """Any valid id but ours: a sender may be a member we have not heard of yet.
+
+    A node that joins knows no member until the entry that adds it arrives,
+    and a voter may vote for a candidate added by an entry it lacks.
+    """
+    if not 0 <= sender <= MAX_NODE_ID or sender == me:
         return "sender"
     return None
 
@@ -75,29 +81,23 @@ def _check_position(index: int, term: int, max_term: int) -> str | None:
     return None if 1 <= term <= max_term else "position"
 
 
-def check_request_vote(
-    args: RequestVoteArgs, me: int, peer_count: int, current_term: int
-) -> str | None:
+def check_request_vote(args: RequestVoteArgs, me: int, current_term: int) -> str | None:
     return (
         check_term(args.term, current_term)
-        or _check_sender(args.candidate_id, me, peer_count)
+        or _check_sender(args.candidate_id, me)
         # A candidate's log holds no entry of a term later than the one it runs in.
         or _check_position(args.last_log_index, args.last_log_term, args.term)
     )
 
 
-def check_timeout_now(
-    args: TimeoutNowArgs, me: int, peer_count: int, current_term: int
-) -> str | None:
-    return check_term(args.term, current_term) or _check_sender(args.leader_id, me, peer_count)
+def check_timeout_now(args: TimeoutNowArgs, me: int, current_term: int) -> str | None:
+    return check_term(args.term, current_term) or _check_sender(args.leader_id, me)
 
 
-def check_append_entries(
-    args: AppendEntriesArgs, me: int, peer_count: int, current_term: int
-) -> str | None:
+def check_append_entries(args: AppendEntriesArgs, me: int, current_term: int) -> str | None:
     reason = (
         check_term(args.term, current_term)
-        or _check_sender(args.leader_id, me, peer_count)
+        or _check_sender(args.leader_id, me)
         or _check_position(args.prev_log_index, args.prev_log_term, args.term)
     )
     if reason:
@@ -121,7 +121,7 @@ def check_entry_terms(entries: list[Entry], prev_term: int, leader_term: int) ->
 
 
 def check_install_snapshot(
-    args: InstallSnapshotArgs, me: int, peer_count: int, current_term: int, known_commit: int
+    args: InstallSnapshotArgs, me: int, current_term: int, known_commit: int
 ) -> str | None:
     """`known_commit`: the highest commit index the leader of `args.term` has told us.
 
@@ -131,11 +131,13 @@ def check_install_snapshot(
     forgery: installed, it would let its receiver win elections with a log
     nobody else has and replace every replica's state.
     """
-    reason = check_term(args.term, current_term) or _check_sender(args.leader_id, me, peer_count)
+    reason = check_term(args.term, current_term) or _check_sender(args.leader_id, me)
     if reason:
         return reason
     if args.last_included_index == 0:
         return "position"  # a snapshot of nothing
+    if args.config is not None and not isinstance(args.config, Configuration):
+        return "config"
     reason = _check_position(args.last_included_index, args.last_included_term, args.term)
     if reason:
         return reason

@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
+from raftio.membership import Configuration
 from raftio.messages import DurableState, Entry
 
 __all__ = ["DurableState", "Storage", "StorageCorruptError", "StorageError"]
@@ -56,8 +57,13 @@ class Storage(Protocol):
         """
         ...
 
-    def save_snapshot(self, index: int, term: int, data: bytes) -> None:
+    def save_snapshot(
+        self, index: int, term: int, data: bytes, config: Configuration | None = None
+    ) -> None:
         """Store a snapshot covering the log through `index` (whose term is `term`).
+
+        `config` is the cluster configuration in effect at `index`; `load()`
+        returns it as `snapshot_config`.
 
         Entries at or before `index` are discarded; later ones are kept. If
         `index` is past the last stored entry the log becomes empty.

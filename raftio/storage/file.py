@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from raftio import codec
+from raftio.membership import Configuration, encode_configuration
 from raftio.messages import Entry
 from raftio.storage import wal
 from raftio.storage.base import DurableState, StorageCorruptError, StorageError
@@ -158,10 +159,13 @@ class FileStorage:
         elif truncates:
             self._append(wal.truncate_body(first_index))
 
-    def save_snapshot(self, index: int, term: int, data: bytes) -> None:
+    def save_snapshot(
+        self, index: int, term: int, data: bytes, config: Configuration | None = None
+    ) -> None:
         self._check_usable()
         name = wal.snapshot_name(index, term)
-        if not self._state.compact(index, term, name):
+        encoded = encode_configuration(config) if config is not None else b""
+        if not self._state.compact(index, term, name, encoded):
             return
         self._snapshot = bytes(data)
         snapshot = SnapshotFile(name, index, term, self._snapshot)
@@ -180,7 +184,7 @@ class FileStorage:
                 self._items.append(self._buf)
                 self._buf = bytearray()
             self._items.append(snapshot)
-        self._append(wal.snapshot_mark_body(index, term, name))
+        self._append(wal.snapshot_mark_body(index, term, name, encoded))
 
     def _check_usable(self) -> None:
         if self._error is None and not self._closed:

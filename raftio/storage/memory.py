@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Sequence
 
 from raftio import codec
+from raftio.membership import Configuration
 from raftio.messages import Entry
 from raftio.storage.base import DurableState
 
@@ -33,7 +34,12 @@ class MemoryStorage:
     def load(self) -> DurableState:
         s = self._state
         return DurableState(
-            s.current_term, s.voted_for, s.snapshot_index, s.snapshot_term, list(s.entries)
+            s.current_term,
+            s.voted_for,
+            s.snapshot_index,
+            s.snapshot_term,
+            list(s.entries),
+            s.snapshot_config,
         )
 
     def read_snapshot(self) -> bytes:
@@ -55,7 +61,9 @@ class MemoryStorage:
         del s.entries[offset:]
         s.entries.extend(entries)
 
-    def save_snapshot(self, index: int, term: int, data: bytes) -> None:
+    def save_snapshot(
+        self, index: int, term: int, data: bytes, config: Configuration | None = None
+    ) -> None:
         s = self._state
         if index <= s.snapshot_index:
             return
@@ -63,6 +71,7 @@ class MemoryStorage:
         self._entry_bytes -= _size(s.entries[:drop])
         s.entries = s.entries[drop:]  # a fresh list: no references to discarded entries
         s.snapshot_index, s.snapshot_term = index, term
+        s.snapshot_config = config
         self._snapshot = bytes(data)
 
     def sync(self) -> asyncio.Future[None] | None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from raftio import codec
+from raftio.membership import Configuration, decode_configuration
 from raftio.messages import Entry
 from raftio.storage import manifest, wal
 from raftio.storage.base import DurableState, StorageCorruptError, StorageError
@@ -59,6 +60,7 @@ class LogState:
         self.snapshot_index = 0
         self.snapshot_term = 0
         self.snapshot_file = ""
+        self.snapshot_config = b""  # encoded (raftio.membership); b"": the bootstrap
         # entries[i] has index snapshot_index + 1 + i; _ends[i] is the encoded
         # size of everything through entries[i], counted from _base.
         self.entries: list[Entry] = []
@@ -87,7 +89,7 @@ class LogState:
             ends.append(total)
         self.entries.extend(entries)
 
-    def compact(self, index: int, term: int, file: str) -> bool:
+    def compact(self, index: int, term: int, file: str, config: bytes = b"") -> bool:
         """Move the snapshot boundary to `index`; False (no change) if it is not newer."""
         if index <= self.snapshot_index:
             return False
@@ -98,6 +100,7 @@ class LogState:
             self._base = self._ends[drop - 1]
             self.entries, self._ends = self.entries[drop:], self._ends[drop:]
         self.snapshot_index, self.snapshot_term, self.snapshot_file = index, term, file
+        self.snapshot_config = config
         return True
 
     def entries_size(self) -> int:
@@ -113,6 +116,7 @@ class LogState:
         self.current_term, self.voted_for = cp.current_term, cp.voted_for
         self.snapshot_index, self.snapshot_term = cp.snapshot_index, cp.snapshot_term
         self.snapshot_file = cp.snapshot_file
+        self.snapshot_config = cp.snapshot_config
         self.entries, self._ends, self._base = [], [], 0
         self.append(cp.snapshot_index + 1, cp.entries)
 
@@ -120,14 +124,23 @@ class LogState:
         """The whole state as a checkpoint record (the writer fills in the segment seq)."""
         return Checkpoint(
             0, self.current_term, self.voted_for, self.snapshot_index, self.snapshot_term,
-            self.snapshot_file, list(self.entries),
+            self.snapshot_file, list(self.entries), self.snapshot_config,
         )  # fmt: skip
 
     def durable_state(self) -> DurableState:
         return DurableState(
             self.current_term, self.voted_for, self.snapshot_index, self.snapshot_term,
-            list(self.entries),
+            list(self.entries), self._decoded_config(),
         )  # fmt: skip
+
+    def _decoded_config(self) -> Configuration | None:
+        if not self.snapshot_config:
+            return None
+        config = decode_configuration(self.snapshot_config)
+        if config is None:
+            # Checksummed on disk, so only a bug writes one: never guess a membership.
+            raise StorageCorruptError("the snapshot's configuration does not decode")
+        return config
 
 
 def make_directory(directory: str, disk: Disk) -> None:
@@ -482,7 +495,7 @@ class _Replayer:
     def _mark(self, mark: wal.SnapshotMark) -> None:
         if mark.file != wal.snapshot_name(mark.index, mark.term):
             raise ValueError(f"snapshot marker names {mark.file!r} for {mark.index}@T{mark.term}")
-        if not self.state.compact(mark.index, mark.term, mark.file):
+        if not self.state.compact(mark.index, mark.term, mark.file, mark.config):
             raise ValueError(
                 f"snapshot marker {mark.index} is not after snapshot {self.state.snapshot_index}"
             )

@@ -80,6 +80,8 @@ class Checkpoint:
     snapshot_file: str
     # entries[i] has index snapshot_index + 1 + i
     entries: Sequence[Entry]
+    # The configuration at the snapshot (raftio.membership's entry format; b"": the bootstrap).
+    snapshot_config: bytes = b""
 
 
 @dataclass(slots=True, frozen=True)
@@ -110,6 +112,7 @@ class SnapshotMark:
     index: int
     term: int
     file: str
+    config: bytes = b""  # the configuration at `index` (b"": the bootstrap one)
 
 
 @dataclass(slots=True, frozen=True)
@@ -149,8 +152,10 @@ def truncate_body(first_index: int) -> bytes:
     return codec.pack([_TRUNCATE, first_index])
 
 
-def snapshot_mark_body(index: int, term: int, file: str) -> bytes:
-    return codec.pack([_SNAPSHOT, index, term, file])
+def snapshot_mark_body(index: int, term: int, file: str, config: bytes = b"") -> bytes:
+    if not config:
+        return codec.pack([_SNAPSHOT, index, term, file])
+    return codec.pack([_SNAPSHOT, index, term, file, config])
 
 
 def watermark_body(offset: int) -> bytes:
@@ -171,19 +176,24 @@ def encode_checkpoint(cp: Checkpoint) -> bytes:
         codec.pack([
             _CHECKPOINT, cp.seq, cp.current_term, cp.voted_for,
             cp.snapshot_index, cp.snapshot_term, cp.snapshot_file, entries,
+            *([cp.snapshot_config] if cp.snapshot_config else []),
         ])
     )  # fmt: skip
 
 
 _SHAPES: dict[int, tuple[type | tuple[type, ...], ...]] = {
-    _CHECKPOINT: (int, int, (int, type(None)), int, int, str, list),
+    _CHECKPOINT: (int, int, (int, type(None)), int, int, str, list, bytes),
     _SEGMENT: (int, int),
     _HARD_STATE: (int, (int, type(None))),
     _ENTRIES: (int, list),
     _TRUNCATE: (int,),
-    _SNAPSHOT: (int, int, str),
+    _SNAPSHOT: (int, int, str, bytes),
     _WATERMARK: (int,),
 }
+
+# Trailing fields a record may leave out: the snapshot's configuration (added
+# with membership changes; older directories have none).
+_OPTIONAL_FIELDS = {_CHECKPOINT: 1, _SNAPSHOT: 1}
 
 
 def decode_body(body: bytes) -> Record:
@@ -193,9 +203,10 @@ def decode_body(body: bytes) -> Record:
         raise ValueError(f"unknown record kind {obj!r:.40}")
     kind, fields = obj[0], obj[1:]
     shape = _SHAPES[kind]
-    if len(fields) != len(shape):
+    optional = _OPTIONAL_FIELDS.get(kind, 0)
+    if not len(shape) - optional <= len(fields) <= len(shape):
         raise ValueError(f"record kind {kind} needs {len(shape)} fields, got {len(fields)}")
-    for value, want in zip(fields, shape, strict=True):
+    for value, want in zip(fields, shape, strict=False):
         if type(value) not in (want if isinstance(want, tuple) else (want,)):
             raise ValueError(f"record kind {kind}: unexpected {type(value).__name__} field")
     return _build(kind, fields)
@@ -203,7 +214,7 @@ def decode_body(body: bytes) -> Record:
 
 def _build(kind: int, f: list[Any]) -> Record:
     if kind == _CHECKPOINT:
-        return Checkpoint(f[0], f[1], f[2], f[3], f[4], f[5], _entries(f[6]))
+        return Checkpoint(f[0], f[1], f[2], f[3], f[4], f[5], _entries(f[6]), *f[7:])
     if kind == _SEGMENT:
         return SegmentStart(f[0], f[1])
     if kind == _HARD_STATE:
@@ -214,7 +225,7 @@ def _build(kind: int, f: list[Any]) -> Record:
         return Truncate(f[0])
     if kind == _WATERMARK:
         return Watermark(f[0])
-    return SnapshotMark(f[0], f[1], f[2])
+    return SnapshotMark(f[0], f[1], f[2], *f[3:])
 
 
 def _entries(items: list[Any]) -> list[Entry]:

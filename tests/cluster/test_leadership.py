@@ -88,7 +88,7 @@ def test_bad_transfer_requests_get_typed_errors(loop_kind: LoopKind, seed: int) 
         with pytest.raises(NotLeaderError) as not_leader:
             await follower.transfer_leadership()
         for bad in (7, -1, "1"):
-            with pytest.raises(ValueError, match="not a member"):
+            with pytest.raises(ValueError, match="not a voter"):
                 await leader.transfer_leadership(bad)  # type: ignore[arg-type]
 
         assert not_leader.value.leader_id == leader.node_id

@@ -1,8 +1,8 @@
 """The core is pure: importing it loads no event loop, codec, file or socket code.
 
 Run in a fresh interpreter, so nothing another test imported can hide a
-leak. The core may import only `messages`, `config`, `log` and `validate`
-from raftio, and the standard library.
+leak. The core may import only `messages`, `config`, `log`, `membership`
+and `validate` from raftio, and the standard library.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from pathlib import Path
 import raftio.core
 
 FORBIDDEN = ("asyncio", "msgpack", "fcntl", "socket", "ssl", "uvloop", "aiofiles")
-ALLOWED_RAFTIO = {"raftio.messages", "raftio.config", "raftio.log", "raftio.validate"}
+ALLOWED_RAFTIO = {
+    "raftio.messages",
+    "raftio.config",
+    "raftio.log",
+    "raftio.membership",
+    "raftio.validate",
+}
 
 
 def test_importing_the_core_loads_no_io_codec_storage_or_transport() -> None:

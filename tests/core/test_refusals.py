@@ -53,7 +53,8 @@ def unchanged(core: object, handle: object, args: object, reason: str) -> None:
         *[(RequestVoteArgs(t, 1, 5, 3), "term_range") for t in BIG],
         (RequestVoteArgs(3 + MAX_TERM_JUMP + 1, 1, 5, 3), "term_jump"),
         (RequestVoteArgs(4, 0, 5, 3), "sender"),  # "from" ourselves
-        (RequestVoteArgs(4, 3, 5, 3), "sender"),  # no such peer
+        (RequestVoteArgs(4, -1, 5, 3), "sender"),  # no such id
+        (RequestVoteArgs(4, 1 << 31, 5, 3), "sender"),  # past the largest id
         (RequestVoteArgs(4, 1, 5, 5), "position"),  # a log term past its own term
         (RequestVoteArgs(4, 1, 0, 1), "position"),  # index 0 has term 0
         (RequestVoteArgs(4, 1, 5, 0), "position"),  # an entry of term 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from raftio.core import RaftCore, Replication, Role
+from raftio.membership import Configuration
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -38,6 +39,9 @@ from .helpers import (
     sent_to,
     terms_of,
 )
+
+THREE = Configuration.of_voters(["", "", ""])  # the bootstrap of three peers
+
 
 # --- compact: the service snapshotted a prefix it has applied ---------------------------
 
@@ -69,7 +73,7 @@ def test_compact(index: int, snapshot: tuple[int, int], remaining: list[int]) ->
     assert (core.log.snapshot_index, core.log.snapshot_term) == snapshot
     assert terms_of(core) == remaining
     assert core.snapshot == b"state"
-    assert core.take_storage_ops() == [SaveSnapshot(index, snapshot[1], b"state")]
+    assert core.take_storage_ops() == [SaveSnapshot(index, snapshot[1], b"state", THREE)]
     assert (core.commit_index, core.applied_index) == (4, 4)
 
 
@@ -310,22 +314,22 @@ def committed_follower() -> RaftCore:
         # §7: the log has the snapshot's last entry: keep the entries that follow it
         (
             InstallSnapshotArgs(2, 1, 3, 1, b"s"),
-            [SaveSnapshot(3, 1, b"s")],
+            [SaveSnapshot(3, 1, b"s", THREE)],
             (3, 1),
             [2, 2],
         ),
-        (InstallSnapshotArgs(2, 1, 5, 2, b"s"), [SaveSnapshot(5, 2, b"s")], (5, 2), []),
+        (InstallSnapshotArgs(2, 1, 5, 2, b"s"), [SaveSnapshot(5, 2, b"s", THREE)], (5, 2), []),
         # the log conflicts with the snapshot: discard it all
         (
             InstallSnapshotArgs(3, 1, 4, 3, b"s"),
-            [SaveSnapshot(4, 3, b"s"), AppendLog(5, [])],
+            [SaveSnapshot(4, 3, b"s", THREE), AppendLog(5, [])],
             (4, 3),
             [],
         ),
         # the log is too short: discard it all
         (
             InstallSnapshotArgs(2, 1, 8, 2, b"s"),
-            [SaveSnapshot(8, 2, b"s"), AppendLog(9, [])],
+            [SaveSnapshot(8, 2, b"s", THREE), AppendLog(9, [])],
             (8, 2),
             [],
         ),
@@ -423,4 +427,4 @@ def test_install_snapshot_makes_candidate_follow() -> None:
         2,
         0,
     )
-    assert drain(core) == ([SaveSnapshot(4, 2, b"s"), AppendLog(5, [])], [])
+    assert drain(core) == ([SaveSnapshot(4, 2, b"s", THREE), AppendLog(5, [])], [])

@@ -343,8 +343,9 @@ def _persist(node: Node, op: StorageEffect) -> None:
             keep = max(0, first_index - state.snapshot_index - 1)
             skip = max(0, state.snapshot_index + 1 - first_index)
             state.entries = state.entries[:keep] + list(entries[skip:])
-        case SaveSnapshot(index, term, data):
+        case SaveSnapshot(index, term, data, config):
             if index > state.snapshot_index:
                 state.entries = state.entries[index - state.snapshot_index :]
                 state.snapshot_index, state.snapshot_term = index, term
+                state.snapshot_config = config
                 node.snapshot = data

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from raftio.membership import Configuration
 from raftio.messages import Entry
 from raftio.storage.base import DurableState, StorageError
 from raftio.storage.memory import MemoryStorage
@@ -87,8 +88,14 @@ class SimStorage:
             partial(MemoryStorage.append_entries, first_index=first_index, entries=list(entries))
         )
 
-    def save_snapshot(self, index: int, term: int, data: bytes) -> None:
-        self._write(partial(MemoryStorage.save_snapshot, index=index, term=term, data=bytes(data)))
+    def save_snapshot(
+        self, index: int, term: int, data: bytes, config: Configuration | None = None
+    ) -> None:
+        self._write(
+            partial(
+                MemoryStorage.save_snapshot, index=index, term=term, data=bytes(data), config=config
+            )
+        )
 
     def sync(self) -> asyncio.Future[None] | None:
         """Queue every pending write for one fsync; None if nothing is pending or in flight."""
