@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from raftio.config import RaftConfig
 from raftio.core import RaftCore, Role
+from raftio.membership import Configuration
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -49,10 +50,12 @@ from raftio.messages import (
     SaveHardState,
     SaveSnapshot,
     StorageEffect,
+    TimeoutNowArgs,
+    TimeoutNowReply,
     describe,
 )
 
-Reply = AppendEntriesReply | RequestVoteReply | InstallSnapshotReply
+Reply = AppendEntriesReply | RequestVoteReply | InstallSnapshotReply | TimeoutNowReply
 Output = Callable[[str], None]
 
 
@@ -97,8 +100,17 @@ class Node:
 class Env:
     """`n` peers and the messages between them; every method reports through `out`."""
 
-    def __init__(self, n: int, config: RaftConfig, seed: int = 0, out: Output = print) -> None:
+    def __init__(
+        self,
+        n: int,
+        config: RaftConfig,
+        seed: int = 0,
+        out: Output = print,
+        voters: int | None = None,
+    ) -> None:
+        """`voters`: the first `voters` nodes bootstrap as voters, the rest wait to be added."""
         self.config = config
+        self.bootstrap = Configuration.of_voters([""] * (n if voters is None else voters))
         self.seed = seed
         self.out = out
         self.nodes = [Node(i, DurableState()) for i in range(n)]
@@ -121,9 +133,12 @@ class Env:
             node.durable.snapshot_index,
             node.durable.snapshot_term,
             list(node.durable.entries),
+            node.durable.snapshot_config,
         )
         n = len(self.nodes)
-        node.core = RaftCore(node.me, n, state, self.config, rng, snapshot=node.snapshot)
+        node.core = RaftCore(
+            node.me, n, state, self.config, rng, snapshot=node.snapshot, bootstrap=self.bootstrap
+        )
 
     def crash(self, i: int) -> None:
         node = self.nodes[i]
@@ -252,7 +267,7 @@ class Env:
             self.out(f"{self.indent}S{msg.dst} refused it")
             self._fail_rpc(msg)
             return
-        assert isinstance(reply, AppendEntriesReply | RequestVoteReply | InstallSnapshotReply)
+        assert isinstance(reply, Reply)
         answer = Message(msg.dst, msg.src, msg.request, reply, True, msg.incarnation)
         node = self.nodes[msg.dst]
         if node.unsynced:
@@ -317,6 +332,8 @@ def _handle(core: RaftCore, request: Request) -> Reply | None:
         return core.handle_append_entries(request)
     if isinstance(request, RequestVoteArgs):
         return core.handle_request_vote(request)
+    if isinstance(request, TimeoutNowArgs):
+        return core.handle_timeout_now(request)
     return core.handle_install_snapshot(request)
 
 
@@ -327,6 +344,9 @@ def _on_reply(core: RaftCore, peer: int, request: Request, reply: Reply | None) 
     elif isinstance(request, RequestVoteArgs):
         assert reply is None or isinstance(reply, RequestVoteReply)
         core.on_request_vote_reply(peer, request, reply)
+    elif isinstance(request, TimeoutNowArgs):
+        assert reply is None or isinstance(reply, TimeoutNowReply)
+        core.on_timeout_now_reply(peer, request, reply)
     else:
         assert isinstance(request, InstallSnapshotArgs)
         assert reply is None or isinstance(reply, InstallSnapshotReply)

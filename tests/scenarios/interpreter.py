@@ -15,6 +15,7 @@ from collections.abc import Callable
 from raftio import codec
 from raftio.config import RaftConfig
 from raftio.core import RaftCore, Role
+from raftio.membership import Configuration, is_configuration
 from raftio.messages import NOOP_COMMAND, RequestVoteArgs
 from tests.scenarios.env import Env, Message
 
@@ -60,10 +61,45 @@ class Interpreter:
         """`cluster 3 pre_vote check_quorum seed=1`: n fresh peers (flags default off)."""
         n = args.number(0)
         flags = {flag: flag in args.flags for flag in FLAGS}
-        self._env = Env(n, RaftConfig(**flags), seed=args.option("seed", 0), out=self._print)
+        voters = args.option("voters", n)
+        self._env = Env(
+            n, RaftConfig(**flags), seed=args.option("seed", 0), out=self._print, voters=voters
+        )
         low, high = self._env.config.election_ticks
         on = " ".join(flag for flag in FLAGS if flags[flag]) or "none"
-        self._print(f"{n} peers, election timeout {low}-{high} ticks, options: {on}")
+        waiting = f", S{voters}-S{n - 1} wait to be added" if voters < n else ""
+        self._print(f"{n} peers, election timeout {low}-{high} ticks, options: {on}{waiting}")
+
+    def do_conf(self, args: Args) -> None:
+        """`conf 0 voters=0,1,2 learners=3`: S0 proposes that configuration (thesis 4.1)."""
+        env, i = self.env, args.number(0)
+        config = Configuration(
+            dict.fromkeys(args.ids("voters"), ""), dict.fromkeys(args.ids("learners"), "")
+        )
+        refused = env.step(i, lambda core: core.propose_configuration(config))
+        if refused is not None:
+            self._print(f"S{i} refused: {refused}")
+            return
+        core = env.nodes[i].live
+        self._print(f"S{i} appended {config.describe()} at {core.configs.latest_index}")
+
+    def do_unsafe(self, args: Args) -> None:
+        """`unsafe 0 1`: turn off the raft-dev 2015 fix (a leader changes the configuration
+        before committing an entry of its term) on the running S0 and S1."""
+        for i in [int(a) for a in args.positional]:
+            self.env.nodes[i].live.change_needs_term_commit = False
+
+    def do_config(self, args: Args) -> None:
+        """`config` or `config 0 1`: each peer's configuration in effect and its index."""
+        env = self.env
+        for i in [int(a) for a in args.positional] or range(len(env.nodes)):
+            core = env.nodes[i].core
+            if core is None:
+                self._print(f"S{i} crashed")
+                continue
+            index = core.configs.latest_index
+            state = "committed" if index <= core.commit_index else "uncommitted"
+            self._print(f"S{i} {core.configuration.describe()} at {index} ({state})")
 
     def do_elect(self, args: Args) -> None:
         """`elect 0`: tick S0 alone until it asks for (pre-)votes, then deliver until it wins.
@@ -237,6 +273,11 @@ class Args:
     def option(self, key: str, default: int) -> int:
         return int(self.options.get(key, default))
 
+    def ids(self, key: str) -> list[int]:
+        """`voters=0,1,2` -> [0, 1, 2]; [] when absent or empty."""
+        text = self.options.get(key, "")
+        return [int(word) for word in text.split(",") if word]
+
     def matcher(self) -> Callable[[Message], bool]:
         src, dst, kind = (self.options.get(k) for k in ("from", "to", "type"))
 
@@ -271,7 +312,12 @@ def _entries(core: RaftCore, full: bool) -> str:
     first = log.snapshot_index + 1
     if full:
         for k, entry in enumerate(log.entries):
-            data = "noop" if entry.data == NOOP_COMMAND else repr(codec.decode_command(entry.data))
+            if entry.data == NOOP_COMMAND:
+                data = "noop"
+            elif is_configuration(entry.data):
+                data = "conf"
+            else:
+                data = repr(codec.decode_command(entry.data))
             parts.append(f"{first + k}@T{entry.term}={data}")
     else:
         run_start = first

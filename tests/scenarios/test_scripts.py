@@ -20,3 +20,24 @@ def test_script(path: Path) -> None:
 
 def test_every_script_is_collected() -> None:
     assert len(SCRIPTS) >= 5
+
+
+RAFT_DEV = sorted(TESTDATA.glob("raft_dev_*.txt"))
+
+
+@pytest.mark.parametrize("path", RAFT_DEV, ids=[p.stem for p in RAFT_DEV])
+def test_the_raft_dev_bug_needs_the_fix_off(path: Path) -> None:
+    """Each raft-dev 2015 scenario elects two leaders in one term without the fix, none with it.
+
+    The scripts' recorded outputs hold the proof (test_script replays them);
+    this states it, so a rewrite that loses it fails here.
+    """
+    unsafe, _, safe = path.read_text().partition("fix ON")
+    assert [line for line in unsafe.splitlines() if line.startswith("!!")] != []
+    assert "both lead" in unsafe
+    assert [line for line in safe.splitlines() if line.startswith("!!")] == []
+    assert "refused: change_pending" in safe
+
+
+def test_all_three_raft_dev_scenarios_are_scripted() -> None:
+    assert len(RAFT_DEV) == 3
