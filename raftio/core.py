@@ -224,6 +224,10 @@ class RaftCore:
         """The configuration in effect: the latest in the log, committed or not."""
         return self.configs.latest
 
+    def quorum_size(self) -> int:
+        """How many voters make a majority of the configuration in effect."""
+        return self._quorum
+
     @property
     def peer_count(self) -> int:
         """How many voters there are (the Lab's peer count while membership is fixed)."""
