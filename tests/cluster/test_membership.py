@@ -125,7 +125,8 @@ def test_grow_three_to_five_and_shrink_back(loop_kind: LoopKind, seed: int) -> N
         for new in (3, 4):
             await c.start(new, [new], join=True)
             config = await leader.add_member(new, address(new))
-            assert new in config.voters and config.committed
+            assert new in config.voters
+            assert config.committed
         assert leader.configuration().voters == {i: address(i) for i in range(5)}
         await leader.propose(("add", "x", 1))
         await c.settle("x", 21)  # the new voters hold everything, snapshot or log
@@ -168,7 +169,8 @@ def test_a_learner_gets_everything_and_never_votes(loop_kind: LoopKind, seed: in
 
         config = await leader.add_member(3, address(3), voter=False)
 
-        assert config.learners == {3: address(3)} and 3 not in config.voters
+        assert config.learners == {3: address(3)}
+        assert 3 not in config.voters
         await c.settle("x", 5)
         assert learner.configuration().learners == {3: address(3)}
         # The learner alone with one voter: no quorum, and it never campaigns.
@@ -192,7 +194,8 @@ def test_promoting_a_learner_keeps_its_address(loop_kind: LoopKind, seed: int) -
 
         config = await leader.add_member(3, address(3))
 
-        assert config.voters[3] == address(3) and config.learners == {}
+        assert config.voters[3] == address(3)
+        assert config.learners == {}
 
     membership_test(body, loop_kind, seed)
 
@@ -245,7 +248,7 @@ def test_bad_membership_requests_get_typed_errors(loop_kind: LoopKind, seed: int
         with pytest.raises(UnknownMemberError):
             await leader.remove_member(42)
         for bad_id, bad_address in ((-1, address(9)), (9, "nowhere"), ("9", address(9))):
-            with pytest.raises(ValueError):
+            with pytest.raises(ValueError, match=r"node id|address"):
                 await leader.add_member(bad_id, bad_address)  # type: ignore[arg-type]
         assert sorted(leader.configuration().voters) == [0, 1, 2]
 

@@ -133,14 +133,16 @@ def test_a_removed_leader_leads_until_the_removal_commits_then_hands_over() -> N
     drain(core)
     core.on_log_durable(index, 2)
     ack(core, 1, index)
-    assert core.is_leader and core.commit_index < index  # it does not count itself
+    assert core.is_leader
+    assert core.commit_index < index
 
     outbox = ack(core, 2, index)
 
     assert core.commit_index == index
     assert core.role is Role.FOLLOWER
     handover = [s for s in outbox if isinstance(s.request, TimeoutNowArgs)]
-    assert len(handover) == 1 and handover[0].peer in (1, 2)
+    assert len(handover) == 1
+    assert handover[0].peer in (1, 2)
     for _ in range(3 * ELECTION_MAX):
         core.tick()
     assert core.take_outbox() == []  # not a voter: never campaigns
@@ -197,8 +199,10 @@ def test_a_follower_adopts_a_configuration_when_it_appends_it() -> None:
 
     reply = core.handle_append_entries(ae(1, 1, 1, [conf_entry(1, new)], leader=0))
 
-    assert reply is not None and reply.success
-    assert core.configuration == new and core.commit_index == 0
+    assert reply is not None
+    assert reply.success
+    assert core.configuration == new
+    assert core.commit_index == 0
 
 
 def test_truncating_a_configuration_entry_reverts_to_the_one_before() -> None:
@@ -209,7 +213,8 @@ def test_truncating_a_configuration_entry_reverts_to_the_one_before() -> None:
     # A new leader of T2 never had it: its entry at index 2 replaces ours.
     reply = core.handle_append_entries(ae(2, 1, 1, entries(2, 2), leader=2))
 
-    assert reply is not None and reply.success
+    assert reply is not None
+    assert reply.success
     assert core.voters == {0, 1, 2}
     assert core.configs.latest_index == 0
 
@@ -269,7 +274,8 @@ def test_a_joining_node_accepts_a_leader_it_has_never_heard_of() -> None:
     )
 
     assert reply == AppendEntriesReply(3, True, 2)
-    assert core.configuration == config and core.leader_id == 1
+    assert core.configuration == config
+    assert core.leader_id == 1
 
 
 # --- snapshots -----------------------------------------------------------------------
@@ -289,7 +295,8 @@ def test_a_snapshot_carries_the_configuration_and_a_restart_restores_it() -> Non
     restarted = RaftCore(
         1, 3, DurableState(1, None, 3, 1, [], new), CONFIG, random.Random(0), b"state"
     )
-    assert restarted.configuration == new and restarted.voters == {0, 1, 2, 3}
+    assert restarted.configuration == new
+    assert restarted.voters == {0, 1, 2, 3}
 
 
 def test_an_installed_snapshot_brings_its_configuration() -> None:
@@ -300,7 +307,8 @@ def test_an_installed_snapshot_brings_its_configuration() -> None:
     reply = core.handle_install_snapshot(InstallSnapshotArgs(2, 0, 9, 2, b"s", config))
 
     assert reply is not None
-    assert core.configuration == config and core.voters == {0, 1, 2, 4}
+    assert core.configuration == config
+    assert core.voters == {0, 1, 2, 4}
     saved = [op for op in core.take_storage_ops() if isinstance(op, SaveSnapshot)]
     assert saved == [SaveSnapshot(9, 2, b"s", config)]
 
@@ -311,5 +319,6 @@ def test_a_malformed_configuration_entry_is_ignored_alike_everywhere() -> None:
 
     reply = core.handle_append_entries(ae(1, 1, 1, [forged], leader=0))
 
-    assert reply is not None and reply.success
+    assert reply is not None
+    assert reply.success
     assert core.voters == {0, 1, 2}
