@@ -186,6 +186,7 @@ class RaftCore:
         self.applied_index = state.snapshot_index
         self.durable_index = self.log.last_index  # restored entries are durable
         self._votes: set[int] = set()
+        self._won_alone = False  # a sole voter's campaign, waiting for its vote to be durable
         self.progress: dict[int, Progress] = {}
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
@@ -279,9 +280,9 @@ class RaftCore:
         else:
             self._election_elapsed += 1
             if self._election_elapsed >= self._election_timeout:
-                if self.me not in self.voters:
+                if not self._may_campaign():
                     # A learner, a node waiting to join, or a removed one: never campaigns.
-                    self._election_elapsed = 0
+                    # (The timer runs on, so its pre-vote lease expires as a voter's does.)
                     return
                 if self.config.pre_vote:
                     self._pre_campaign()
@@ -392,6 +393,13 @@ class RaftCore:
         self._storage_ops.append(SaveSnapshot(index, term, data, config))
         self._debug("snap", f"compacted through {index}@T{term}")
         return True
+
+    def on_vote_durable(self) -> None:
+        """Storage made our term and vote durable (a write that held them was synced)."""
+        if self._won_alone:
+            self._won_alone = False
+            if self.role is Role.CANDIDATE:
+                self._become_leader()
 
     def on_log_durable(self, index: int, term: int) -> None:
         """Storage made the log durable through `index`, whose entry had `term` then.
@@ -672,6 +680,25 @@ class RaftCore:
         self.configs.add(index, config)
         return True
 
+    def _may_campaign(self) -> bool:
+        """A voter may; so may a node whose removal it has not seen commit.
+
+        Without the second case a leader that removed itself and crashed
+        before the removal committed could deadlock the cluster: its log
+        (holding the removal) is the most up to date, so only it can win,
+        yet by its latest configuration it is no voter. Elected, it commits
+        the removal and steps down. Votes still count by the latest
+        configuration, so this is as safe as any campaign.
+        """
+        if self.me in self.voters:
+            return True
+        previous = self.configs.previous
+        return (
+            previous is not None
+            and self.configs.latest_index > self.commit_index
+            and previous.is_voter(self.me)
+        )
+
     def _config_changed(self) -> None:
         config = self.configs.latest
         self.voters = frozenset(config.voters) | frozenset(config.outgoing)
@@ -760,7 +787,7 @@ class RaftCore:
             return None
         if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
             return None
-        if self.me not in self.voters:
+        if not self._may_campaign():
             self._refuse("not_voter")  # a learner or a removed node never campaigns
             return None
         if args.term > self.current_term:
@@ -875,7 +902,7 @@ class RaftCore:
         """Thesis 9.6: ask for pre-votes first; only a likely winner bumps its term."""
         self.role = Role.PRE_CANDIDATE
         self.leader_id = None
-        self._votes = {self.me}
+        self._votes = {self.me} & self.voters  # a leaving node's own vote does not count
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
         self._debug("role", "became pre-candidate")
@@ -910,12 +937,14 @@ class RaftCore:
         self.voted_for = self.me
         self.leader_id = None
         self._record_hard_state()
-        self._votes = {self.me}
+        self._votes = {self.me} & self.voters  # a leaving node's own vote does not count
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
         self._debug("role", "became candidate")
         if len(self._votes) >= self._quorum:
-            self._become_leader()
+            # A sole voter wins by its own vote, which counts once it is durable
+            # (on_vote_durable): a crash before then must not let it lead this term twice.
+            self._won_alone = True
             return
         self._request_votes(self.current_term, pre_vote=False, transfer=transfer)
 
@@ -1068,6 +1097,7 @@ class RaftCore:
             self.log.snapshot_index,
             self.log.snapshot_term,
             self.snapshot,
+            self.configs.at(self.log.snapshot_index),
         )
         self._outbox.append(Send(peer, args))
 

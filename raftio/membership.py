@@ -218,6 +218,11 @@ class ConfigHistory:
     def latest_index(self) -> int:
         return self._items[-1][0]
 
+    @property
+    def previous(self) -> Configuration | None:
+        """The configuration before the latest, if the log still holds both."""
+        return self._items[-2][1] if len(self._items) > 1 else None
+
     def add(self, index: int, config: Configuration) -> None:
         self._items.append((index, config))
 

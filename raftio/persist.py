@@ -18,13 +18,14 @@ from raftio.storage.base import Storage
 class Persister:
     """Writes storage effects in order and tracks the syncs in flight."""
 
-    __slots__ = ("_clock", "_metrics", "_storage", "_syncs")
+    __slots__ = ("_clock", "_metrics", "_storage", "_syncs", "wrote_hard_state")
 
     def __init__(self, storage: Storage, metrics: PeerMetrics, clock: Callable[[], float]) -> None:
         self._storage = storage
         self._metrics = metrics
         self._clock = clock
         self._syncs: dict[asyncio.Future[None], float] = {}  # pending sync -> start time
+        self.wrote_hard_state = False  # the last write() changed the term or vote
 
     def write(self, ops: list[StorageEffect]) -> asyncio.Future[None] | None:
         """Write `ops`, then sync: the sync's future, or None if they are durable already.
@@ -33,6 +34,7 @@ class Persister:
         """
         storage, metrics = self._storage, self._metrics
         metrics.writes += len(ops)
+        self.wrote_hard_state = False
         for op in ops:
             # Type tests, not `match`: a class pattern with captures costs ~4x as much.
             if type(op) is AppendLog:
@@ -40,6 +42,7 @@ class Persister:
                 metrics.entries_written += len(op.entries)
             elif type(op) is SaveHardState:
                 storage.save_hard_state(op.term, op.voted_for)
+                self.wrote_hard_state = True
             elif type(op) is SaveSnapshot:
                 storage.save_snapshot(op.index, op.term, op.data, op.config)
         pending = storage.sync()

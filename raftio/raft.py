@@ -385,19 +385,26 @@ class Raft:
                 self._fail(f"storage write failed unexpectedly: {exc!r}")
                 return
             mark = (core.log.last_index, core.log.last_term)
+            vote = self._persister.wrote_hard_state
             if pending is None:
+                if vote:
+                    core.on_vote_durable()
                 core.on_log_durable(*mark)
             else:
-                pending.add_done_callback(lambda fut: self._on_synced(fut, mark))
+                pending.add_done_callback(lambda fut: self._on_synced(fut, mark, vote))
         if pending is None:
             for item in outbox:
                 self._send(item)
         else:
             # A leader's entries may travel while its own write is in flight;
-            # votes and vote requests wait for durability.
+            # votes and vote requests wait for durability, and so does anything
+            # sent in a new term (a sole voter leads at once: its entries must
+            # not reach a learner before its vote is durable, or a crash could
+            # let it lead the same term twice).
             deferred = []
+            hold_all = self._persister.wrote_hard_state
             for item in outbox:
-                if isinstance(item.request, RequestVoteArgs):
+                if hold_all or isinstance(item.request, RequestVoteArgs):
                     deferred.append(item)
                 else:
                     self._send(item)
@@ -436,7 +443,7 @@ class Raft:
             self._core.broadcast_commit()
             self._drain()
 
-    def _on_synced(self, fut: asyncio.Future[None], mark: tuple[int, int]) -> None:
+    def _on_synced(self, fut: asyncio.Future[None], mark: tuple[int, int], vote: bool) -> None:
         self._persister.synced(fut)
         if self._killed or fut.cancelled():
             return
@@ -446,6 +453,8 @@ class Raft:
             return
         if self._trace:
             self._trace("storage", f"durable through {mark[0]}@T{mark[1]}")
+        if vote:
+            self._core.on_vote_durable()
         self._core.on_log_durable(*mark)
         self._drain()
 

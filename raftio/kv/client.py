@@ -72,10 +72,17 @@ class KVUnavailableError(RaftioError, TimeoutError):
 
 
 class KVRequestError(RaftioError):
-    """A node refused the request itself (malformed, or rejected by the state machine)."""
+    """A node refused the request itself (malformed, or rejected by the state machine).
 
-    def __init__(self, error: str, message: str) -> None:
+    `maybe_applied` is True when an earlier attempt of the same request got
+    no definite answer (a timeout, a lost connection or leadership), so it
+    may have taken effect although this attempt was refused.
+    """
+
+    def __init__(self, error: str, message: str, *, maybe_applied: bool = False) -> None:
         self.error = error
+        self.message = message
+        self.maybe_applied = maybe_applied
         super().__init__(f"{error}: {message}")
 
 
@@ -88,9 +95,8 @@ class KVSessionError(KVRequestError):
     """
 
     def __init__(self, error: str, message: str, *, maybe_applied: bool) -> None:
-        self.maybe_applied = maybe_applied
         unsure = "; an earlier attempt may have applied it" if maybe_applied else ""
-        super().__init__(error, message + unsure)
+        super().__init__(error, message + unsure, maybe_applied=maybe_applied)
 
 
 class KVClient:
@@ -224,8 +230,13 @@ class KVClient:
         self.session, self.seq = session, 0
 
     async def request(self, request: dict[str, Any]) -> Any:
-        """Send one request, following redirects and retrying until the deadline."""
+        """Send one request, following redirects and retrying until the deadline.
+
+        Raises KVUnavailableError, or KVRequestError for a refusal (its
+        `maybe_applied` says whether an earlier attempt may have taken effect).
+        """
         async with self._lock:
+            self._unsure = False
             return await self._retry(request)
 
     async def _retry(self, request: dict[str, Any]) -> Any:
@@ -270,7 +281,7 @@ class KVClient:
         if error in SESSION_ERRORS:
             raise KVSessionError(error, message, maybe_applied=self._unsure)
         if error not in _RETRYABLE:
-            raise KVRequestError(error, message)
+            raise KVRequestError(error, message, maybe_applied=self._unsure)
         self._unsure |= error in _UNSURE
         hint = reply.get("leader")
         # A follower may still name a leader that just died: one we could not

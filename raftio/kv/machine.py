@@ -7,6 +7,7 @@ replicates them:
 
     ("register", nonce, max_sessions, max_result_chars)  -> a new session id
     ("write", op, key, value, session, seq)              -> the key's new value
+    ("clients", ((node_id, "host:port"), ...))           -> None (raftio.kv.client_table)
 
 A client registers once and gets a session id, `"<serial>.<nonce>"`: the
 serial counts registrations (every replica counts the same), the nonce is
@@ -49,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftio.codec import CodecError, pack, unpack
+from raftio.kv.client_table import CLIENTS, check_table, table_items
 
 __all__ = [
     "DEFAULT_MAX_RESULT_CHARS",
@@ -125,6 +127,8 @@ class KVStateMachine:
         self.result_chars = 0  # characters held by stored outcomes
         # client -> (seq, result): the pre-session duplicate table, for old logs
         self.legacy: dict[str, tuple[int, str | None]] = {}
+        # node id -> client "host:port" of the members, as last replicated (client_table)
+        self.clients: dict[int, str] = {}
         self._sum = 0  # sum of the per-key and per-session hashes, mod 2**256
 
     # ------------------------------------------------------------------ apply
@@ -135,6 +139,9 @@ class KVStateMachine:
             return self._write(*_check_write(command))
         if type(command) is tuple and command and command[0] == "register":
             return self._register(*_check_register(command))
+        if type(command) is tuple and command and command[0] == CLIENTS:
+            self.clients = _check_clients(command)
+            return None
         return self._legacy_write(*_check_legacy(command))
 
     def _register(self, nonce: str, max_sessions: int, max_result_chars: int) -> str:
@@ -247,7 +254,9 @@ class KVStateMachine:
         order the state was built in (replay or snapshot); two different
         states collide with negligible probability.
         """
-        head = [self.registered, self.clock, self.max_sessions, self.max_result_chars]
+        head: list[Any] = [self.registered, self.clock, self.max_sessions, self.max_result_chars]
+        if self.clients:  # absent while empty: states from before the table hash as they did
+            head.append(table_items(self.clients))
         h = hashlib.sha256(self._sum.to_bytes(32, "big") + pack(head))
         return h.hexdigest()[:16]
 
@@ -257,17 +266,18 @@ class KVStateMachine:
         sessions = [
             [sid, s.seq, s.fingerprint, list(s.outcome), s.used] for sid, s in self.sessions.items()
         ]
-        return pack(
-            {
-                "format": SNAPSHOT_FORMAT,
-                "data": self.data,
-                "sessions": sessions,
-                "registered": self.registered,
-                "clock": self.clock,
-                "limits": [self.max_sessions, self.max_result_chars],
-                "legacy": {client: list(entry) for client, entry in self.legacy.items()},
-            }
-        )
+        state = {
+            "format": SNAPSHOT_FORMAT,
+            "data": self.data,
+            "sessions": sessions,
+            "registered": self.registered,
+            "clock": self.clock,
+            "limits": [self.max_sessions, self.max_result_chars],
+            "legacy": {client: list(entry) for client, entry in self.legacy.items()},
+        }
+        if self.clients:  # an optional key: older readers ignore it, older snapshots lack it
+            state["clients"] = table_items(self.clients)
+        return pack(state)
 
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot's, format 2 or the pre-session format 1.
@@ -304,6 +314,10 @@ class KVStateMachine:
         if not all(type(n) is int and n >= 0 for n in counters):
             raise ValueError("KV snapshot counters are not non-negative integers")
         self.registered, self.clock, self.max_sessions, self.max_result_chars = counters
+        try:
+            self.clients = check_table(state.get("clients", []))
+        except ValueError as exc:
+            raise ValueError(f"KV snapshot clients: {exc}") from None
         items = state.get("sessions")
         if not isinstance(items, list):
             raise ValueError("KV snapshot sessions are not a list")
@@ -375,6 +389,15 @@ def _check_register(command: tuple[Any, ...]) -> tuple[str, int, int]:
     ):
         raise KVCommandError(FAILED, f"malformed KV register: {command!r:.80}")
     return nonce, max_sessions, max_result_chars
+
+
+def _check_clients(command: tuple[Any, ...]) -> dict[int, str]:
+    try:
+        if len(command) != 2:
+            raise ValueError('expected ("clients", table)')
+        return check_table(command[1])
+    except ValueError as exc:
+        raise KVCommandError(FAILED, f"malformed KV clients: {exc}") from None
 
 
 def _check_legacy(command: Any) -> tuple[str, str, str, str, int]:

@@ -1,7 +1,10 @@
 """KVServer: the client-facing port of one KV node (asyncio streams, raftio.kv.protocol).
 
 Owns client connections and the mapping from requests to `Node.propose` /
-`Node.read` and from raftio's errors to protocol error codes. One task per
+`Node.read` (admin requests to raftio.kv.admin) and from raftio's errors to
+protocol error codes. Admin requests are served on the same terms as every
+other request: only on an admitted (with a token: authenticated)
+connection. One task per
 connection, each kept in `_conns` and cancelled by `close()`. A connection
 that breaks the protocol is logged and closed; the node and every other
 connection carry on.
@@ -35,11 +38,19 @@ import hmac
 import logging
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from raftio.errors import NodeClosedError, NotLeaderError, ProposalLostError, ProposalTimeoutError
+from raftio.errors import (
+    LeadershipTransferError,
+    MembershipError,
+    NodeClosedError,
+    NotLeaderError,
+    ProposalLostError,
+    ProposalTimeoutError,
+)
+from raftio.kv.admin import Admin
 from raftio.kv.machine import (
     DEFAULT_MAX_RESULT_CHARS,
     DEFAULT_MAX_SESSIONS,
@@ -49,6 +60,7 @@ from raftio.kv.machine import (
     write_command,
 )
 from raftio.kv.protocol import (
+    ADMIN_OPS,
     AUTH_OPS,
     BAD_REQUEST,
     CLOSED,
@@ -56,7 +68,9 @@ from raftio.kv.protocol import (
     HEADER,
     LOST,
     MAX_FRAME,
+    MEMBERSHIP,
     NOT_LEADER,
+    PENDING,
     TIMEOUT,
     UNAUTHORIZED,
     ProtocolError,
@@ -119,8 +133,10 @@ class KVServer:
     Args:
         node: the started Node replicating `machine`.
         machine: the node's KVStateMachine (read for `status`).
-        client_addresses: every node's client "host:port", indexed by node id,
-            so that redirects name the leader's client port.
+        client_addresses: client "host:port" by node id (a mapping, or a list
+            indexed by id), naming the same nodes as the Node's addresses, so
+            that redirects name the leader's client port. Members added
+            later get theirs through the log (raftio.kv.client_table).
         bind: "host:port" to listen on, if not this node's client address
             (port 0 picks a free port: see `port`).
         timeout: seconds a write or read may wait before answering `timeout`.
@@ -136,13 +152,15 @@ class KVServer:
             evicted; the value in the latest register command wins, default 4096).
         max_result_chars: characters of stored write results across sessions (64 Mi).
         sweep: seconds between two deadline checks (default 0.5).
+        admin_timeout: seconds a membership change may take before `timeout`
+            or `pending` (default 10; clients must wait longer than this).
     """
 
     def __init__(
         self,
         node: Node,
         machine: KVStateMachine,
-        client_addresses: Sequence[str],
+        client_addresses: Sequence[str] | Mapping[int, str],
         *,
         bind: str | None = None,
         timeout: float = 2.0,
@@ -156,17 +174,24 @@ class KVServer:
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
         sweep: float = 0.5,
+        admin_timeout: float = 10.0,
     ) -> None:
-        if len(client_addresses) != len(node.addresses):
-            raise ValueError("need one client address per node")
-        for address in client_addresses:
+        by_id = (
+            dict(client_addresses)
+            if isinstance(client_addresses, Mapping)
+            else dict(enumerate(client_addresses))
+        )
+        if by_id.keys() != node.addresses.keys():
+            raise ValueError("need one client address per node, for the same node ids")
+        for address in by_id.values():
             parse_address(address)
         if token is not None and not token:
             raise ValueError("an empty token authenticates nothing; pass None for no token")
         if min(max_connections, max_pending, max_sessions) < 1:
             raise ValueError("max_connections, max_pending and max_sessions must be positive")
         self.node, self.machine = node, machine
-        self.client_addresses = list(client_addresses)
+        self.client_addresses = by_id
+        self._admin = Admin(node, machine, by_id, admin_timeout)
         self._bind = parse_address(bind or self.client_addresses[node.node_id])
         self._timeout = timeout
         self._token = token
@@ -437,6 +462,10 @@ class KVServer:
             return error_reply(LOST, str(exc))
         except NodeClosedError as exc:
             return error_reply(CLOSED, str(exc))
+        except MembershipError as exc:  # before ValueError: most of them are ValueErrors too
+            return error_reply(PENDING if exc.retriable else MEMBERSHIP, str(exc))
+        except LeadershipTransferError as exc:
+            return error_reply(PENDING, str(exc))
         except KVCommandError as exc:  # a session check or the state machine refused it
             return error_reply(exc.error, str(exc))
         except ValueError as exc:
@@ -447,6 +476,8 @@ class KVServer:
             return self.status()
         if request.op == "get":
             return await self.node.read(request.key, timeout=self._timeout)
+        if request.op in ADMIN_OPS:
+            return await self._admin.execute(request)
         if request.op == "register":
             nonce = secrets.token_hex(8)
             command = register_command(nonce, self._max_sessions, self._max_result_chars)
@@ -468,6 +499,7 @@ class KVServer:
         status["role"] = str(status["role"])  # a plain str on the wire
         status["client_address"] = self.client_addresses[self.node.node_id]
         status["leader_client_address"] = self._client_address(status["leader_id"])
+        status.update(self._membership())
         status["keys"] = len(self.machine.data)
         status["sessions"] = len(self.machine.sessions)
         status["digest"] = self.machine.digest()
@@ -475,7 +507,16 @@ class KVServer:
         status["loop"] = type(asyncio.get_running_loop()).__module__.partition(".")[0]
         return status
 
+    def _membership(self) -> dict[str, Any]:
+        """This node's view of the configuration: voters, learners, and what it is in it."""
+        config = self.node.configuration()
+        me = self.node.node_id
+        if me in config.voters or me in config.learners:
+            member = "voter" if me in config.voters else "learner"
+        else:  # no voter known: waiting to be added (--join); else it was removed
+            member = "removed" if config.voters else "joining"
+        return {"voters": sorted(config.voters), "learners": sorted(config.learners),
+                "member": member}  # fmt: skip
+
     def _client_address(self, node_id: int | None) -> str | None:
-        if node_id is None or not 0 <= node_id < len(self.client_addresses):
-            return None
-        return self.client_addresses[node_id]
+        return self._admin.client_address(node_id)

@@ -26,9 +26,11 @@ class KVNode:
     """A KV replica: `Node(node_id, peers, data_dir, KVStateMachine())` plus its KVServer.
 
     Args:
-        node_id: this node's index in `peers` and `client_peers`.
-        peers: every node's Raft "host:port".
-        client_peers: every node's client "host:port".
+        node_id: this node's id: a key (an index, if lists) of `peers` and `client_peers`.
+        peers: Raft "host:port" by node id (a mapping, or a list indexed by id):
+            the first configuration of a new cluster; with `join=True` (a
+            node_option), at least this node's own.
+        client_peers: client "host:port" by node id, naming the same nodes.
         data_dir: the node's FileStorage directory.
         client_timeout: seconds a client request may wait inside the node.
         kv_token: the token clients must prove they hold; by default the
@@ -42,8 +44,8 @@ class KVNode:
     def __init__(
         self,
         node_id: int,
-        peers: Sequence[str],
-        client_peers: Sequence[str],
+        peers: Sequence[str] | Mapping[int, str],
+        client_peers: Sequence[str] | Mapping[int, str],
         data_dir: str | Path | None,
         *,
         client_timeout: float = 2.0,

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from raftio import codec
 from raftio.membership import Configuration, encode_configuration
 from raftio.messages import Entry
-from raftio.storage import wal
+from raftio.storage import manifest, wal
 from raftio.storage.base import DurableState, StorageCorruptError, StorageError
 from raftio.storage.recovery import StorageLockedError, lock_directory, make_directory, recover
 from raftio.storage.wal import Checkpoint
 from raftio.storage.worker import WorkerThread
 from raftio.storage.writer import Closed, Disk, SnapshotFile
 
-__all__ = ["Disk", "FileStorage", "StorageCorruptError", "StorageLockedError"]
+__all__ = ["Disk", "FileStorage", "StorageCorruptError", "StorageLockedError", "holds_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -385,6 +385,22 @@ class FileStorage:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def holds_state(directory: str | os.PathLike[str]) -> bool:
+    """Whether `directory` holds a FileStorage's state (a MANIFEST, a segment or a snapshot).
+
+    Read-only: a missing directory, or one holding only a LOCK, holds none.
+    A FileStorage writes its MANIFEST and first segment when it opens, so
+    a node that ever opened its directory leaves state behind.
+    """
+    path = os.fspath(directory)
+    if not os.path.isdir(path):
+        return False
+    if os.path.exists(os.path.join(path, manifest.MANIFEST_NAME)):
+        return True
+    listing = wal.list_directory(path)
+    return bool(listing.segments or listing.snapshots)
 
 
 def _reject(fut: asyncio.Future[None], error: StorageError) -> None:

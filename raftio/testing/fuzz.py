@@ -1,7 +1,7 @@
 """The simulation fuzzer: explore many seeds, report every violation with its replay command.
 
     python -m raftio.testing.fuzz --seeds 1000 [--start S] [--peers 3-7] [--duration 60]
-                                  [--profile mixed|figure8] [--jobs N] [--trace-lines N]
+                                  [--profile mixed|figure8|membership] [--jobs N] [--trace-lines N]
                                   [--trace-file PATH] [-v]
 
 Seed s runs `run_simulation(SimParams(seed=s, ...))` (raftio.testing.sim):

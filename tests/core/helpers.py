@@ -166,6 +166,8 @@ def make_leader(
         config=config,
     )
     sent = campaign(core)
+    if not sent and core.role is Role.CANDIDATE:
+        core.on_vote_durable()  # a sole voter wins by its own vote, once durable
     while not core.is_leader:
         assert sent, f"no vote requests while {core.role}"
         for peer, args in pairs(sent):

@@ -222,7 +222,7 @@ def test_truncating_a_configuration_entry_reverts_to_the_one_before() -> None:
 def test_a_learner_never_campaigns_and_a_joining_node_neither() -> None:
     learner = make_core([1], term=1, me=3, peers=4)
     learner.handle_append_entries(
-        ae(1, 1, 1, [conf_entry(1, voters(0, 1, 2, learners=(3,)))], leader=0)
+        ae(1, 1, 1, [conf_entry(1, voters(0, 1, 2, learners=(3,)))], 2, leader=0)
     )
     joining = RaftCore(9, 0, DurableState(), CONFIG, random.Random(1), bootstrap=Configuration())
 
@@ -322,3 +322,31 @@ def test_a_malformed_configuration_entry_is_ignored_alike_everywhere() -> None:
     assert reply is not None
     assert reply.success
     assert core.voters == {0, 1, 2}
+
+
+def test_a_node_whose_removal_is_uncommitted_may_still_campaign() -> None:
+    """Else a leader that removed itself and crashed before the removal committed,
+    holding the most up-to-date log, could never be replaced: deadlock."""
+    core = make_core([1], term=1, me=0)
+    core.handle_append_entries(ae(1, 1, 1, [conf_entry(1, voters(1, 2))], 1, leader=1))
+    drain(core)
+    for _ in range(ELECTION_MAX + 1):
+        core.tick()
+    sent = core.take_outbox()
+    assert sorted(s.peer for s in sent) == [1, 2]  # it asks the voters of the latest
+    (args,) = sent_to(sent, 1)
+    assert isinstance(args, RequestVoteArgs)
+
+    core.on_request_vote_reply(1, args, RequestVoteReply(args.term, True))
+    assert not core.is_leader  # its own vote does not count: 1 of {1, 2}
+    core.on_request_vote_reply(2, args, RequestVoteReply(args.term, True))
+    assert core.is_leader
+
+
+def test_once_its_removal_commits_a_node_never_campaigns() -> None:
+    core = make_core([1], term=1, me=0)
+    core.handle_append_entries(ae(1, 1, 1, [conf_entry(1, voters(1, 2))], 2, leader=1))
+    drain(core)
+    for _ in range(4 * ELECTION_MAX):
+        core.tick()
+    assert core.take_outbox() == []

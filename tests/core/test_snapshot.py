@@ -125,7 +125,7 @@ def test_compact_past_restored_snapshot_needs_applying_first() -> None:
 # --- the leader sends its snapshot to a follower that needs compacted entries -----------
 
 SNAP_DATA = b"snapshot through 5"
-INSTALL = InstallSnapshotArgs(3, 0, 5, 1, SNAP_DATA)
+INSTALL = InstallSnapshotArgs(3, 0, 5, 1, SNAP_DATA, THREE)
 # Sent before every InstallSnapshot (and while one travels): an empty
 # AppendEntries anchored at the snapshot that tells the follower our commit
 # index, without which it refuses the snapshot (validate.check_install_snapshot).
@@ -193,7 +193,7 @@ def test_leader_sends_snapshot_after_compacting_past_a_lagging_follower() -> Non
     for _ in range(HEARTBEAT):
         core.tick()
 
-    install = InstallSnapshotArgs(2, 0, 5, 2, b"s5")
+    install = InstallSnapshotArgs(2, 0, 5, 2, b"s5", THREE)
     assert drain(core)[1] == [
         Send(1, AppendEntriesArgs(2, 0, 5, 2, [], 5)),
         Send(1, install),

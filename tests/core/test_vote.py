@@ -199,14 +199,21 @@ def test_candidate_times_out_and_campaigns_again() -> None:
     ]
 
 
-def test_single_peer_elects_itself() -> None:
-    """§5.2: a candidate with votes from a majority (itself, of one) becomes leader."""
+def test_single_peer_elects_itself_once_its_vote_is_durable() -> None:
+    """§5.2: a candidate with votes from a majority (itself, of one) becomes leader.
+
+    Its own vote counts once durable: led before, a crash could make it
+    lead the same term twice (a learner may have seen the first reign).
+    """
     core = make_core([1], term=1, peers=1)
 
     outbox = campaign(core)
 
-    assert (core.role, core.current_term, core.leader_id) == (Role.LEADER, 2, 0)
+    assert (core.role, core.current_term) == (Role.CANDIDATE, 2)
     assert outbox == []
+    assert core.take_storage_ops() == [SaveHardState(2, 0)]
+    core.on_vote_durable()
+    assert (core.role, core.current_term, core.leader_id) == (Role.LEADER, 2, 0)
 
 
 @pytest.mark.parametrize(

@@ -186,6 +186,8 @@ class Env:
                 _persist(node, op)
         index, term = batches[-1][1]
         self.out(f"{self.indent}S{i} synced through {index}@T{term}")
+        if any(isinstance(op, SaveHardState) for ops, _ in batches for op in ops):
+            self.step(i, RaftCore.on_vote_durable)
         for _, (index, term) in batches:
             self.step(i, _durable(index, term))
         waiting, node.waiting = node.waiting, []

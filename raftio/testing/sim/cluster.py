@@ -19,6 +19,7 @@ from typing import Any
 
 import raftio
 from raftio.config import RaftConfig
+from raftio.membership import Configuration
 from raftio.messages import ApplyMsg
 from raftio.testing.invariants import InvariantChecker
 from raftio.testing.sim.service import Service
@@ -76,8 +77,11 @@ class SimCluster:
         net: Network,
         trace: Trace,
         checker: InvariantChecker,
+        bootstrap: Configuration | None = None,
     ) -> None:
+        """`bootstrap`: the first configuration (default: all n peers vote)."""
         self.n = n
+        self.bootstrap = bootstrap
         self._rng = rng
         self.config = config
         self._snapshot_every = snapshot_every
@@ -91,6 +95,16 @@ class SimCluster:
     def alive(self, i: int) -> bool:
         rf = self.peers[i].rf
         return rf is not None and not rf.killed()
+
+    def members(self) -> set[int]:
+        """The members of the configuration the live peers of the highest term hold."""
+        live = [i for i in range(self.n) if self.alive(i)]
+        if not live:
+            return set(range(self.n))
+        newest = max(
+            live, key=lambda i: (self._raft(i).get_state()[0], self._raft(i).view.log.last_index)
+        )
+        return set(self._raft(newest).configuration.members())
 
     def leaders(self) -> list[int]:
         """Live peers that believe they lead, in peer order."""
@@ -120,7 +134,16 @@ class SimCluster:
         rng = random.Random(self._rng.getrandbits(63))
         views: list[CoreView] = []  # the peer's, once make() has built it
         tracer = self._tracer(i, views)
-        rf = raftio.make(ends, i, peer.storage, apply_ch, self.config, rng=rng, tracer=tracer)
+        rf = raftio.make(
+            ends,
+            i,
+            peer.storage,
+            apply_ch,
+            self.config,
+            rng=rng,
+            tracer=tracer,
+            bootstrap=self.bootstrap,
+        )
         views.append(rf.view)
         self._checker.peer_started(i, peer.incarnation, rf.view, restored)
         self._trace.add(f"S{i}", f"T{restored.current_term}", "-", "sim", self._restored(restored))

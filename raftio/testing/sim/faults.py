@@ -24,11 +24,12 @@ import random
 from collections.abc import Callable
 
 from raftio.testing.partitions import draw_partition
+from raftio.testing.sim import membership
 from raftio.testing.sim.cluster import SimCluster
 from raftio.testing.sim.links import Links
 from raftio.testing.sim.trace import Trace
 
-PROFILES = ("mixed", "figure8")
+PROFILES = ("mixed", "figure8", "membership")
 
 _MIXED: dict[str, float] = {
     "split": 3,
@@ -45,6 +46,8 @@ _MIXED: dict[str, float] = {
     "fail_sync": 0.2,
 }
 _FIGURE8: dict[str, float] = {"flaky": 1, "unreliable": 3}
+# The mixed faults, plus membership changes and transfers (sim/membership.py).
+_MEMBERSHIP: dict[str, float] = {**_MIXED, **membership.WEIGHTS}
 
 
 class SimNemesis:
@@ -60,7 +63,7 @@ class SimNemesis:
         self._rng = rng
         self._trace = trace
         self._figure8 = profile == "figure8"
-        self._weights = _FIGURE8 if self._figure8 else _MIXED
+        self._weights = {"mixed": _MIXED, "figure8": _FIGURE8, "membership": _MEMBERSHIP}[profile]
         self._down_until: dict[int, float] = {}
         self._actions: dict[str, Callable[[], str]] = {
             "split": lambda: self._partition("split"),
@@ -76,6 +79,7 @@ class SimNemesis:
             "crash_unsynced": self._crash_unsynced,
             "slow_disk": self._slow_disk,
             "fail_sync": self._fail_sync,
+            **{name: self._membership(name) for name in membership.WEIGHTS},
         }
         self._names = list(self._weights)
         self._weight_list = [self._weights[name] for name in self._names]
@@ -236,6 +240,16 @@ class SimNemesis:
         down = self._down_time()
         self._down_until[i] = asyncio.get_running_loop().time() + down
         return f"S{i} lose_unsynced={lose} down={down:.2f}s"
+
+    def _membership(self, action: str) -> Callable[[], str]:
+        def act() -> str:
+            leader = self._leader()
+            if leader is None:
+                return "no leader"
+            rf = self._cluster._raft(leader)
+            return f"S{leader}: {membership.change(rf, self._rng, self._cluster.n, action)}"
+
+        return act
 
     def _slow_disk(self) -> str:
         i = self._rng.randrange(self._cluster.n)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raftio.config import RaftConfig
+from raftio.membership import Configuration
 from raftio.testing.clock import VirtualClockEventLoop, run
 from raftio.testing.invariants import InvariantChecker, Violation
 from raftio.testing.sim.cluster import SimCluster
@@ -47,7 +48,7 @@ class SimParams:
     seed: int
     peers: tuple[int, int] = (3, 7)  # cluster size drawn from this range, inclusive
     duration: float = 60.0  # seconds of loop time under faults
-    profile: str = "mixed"  # nemesis profile: "mixed" or "figure8"
+    profile: str = "mixed"  # nemesis profile: "mixed", "figure8" or "membership"
     liveness_bound: float = 10.0  # seconds after healing for a command to commit everywhere
     trace_keep: int = 200  # trace lines kept for the failure report
     full_trace: bool = False  # keep every trace line (SimResult.trace)
@@ -178,11 +179,16 @@ class _Simulation:
         )
         self._client_rng = random.Random(master.getrandbits(63))
         self.result.peer_count = n
+        voters = n
+        if params.profile == "membership":  # some peers start outside, waiting to be added
+            voters = master.randint(1, n)
+            self.cluster.bootstrap = Configuration.of_voters([""] * voters)
         self.result.stats["settings"] = (
             f"n={n} pre_vote={config.pre_vote} check_quorum={config.check_quorum} "
             f"leader_noop={config.leader_noop} max_inflight={config.max_inflight} "
             f"fsync={latency[0] * 1000:g}-{latency[1] * 1000:g}ms "
             f"snapshot_every={snapshot_every} client_gap={self._client_gap * 1000:g}ms"
+            + (f" voters={voters}" if voters != n else "")
         )
         self.trace.event("sim", f"seed={params.seed} {self.result.stats['settings']}")
 
@@ -238,7 +244,10 @@ class _Simulation:
     def _applied_everywhere(self, index: int, token: str) -> bool:
         if self.checker.applied_command(index) != token:
             return False
-        for peer in self.cluster.peers:
+        members = self.cluster.members()  # a removed peer gets nothing new
+        for i, peer in enumerate(self.cluster.peers):
+            if i not in members:
+                continue
             if peer.service is None or peer.service.last_index < index:
                 return False
         return True
