@@ -97,13 +97,16 @@ class SimCluster:
         return rf is not None and not rf.killed()
 
     def members(self) -> set[int]:
-        """The members of the configuration the live peers of the highest term hold."""
+        """The members of the configuration in effect: the newest leader's, else the most
+        up-to-date log's (a removed node campaigning in high terms knows nothing newer)."""
         live = [i for i in range(self.n) if self.alive(i)]
         if not live:
             return set(range(self.n))
-        newest = max(
-            live, key=lambda i: (self._raft(i).get_state()[0], self._raft(i).view.log.last_index)
-        )
+        leaders = self.leaders()
+        if leaders:
+            newest = max(leaders, key=lambda i: self._raft(i).get_state()[0])
+        else:
+            newest = max(live, key=lambda i: _log_position(self._raft(i).view))
         return set(self._raft(newest).configuration.members())
 
     def leaders(self) -> list[int]:
@@ -212,3 +215,7 @@ class SimCluster:
             f"started vote={state.voted_for} snapshot={state.snapshot_index}@T"
             f"{state.snapshot_term} last={last}"
         )
+
+
+def _log_position(view: CoreView) -> tuple[int, int]:
+    return view.log.last_term, view.log.last_index
