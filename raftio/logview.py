@@ -47,6 +47,7 @@ TOPIC_COLORS: dict[str, str] = {
     "recv": "2",
     "apply": "32",  # green
     "storage": "34",
+    "config": "1;36",  # bold cyan: membership changes
     "error": "1;37;41",  # bold white on red
 }
 # Topics raftio writes (peers' lines, then the simulator's own); --topics accepts

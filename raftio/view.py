@@ -58,6 +58,10 @@ def core_metrics(core: RaftCore, *, leading: bool, failed: bool) -> dict[str, fl
         "raftio_elections_total": core.elections,
         "raftio_terms_led_total": core.terms_led,
         "raftio_failed": int(failed),
+        "raftio_voters": len(core.configuration.voters),
+        "raftio_learners": len(core.configuration.learners),
+        "raftio_configuration_index": core.configs.latest_index,
+        "raftio_is_voter": int(core.me in core.voters),
     }
     for reason, count in core.refused.items():
         out[f'raftio_refused_total{{reason="{reason}"}}'] = count
