@@ -24,6 +24,7 @@ from raftio.kv.server import KVServer
 from raftio.node import Node
 from raftio.storage.base import Storage
 from raftio.storage.memory import MemoryStorage
+from raftio.testing.nemesis import membership
 from raftio.testing.partitions import Link
 from raftio.testing.sim.links import Links
 from raftio.transport.memory import MemoryClientEnd, Network
@@ -85,6 +86,7 @@ class MemoryKvCluster:
         # Per-link rules on top of the network's own faults: duplicated requests while flaky.
         self.links = Links(random.Random(self._rng.getrandbits(64)))
         self.net.set_link_faults(self.links)
+        self._changes: set[asyncio.Task[object]] = set()  # membership changes under way
 
     @property
     def n(self) -> int:
@@ -147,6 +149,9 @@ class MemoryKvCluster:
         self.storages[i] = storage.copy() if isinstance(storage, MemoryStorage) else None
 
     async def close(self) -> None:
+        for task in list(self._changes):
+            task.cancel()
+        await asyncio.gather(*self._changes, return_exceptions=True)
         for i in range(self.n):
             await self.crash(i)
         self.net.cleanup()
@@ -189,6 +194,27 @@ class MemoryKvCluster:
 
     resume = pause
 
+    async def change_membership(self, rng: random.Random) -> str:
+        """Ask the leader to add, remove or hand over (testing/nemesis/membership.py)."""
+        leader = await self.leader()
+        node = None if leader is None else self.nodes[leader]
+        if node is None:
+            return "no leader"
+        return f"by {leader}: {membership.change(node, rng, self.addresses, self._changes)}"
+
+    def members(self) -> set[int]:
+        """The members of the newest leader's configuration (all nodes if none leads)."""
+        best: tuple[int, Node] | None = None
+        for node in self.nodes:
+            if node is not None and node.raft.get_state()[1]:
+                term = node.raft.get_state()[0]
+                if best is None or term > best[0]:
+                    best = (term, node)
+        if best is None:
+            return set(range(self.n))
+        config = best[1].configuration()
+        return set(config.voters) | set(config.learners)
+
     # --- observation ---------------------------------------------------------
 
     async def leader(self) -> int | None:
@@ -206,10 +232,12 @@ class MemoryKvCluster:
         running = [node for node in self.nodes if node is not None]
         if len(running) < self.n:
             return f"{self.n - len(running)} node(s) down"
+        members = self.members()  # a removed node is left behind, as it should be
+        running = [node for node in running if node.node_id in members]
         statuses = [node.status() for node in running]
         applied = {s.applied_index for s in statuses}
         commit = max(s.commit_index for s in statuses)
-        digests = [machine.digest() for machine in self.machines]
+        digests = [self.machines[node.node_id].digest() for node in running]
         if len(applied) == 1 and applied == {commit} and len(set(digests)) == 1:
             return None
         leaders = [s for s in statuses if s.role == "leader"]

@@ -21,7 +21,7 @@ __all__ = ["FAULT_KINDS", "FaultTarget", "Nemesis"]
 logger = logging.getLogger(__name__)
 
 
-FAULT_KINDS = ("partition", "crash", "pause", "flaky", "reorder")
+FAULT_KINDS = ("partition", "crash", "pause", "flaky", "reorder", "membership")
 
 
 class FaultTarget(Protocol):
@@ -29,7 +29,8 @@ class FaultTarget(Protocol):
 
     `cut(links)` replaces the set of cut links: a cut (i, j) carries none of
     node i's requests to node j nor their replies; every other link works.
-    `pause` / `resume` are only called if the nemesis was given "pause".
+    `pause` / `resume` are only called if the nemesis was given "pause",
+    `change_membership` only if it was given "membership".
     """
 
     @property
@@ -48,6 +49,8 @@ class FaultTarget(Protocol):
     async def pause(self, i: int) -> None: ...
 
     async def resume(self, i: int) -> None: ...
+
+    async def change_membership(self, rng: random.Random) -> str: ...
 
 
 class Nemesis:
@@ -154,6 +157,8 @@ class Nemesis:
             self._down[victim] = (kind, until)
             await (self.target.crash(victim) if kind == "crash" else self.target.pause(victim))
             self.log(f"{kind} {victim} until t={until:.3f}")
+        elif kind == "membership":
+            self.log(f"membership {await self.target.change_membership(self._rng)}")
         elif kind in ("flaky", "reorder") and kind not in self._network:
             self._network[kind] = until
             self._set_network()

@@ -21,7 +21,9 @@ from raftio.testing.nemesis.workload import Workload
 
 __all__ = ["SIM_FAULTS", "SimConfig", "simulate"]
 
-SIM_FAULTS = ("partition", "crash", "flaky", "reorder")  # a memory cluster cannot pause
+# A memory cluster cannot pause; "membership" is opt-in (--faults ...,membership).
+SIM_FAULTS = ("partition", "crash", "flaky", "reorder")
+SIM_KINDS = (*SIM_FAULTS, "membership")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,7 @@ def simulate(config: SimConfig) -> NemesisReport:
 
 
 async def _simulate(config: SimConfig) -> NemesisReport:
-    if not set(config.faults) <= set(SIM_FAULTS):
+    if not set(config.faults) <= set(SIM_KINDS):
         raise ValueError(f"a simulation cannot inject {config.faults}")
     rng = random.Random(config.seed)
     raft = RaftConfig(pre_vote=config.pre_vote, check_quorum=config.check_quorum)

@@ -24,7 +24,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
-from raftio.testing.nemesis.simulate import SIM_FAULTS, SimConfig, simulate
+from raftio.testing.nemesis.simulate import SIM_FAULTS, SIM_KINDS, SimConfig, simulate
 from raftio.testing.nemesis.verdict import NemesisReport
 
 __all__ = ["main"]
@@ -126,7 +126,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--faults",
         type=lambda text: text.split(","),
         default=list(SIM_FAULTS),
-        help=f"comma-separated: {','.join(SIM_FAULTS)}",
+        help=f"comma-separated, of {','.join(SIM_KINDS)} (default {','.join(SIM_FAULTS)})",
     )
     p.add_argument("--storage", choices=["memory", "file"], default="memory")
     p.add_argument("--client-deadline", type=float, default=2.0)
