@@ -53,6 +53,17 @@ def test_without_pre_vote_or_check_quorum(seed: int) -> None:
     assert_eventful(run(config))
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_membership_changes_among_the_faults(seed: int) -> None:
+    """The leader adds, removes and hands over while partitions and crashes go on."""
+    faults = ("partition", "crash", "flaky", "membership")
+    report = run(SimConfig(seed=seed, nodes=5, faults=faults))
+
+    assert_eventful(report)
+    changes = [event for event in report.events if " membership by " in event]
+    assert len(changes) >= 3, report.events
+
+
 def test_file_storage(tmp_path: Path) -> None:
     # A crash closes the node (unsynced writes are lost) and reopens its directory.
     assert_eventful(run(SimConfig(seed=9, storage="file", data_dir=str(tmp_path))))

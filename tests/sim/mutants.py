@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from raftio.core import RaftCore, majority_match
+from raftio.core import RaftCore, majority_match, quorum
 from raftio.raft import Raft
 
 
@@ -20,6 +20,17 @@ def commit_by_counting_any_term(self: RaftCore) -> None:
     candidate = majority_match(matches)
     if candidate > self.commit_index:
         self.commit_index = candidate
+
+
+_config_changed = RaftCore._config_changed
+
+
+def learners_vote(self: RaftCore) -> None:
+    """RaftCore._config_changed that counts learners' votes (quorum still of the voters)."""
+    _config_changed(self)
+    config = self.configs.latest
+    self.voters = frozenset(config.voters) | frozenset(config.learners)
+    self._quorum = quorum(len(config.voters))
 
 
 async def answer_before_sync(self: Raft, handle: Callable[[Any], Any], args: Any) -> Any:

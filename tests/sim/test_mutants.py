@@ -4,6 +4,8 @@
   replicas (§5.4.2 forbids it). The "figure8" profile builds the scenario.
 * Replying before sync: a follower acknowledges (or votes) before its write
   is durable; a crash that loses unsynced writes then breaks a promise.
+* Learners that vote: a candidate counts a learner's vote toward a quorum
+  of the voters, so a node lacking committed entries can win.
 
 Each test runs seeds in order until one finds a violation; the run is a pure
 function of its seed, so the first finding seed is stable until raftio or
@@ -18,14 +20,14 @@ from raftio.core import RaftCore
 from raftio.raft import Raft
 from raftio.testing.sim import SimParams, SimResult, run_simulation
 
-from .mutants import answer_before_sync, commit_by_counting_any_term
+from .mutants import answer_before_sync, commit_by_counting_any_term, learners_vote
 
 SEED_BOUND = 20
 
 
-def first_violation(profile: str, expected: set[str]) -> SimResult:
+def first_violation(profile: str, expected: set[str], bound: int = SEED_BOUND) -> SimResult:
     tried = []
-    for seed in range(1, SEED_BOUND + 1):
+    for seed in range(1, bound + 1):
         result = run_simulation(SimParams(seed=seed, duration=20.0, profile=profile))
         tried.append(seed)
         if not result.ok:
@@ -55,4 +57,14 @@ def test_replying_before_sync_is_caught_by_crashes_that_lose_unsynced_writes(
     first_violation(
         "mixed",
         {"durability", "election safety", "committed entry changed", "state machine safety"},
+    )
+
+
+def test_counting_learners_votes_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RaftCore, "_config_changed", learners_vote)
+
+    first_violation(
+        "membership",
+        {"leader completeness", "committed entry changed", "state machine safety"},
+        bound=40,
     )
