@@ -19,12 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftio import codec
+from raftio.membership import Configuration, encode_configuration
 from raftio.messages import Entry
 from raftio.storage import wal
-from raftio.storage.base import StorageError
+from raftio.storage.base import StorageCorruptError, StorageError
 from raftio.storage.file import Disk, FileStorage, StorageLockedError
 from raftio.storage.memory import MemoryStorage
-from raftio.storage.recovery import entry_size
+from raftio.storage.recovery import LogState, entry_size
 from raftio.testing import run
 
 # --- equivalence with MemoryStorage -------------------------------------------------
@@ -42,6 +43,12 @@ class NoFsyncDisk(Disk):
 
 
 Op = tuple[Any, ...]
+# What a snapshot's configuration may be: none (a fixed peer list), or one with learners.
+CONFIGS = [
+    None,
+    Configuration({0: "127.0.0.1:7000"}),
+    Configuration({0: "a:1", 1: "b:2", 5: "c:3"}, {9: "d:4"}),
+]
 
 ops_strategy = st.lists(
     st.one_of(
@@ -51,7 +58,13 @@ ops_strategy = st.lists(
             st.integers(0, 4),  # how far before the end the append starts
             st.lists(st.tuples(st.integers(0, 300), st.binary(max_size=300)), max_size=5),
         ),
-        st.tuples(st.just("snap"), st.integers(-1, 8), st.integers(0, 300), st.binary(max_size=50)),
+        st.tuples(
+            st.just("snap"),
+            st.integers(-1, 8),
+            st.integers(0, 300),
+            st.binary(max_size=50),
+            st.sampled_from(CONFIGS),
+        ),
         st.tuples(st.just("gap")),
         st.tuples(st.just("sync")),
         st.tuples(st.just("reopen")),
@@ -70,7 +83,7 @@ def apply_op(storage: MemoryStorage | FileStorage, op: Op) -> None:
         first = max(last + 1 - op[1], state.snapshot_index + 1)
         storage.append_entries(first, [Entry(t, d) for t, d in op[2]])
     elif op[0] == "snap":
-        storage.save_snapshot(state.snapshot_index + op[1], op[2], op[3])
+        storage.save_snapshot(state.snapshot_index + op[1], op[2], op[3], op[4])
     elif op[0] == "gap":
         with pytest.raises(ValueError, match="gap"):
             storage.append_entries(last + 2, [Entry(1, b"x")])
@@ -139,7 +152,8 @@ def test_long_random_sequence_matches_memory_storage(tmp_path: Path, seed: int) 
             entries = [(rng.randrange(50), rng.randbytes(rng.randrange(200))) for _ in range(3)]
             ops.append(("append", rng.choice([0, 0, 0, 1, 3]), entries[: rng.randrange(4)]))
         elif kind == "snap":
-            ops.append(("snap", rng.randrange(1, 20), rng.randrange(50), rng.randbytes(100)))
+            snap = ("snap", rng.randrange(1, 20), rng.randrange(50), rng.randbytes(100))
+            ops.append((*snap, rng.choice(CONFIGS)))
         else:
             ops.append((kind,))
 
@@ -161,6 +175,39 @@ async def test_fresh_directory_is_an_empty_peer(tmp_path: Path) -> None:
         assert storage.read_snapshot() == b""
         assert storage.sync() is None
         assert storage.raft_state_size() == MemoryStorage().raft_state_size()
+
+
+async def test_a_snapshots_configuration_survives_reopening_and_compaction(
+    tmp_path: Path,
+) -> None:
+    config = CONFIGS[2]
+    storage = FileStorage(tmp_path, segment_size=256, compact_min_bytes=0)
+    storage.append_entries(1, [Entry(1, bytes(100)) for _ in range(6)])
+    storage.save_snapshot(3, 1, b"snap", config)
+    storage.append_entries(7, [Entry(1, bytes(100)) for _ in range(6)])  # rolls segments
+    await wait_sync(storage)
+    storage.close()
+
+    with FileStorage(tmp_path) as reopened:
+        state = reopened.load()
+        assert state.snapshot_config == config
+        assert state.snapshot_index == 3
+
+
+def test_a_snapshot_marker_round_trips_its_configuration() -> None:
+    encoded = encode_configuration(CONFIGS[1])
+    body = wal.snapshot_mark_body(4, 2, wal.snapshot_name(4, 2), encoded)
+
+    assert wal.decode_body(body) == wal.SnapshotMark(4, 2, wal.snapshot_name(4, 2), encoded)
+    assert wal.decode_body(wal.snapshot_mark_body(4, 2, "f")) == wal.SnapshotMark(4, 2, "f")
+
+
+def test_a_configuration_that_does_not_decode_is_corruption() -> None:
+    state = LogState()
+    state.compact(4, 2, wal.snapshot_name(4, 2), b"\xc1\xc1{")
+
+    with pytest.raises(StorageCorruptError, match="configuration"):
+        state.durable_state()
 
 
 async def test_synced_state_survives_reopening(tmp_path: Path) -> None:
