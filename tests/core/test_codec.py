@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from raftio import codec
 from raftio.codec import CodecError
+from raftio.membership import Configuration, encode_configuration
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -191,6 +192,10 @@ def vars_of(msg: Message) -> list[Any]:
         ),
         (AppendEntriesReply(3, False, 0, 2, 5, 8), [AE_REPLY, 3, False, 0, 2, 5, 8]),
         (InstallSnapshotArgs(3, 1, 9, 2, b"s"), [IS, 3, 1, 9, 2, b"s"]),
+        (
+            InstallSnapshotArgs(3, 1, 9, 2, b"s", Configuration({0: "a:1"}, {4: "b:2"})),
+            [IS, 3, 1, 9, 2, b"s", encode_configuration(Configuration({0: "a:1"}, {4: "b:2"}))],
+        ),
         (InstallSnapshotReply(3), [IS_REPLY, 3]),
     ],
 )
@@ -242,6 +247,14 @@ def packed(obj: Any) -> bytes:
         packed([IS_REPLY, 3.0]),
         packed([IS_REPLY, None]),
         packed([IS, 3, 1, 9, 2, "s"]),
+        # a snapshot's configuration that is not one
+        packed([IS, 3, 1, 9, 2, b"s", "voters"]),
+        packed([IS, 3, 1, 9, 2, b"s", b"\xc1\xc1{}"]),  # no voter
+        packed([IS, 3, 1, 9, 2, b"s", b"\xc1\xc1" + b'{"voters":[[-1,"a:1"]]}']),
+        packed(
+            [IS, 3, 1, 9, 2, b"s", b"\xc1\xc1" + b'{"voters":[[1,"a:1"]],"learners":[[1,"b:2"]]}']
+        ),
+        packed([IS, 3, 1, 9, 2, b"s", b"{}"]),
         packed([AE_REPLY, 3, None, 0, 0, 0, 0]),
         packed([AE, 3, 1, 7, 2, b"entries", 6]),
         packed([RV, 3, 1, 7, 2, 0]),
