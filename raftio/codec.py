@@ -154,7 +154,7 @@ def is_immutable(command: Any) -> bool:
 
 def decode_command(data: bytes) -> Any:
     if data and data[0] == _TOP_TUPLE:
-        if data[1:2] == _TOP_TUPLE_PREFIX:  # a configuration entry (raftio.membership)
+        if len(data) > 1 and data[1] == _TOP_TUPLE:  # a configuration entry (raftio.membership)
             config = decode_configuration(data)
             if config is None:
                 raise CodecError("a malformed configuration entry")
