@@ -66,6 +66,10 @@ class LastVoterError(MembershipError, ValueError):
     """Removing this voter would leave the cluster without one."""
 
 
+class NotVoterError(MembershipError, ValueError):
+    """The node named is not a voter (e.g. the target of a leadership transfer)."""
+
+
 class NotSingleChangeError(MembershipError, ValueError):
     """A configuration may change the voters by one server at a time."""
 

@@ -34,6 +34,7 @@ from raftio.errors import (
     NodeClosedError,
     NodeFailedError,
     NotLeaderError,
+    NotVoterError,
     ProposalLostError,
     ProposalTimeoutError,
 )
@@ -299,12 +300,12 @@ class Node:
 
         Proposals meanwhile fail fast with NotLeaderError naming the target.
         Raises NotLeaderError (with the leader's id and address) unless this
-        node leads, ValueError for an id that is not a member's, and
+        node leads, NotVoterError (a ValueError) for an id that is not a voter's, and
         LeadershipTransferError if leadership did not move in time (retriable).
         """
         raft = self._live_raft()
         if to is not None and not (type(to) is int and raft.configuration.is_voter(to)):
-            raise ValueError(f"node {to!r} is not a voter of this cluster")
+            raise NotVoterError(f"node {to!r} is not a voter of this cluster")
         try:
             return await raft.transfer_leadership(to)
         except NotLeaderError:
@@ -340,9 +341,11 @@ class Node:
             await self._change(config.with_member(node_id, address, voter=False), timeout)
         if not voter:
             return self.configuration()
-        await wait_caught_up(
-            raft, node_id, self._config, self._timeout if timeout is None else timeout
-        )
+        patience = self._timeout if timeout is None else timeout
+        try:
+            await wait_caught_up(raft, node_id, self._config, patience)
+        except NotLeaderError:
+            raise self._not_leader() from None
         config = raft.configuration
         await self._change(config.with_member(node_id, address, voter=True), timeout)
         return self.configuration()
@@ -366,6 +369,11 @@ class Node:
         except NotLeaderError:
             raise self._not_leader() from None
         await self._await_entry(index, term, timeout)
+
+    def is_leader(self) -> bool:
+        """This node leads now (it may learn otherwise at any moment)."""
+        raft = self._raft
+        return raft is not None and not self._closed and raft.get_state()[1]
 
     def _check_leader(self, raft: Raft) -> None:
         if not raft.get_state()[1]:

@@ -33,6 +33,7 @@ from raftio.errors import (
     MembershipError,
     NotLeaderError,
     NotSingleChangeError,
+    NotVoterError,
 )
 from raftio.leadership import LeadershipWatch
 from raftio.membership import Configuration
@@ -283,7 +284,7 @@ class Raft:
             raise LeadershipTransferError("no peer answers: none can take over")
         refused = core.transfer_leadership(target)
         if refused in ("unknown_peer", "not_voter"):
-            raise ValueError(f"peer {target!r} is not a voter to hand leadership to")
+            raise NotVoterError(f"peer {target!r} is not a voter to hand leadership to")
         self._drain()
         config = self._config
         timeout = 3 * config.election_ticks[1] * config.tick_interval

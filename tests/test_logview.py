@@ -276,8 +276,8 @@ def test_an_unknown_topic_or_peer_is_an_error_listing_the_valid_ones(
 
     assert (typo, typo_out) == (2, [])
     assert typo_err == (
-        "raftio logview: unknown topic rolee; topics: append, apply, error, liveness, nemesis, "
-        "recv, refuse, role, send, sim, snap, storage, violation, vote\n"
+        "raftio logview: unknown topic rolee; topics: append, apply, config, error, liveness, "
+        "nemesis, recv, refuse, role, send, sim, snap, storage, violation, vote\n"
     )
     assert (absent, absent_out) == (2, [])
     assert absent_err == "raftio logview: no S7 in the input; peers: S0, S1, S2\n"

@@ -5,15 +5,19 @@ the work itself lives in raftio.kv (the service, the client, local process
 clusters and the demo). One module a command:
 
     raftio node --id I --peers ... --client-peers ... --data DIR (--secret-file F | --insecure)
+                [--bootstrap | --join]
     raftio demo [-n 3] [--dir D] [--writes N]       a cluster survives a SIGKILLed leader
     raftio cluster up -n N --dir D [--base-port P]  N detached nodes; `cluster down --dir D`
+    raftio cluster add --dir D | remove --dir D ID  grow or shrink it by one node
     raftio kv (--dir D | --peers ...) get|put|append KEY [VALUE]
     raftio status (--dir D | --peers ...)
+    raftio member list | add ID RAFT CLIENT [--learner] | remove ID   (--dir D | --peers ...)
+    raftio transfer [--to ID] (--dir D | --peers ...)
     raftio bench [OPTIONS]      runs `python -m benchmarks OPTIONS` (a checkout only)
     raftio logview [FILE|-] [--peers 0,2] [--topics role,vote] [--from T] [--to T]
 
     common.py   the one-line error, the parser, shared arguments, secrets, directories
-    client.py   asking running nodes (cluster up, kv, status)
+    client.py   asking running nodes (cluster, kv, status, member, transfer)
 
 An ordinary mistake (a malformed address, an unusable directory or secret
 file, a node that dies at start-up) is one line on stderr and a non-zero
@@ -33,7 +37,7 @@ from collections.abc import Sequence
 
 import raftio
 from raftio import logview
-from raftio.cli import bench, cluster, demo, kv, node, status
+from raftio.cli import bench, cluster, demo, kv, member, node, status, transfer
 from raftio.cli.common import CommandError, Parser
 
 __all__ = ["build_parser", "main"]
@@ -71,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_parser(commands)
     kv.add_parser(commands)
     status.add_parser(commands)
+    member.add_parser(commands)
+    transfer.add_parser(commands)
     logview.add_parser(commands)
     bench.add_parser(commands)
     return parser

@@ -1,8 +1,12 @@
-"""`raftio cluster up` / `down`: detached node processes of a cluster directory.
+"""`raftio cluster up` / `down` (and `add` / `remove`, in cluster_change.py):
+detached node processes of a cluster directory.
 
 `up` makes the directory (cluster.json, secret) if it holds no cluster,
-starts the nodes not already running and waits until every node answers
-and one leads; the nodes run on after it returns, whatever happened.
+starts the members not already running and waits until every one answers
+and one leads; the nodes run on after it returns, whatever happened. Only
+the first voters of a cluster it made, at their first start, get
+`--bootstrap` (raftio.kv.spec): a node whose data directory was lost
+later refuses to start, and says how to replace it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from raftio import _loop
+from raftio.cli import cluster_change
 from raftio.cli.client import client, print_table, refused, statuses
 from raftio.cli.common import (
     CommandError,
@@ -23,6 +28,7 @@ from raftio.cli.common import (
     os_reason,
     prepare,
     secret,
+    settled,
 )
 from raftio.kv.client import KVRequestError
 from raftio.kv.local import ClusterSpec, LocalCluster, running_detached, stop_detached
@@ -46,6 +52,7 @@ def add_parser(commands: Any) -> None:
     down = actions.add_parser("down", help="stop the nodes of --dir")
     down.add_argument("--dir", required=True, help="cluster directory")
     down.set_defaults(run=cmd_cluster_down)
+    cluster_change.add_parsers(actions)
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:
@@ -66,7 +73,7 @@ async def _cluster_up(
     running = running_detached(spec)
     cluster = LocalCluster(spec, detached=True, loop=loop)
     try:
-        for i in range(spec.n):
+        for i in spec.ids:
             if i not in running:
                 cluster.start(i)
     except OSError as exc:
@@ -81,7 +88,7 @@ async def _cluster_up(
         cluster.release()  # they run on, whatever happened; `cluster down` stops them
     print(f"cluster of {spec.n} in {directory}: started {started or 'none'}, "
           f"already running {sorted(running) or 'none'}")  # fmt: skip
-    print_table(ready, running_detached(spec))
+    print_table(ready, running_detached(spec), spec.ids)
     return 0
 
 
@@ -96,7 +103,7 @@ def _open_cluster(directory: Path, n: int | None, base_port: int | None) -> Clus
     if n is not None and n != spec.n:
         raise CommandError(f"{directory} holds a cluster of {spec.n}, not {n}")
     prepare(spec)
-    return spec
+    return settled(spec)
 
 
 async def _wait_for_cluster(
@@ -107,10 +114,10 @@ async def _wait_for_cluster(
     spec = cluster.spec
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _UP_WAIT
-    async with client(spec.client_peers, token) as kv:
+    async with client(spec.member_client_peers, token) as kv:
         while True:
             _raise_if_exited(cluster, running)
-            found = await statuses(kv, spec.client_peers)
+            found = await statuses(kv, spec.member_client_peers)
             if all(found) and any(s["role"] == "leader" for s in found if s):
                 return found
             if loop.time() >= deadline:
@@ -137,8 +144,9 @@ def _raise_if_exited(cluster: LocalCluster, running: dict[int, int]) -> None:
 
 
 def _not_ready(spec: ClusterSpec, found: list[dict[str, Any] | None]) -> str:
-    silent = [i for i, s in enumerate(found) if s is None]
-    leaders = [i for i, s in enumerate(found) if s is not None and s["role"] == "leader"]
+    by_id = list(zip(spec.ids, found, strict=True))
+    silent = [i for i, s in by_id if s is None]
+    leaders = [i for i, s in by_id if s is not None and s["role"] == "leader"]
     what = (
         f"node {leaders[0]} leads, but nodes {_ids(silent)} do not answer"
         if leaders
@@ -155,7 +163,7 @@ def _ids(ids: Sequence[int]) -> str:
 
 
 def cmd_cluster_down(args: argparse.Namespace) -> int:
-    spec = load_spec(args.dir)
+    spec = settled(load_spec(args.dir))
     stopped = asyncio.run(stop_detached(spec))
     for i, pid in stopped:
         print(f"node {i} (pid {pid}) stopped")

@@ -7,11 +7,14 @@ Never imports a command module (raftio.cli.node, .demo, ...): they import this.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import NoReturn
 
 from raftio import _loop
-from raftio.kv.local import ClusterSpec, SecretFileError, read_secret
+from raftio.kv.local import ClusterSpec, SecretFileError, read_secret, settle
+from raftio.kv.protocol import ProtocolError, check_address
+from raftio.membership import MAX_NODE_ID
 from raftio.node import parse_address
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -58,6 +61,57 @@ def addresses(text: str) -> list[str]:
     return found
 
 
+def node_id(text: str) -> int:
+    """An argument type: a node id, a non-negative integer."""
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_NODE_ID:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a node id (an integer in 0..{MAX_NODE_ID})"
+        )
+    return int(value)
+
+
+def peer_map(text: str) -> dict[int, str]:
+    """An argument type: host:port,... (node ids 0, 1, ...) or ID=host:port,... (any ids)."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected host:port[,...] or ID=host:port[,...]")
+    named = ["=" in item for item in items]
+    if not any(named):
+        return dict(enumerate(address(item) for item in items))
+    if not all(named):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: name every node (ID=host:port,...) or none (host:port,...)"
+        )
+    found: dict[int, str] = {}
+    for item in items:
+        key, _, where = item.partition("=")
+        i = node_id(key)
+        if i in found:
+            raise argparse.ArgumentTypeError(f"{text!r} names node {i} twice")
+        found[i] = address(where)
+    return found
+
+
+def seconds(text: str) -> float:
+    """An argument type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def member_address(text: str) -> str:
+    """An argument type: the host:port of a new member, checked as the cluster checks it."""
+    try:
+        return check_address(text.strip())
+    except ProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("address ")) from None
+
+
 def add_loop(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--loop", choices=_loop.LOOPS,
                    help=f"event loop of {what} (default: uvloop where installed)")  # fmt: skip
@@ -73,15 +127,20 @@ def add_target(p: argparse.ArgumentParser) -> None:
 
 
 def target(args: argparse.Namespace) -> tuple[list[str], bytes | None]:
-    """The client addresses and the secret (token) of `kv` / `status`."""
+    """The client addresses (of the members) and the secret (token) of `kv` / `status` / ..."""
     if args.peers:
         token = secret(args.secret_file) if args.secret_file else None
         return list(args.peers), token
     spec = load_spec(args.dir)
-    if args.secret_file:
-        return spec.client_peers, secret(args.secret_file)
+    return spec.member_client_peers, spec_secret(spec, args.secret_file)
+
+
+def spec_secret(spec: ClusterSpec, secret_file: str | None = None) -> bytes | None:
+    """The secret of the cluster in a directory (or `secret_file`'s), else a one-line error."""
+    if secret_file:
+        return secret(secret_file)
     try:
-        return spec.client_peers, spec.secret()
+        return spec.secret()
     except SecretFileError as exc:
         raise CommandError(str(exc)) from None
 
@@ -110,6 +169,17 @@ def load_spec(directory: str | Path) -> ClusterSpec:
         raise CommandError(f"cannot use {directory}: not a directory (a file in its way)") from None
     except (OSError, ValueError, TypeError) as exc:
         raise CommandError(f"cannot read {directory}/cluster.json: {exc}") from None
+
+
+def settled(spec: ClusterSpec) -> ClusterSpec:
+    """`settle(spec)` (cluster.json's bootstrap list made current), or a one-line error."""
+    try:
+        return settle(spec)
+    except OSError as exc:
+        where = spec.directory / "cluster.json"
+        raise CommandError(f"cannot update {where}: {os_reason(exc)}") from None
+    except (ValueError, TypeError) as exc:
+        raise CommandError(f"cannot read {spec.directory}/cluster.json: {exc}") from None
 
 
 def prepare(spec: ClusterSpec) -> None:

@@ -1,5 +1,13 @@
 """`raftio node`: one KV node in the foreground until SIGTERM, SIGINT, a
-fail-stop or the end of its parent (--parent-pid)."""
+fail-stop or the end of its parent (--parent-pid).
+
+A node never starts with an empty data directory unless told why: a voter
+that forgot its vote and log could help elect a leader that lacks
+committed writes (Raft's safety assumes nobody forgets). So with a data
+directory that holds no raftio state it needs `--bootstrap` (the very first
+start of a new cluster) or `--join` (a new member, added by `raftio member
+add`); otherwise it refuses in one line that points to the procedure.
+"""
 
 from __future__ import annotations
 
@@ -15,23 +23,36 @@ from raftio.cli.common import (
     LOG_FORMAT,
     CommandError,
     add_loop,
-    addresses,
     loop_choice,
+    node_id,
+    peer_map,
     secret,
 )
 from raftio.kv.service import KVNode
 from raftio.storage.base import StorageError
+from raftio.storage.file import holds_state
+
+# Where the refusal to start empty points: a section of docs/operations.md.
+REPLACE_PROCEDURE = 'docs/operations.md, "Replace a failed node"'
 
 logger = logging.getLogger("raftio.cli")  # the name node logs have always shown
 
 
 def add_parser(commands: Any) -> None:
     p = commands.add_parser("node", help="run one KV node until SIGTERM or SIGINT")
-    p.add_argument("--id", type=int, required=True, help="this node's index in --peers")
-    p.add_argument("--peers", type=addresses, required=True, help="every node's Raft host:port")
-    p.add_argument("--client-peers", type=addresses, required=True,
-                   help="every node's client host:port, in the same order")  # fmt: skip
+    p.add_argument("--id", type=node_id, required=True, help="this node's id in --peers")
+    p.add_argument("--peers", type=peer_map, required=True,
+                   help="Raft host:port of the nodes: HOST:PORT,... (ids 0, 1, ...) or "
+                        "ID=HOST:PORT,...; with --join at least this node's")  # fmt: skip
+    p.add_argument("--client-peers", type=peer_map, required=True,
+                   help="client host:port of the same nodes, in the same form")  # fmt: skip
     p.add_argument("--data", required=True, help="this node's data directory")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--bootstrap", action="store_true",
+                       help="first start of a new cluster: --peers are its voters")  # fmt: skip
+    start.add_argument("--join", action="store_true",
+                       help="a new member of a running cluster: wait to be added "
+                            "(raftio member add)")  # fmt: skip
     p.add_argument("--cluster-id", default="raftio", help="peers of other clusters are refused")
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--secret-file", help="file holding the cluster's shared secret (mode 600)")
@@ -48,25 +69,43 @@ def add_parser(commands: Any) -> None:
 
 def cmd_node(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
-    if not 0 <= args.id < len(args.peers) or len(args.client_peers) != len(args.peers):
-        raise CommandError("--id must index --peers; --client-peers must match it")
+    if args.id not in args.peers or args.client_peers.keys() != args.peers.keys():
+        raise CommandError("--id must name a node of --peers; --client-peers the same nodes")
     if args.secret_file is None and not args.insecure:
         raise CommandError(
             "give --secret-file FILE (the cluster's shared secret), or --insecure to run "
             "without authenticating peers and clients"
         )
     token = secret(args.secret_file) if args.secret_file else None
+    _check_not_empty(args)
     loop = loop_choice(args.loop)
     if token is None:
         logger.warning("node %d runs --insecure: whoever reaches its ports is trusted", args.id)
     kv = KVNode(args.id, args.peers, args.client_peers, args.data, cluster_id=args.cluster_id,
-                secret=token, snapshot_bytes=args.snapshot_bytes)  # fmt: skip
+                secret=token, snapshot_bytes=args.snapshot_bytes, join=args.join)  # fmt: skip
     try:
         failure = _loop.run(_serve_node(kv, args.data, args.parent_pid), loop)
     except (OSError, StorageError) as exc:
         logger.error("node %d cannot run: %s", args.id, exc)
         return 1
     return 0 if failure is None else 1  # a fail-stopped node exits non-zero
+
+
+def _check_not_empty(args: argparse.Namespace) -> None:
+    """Refuse (one line) a data directory without raftio state unless --bootstrap or --join."""
+    if os.path.exists(args.data) and not os.path.isdir(args.data):
+        raise CommandError(f"cannot use the data directory {args.data}: not a directory")
+    try:
+        empty = not holds_state(args.data)
+    except OSError as exc:
+        raise CommandError(f"cannot read the data directory {args.data}: {exc.strerror}") from None
+    if empty and not (args.bootstrap or args.join):
+        raise CommandError(
+            f"node {args.id}: the data directory {args.data} holds no raftio state, and a "
+            "node must never restart empty (it may have voted and acknowledged writes); to "
+            f"replace a lost node see {REPLACE_PROCEDURE}; give --bootstrap only at a new "
+            "cluster's first start, --join for a node being added"
+        )
 
 
 async def _serve_node(kv: KVNode, data: str, parent_pid: int | None) -> str | None:

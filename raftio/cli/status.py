@@ -22,15 +22,17 @@ def add_parser(commands: Any) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     addresses, token = target(args)
-    pids = running_detached(load_spec(args.dir)) if args.dir else {}
+    spec = load_spec(args.dir) if args.dir else None
+    pids = running_detached(spec) if spec is not None else {}
+    ids = spec.ids if spec is not None else None  # with --peers: 0, 1, ... in their order
     try:
         found = _loop.run(_status(addresses, token), _loop.default_loop())
     except KVRequestError as exc:
         raise refused(exc, token) from None
-    print_table(found, pids)
+    print_table(found, pids, ids)
     if args.metrics:
         print()
-        for line in metrics_table(found):
+        for line in metrics_table(found, ids=ids):
             print(line)
     return 0 if any(found) else 1
 

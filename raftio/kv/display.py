@@ -12,7 +12,9 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["LiveView", "metrics_table", "status_table"]
+from raftio.kv.protocol import Members
+
+__all__ = ["LiveView", "members_table", "metrics_table", "status_table"]
 
 # (column, metric sample) shown by `raftio status --metrics`
 _METRIC_COLUMNS = (
@@ -31,7 +33,10 @@ _COLUMNS = (
     ("term", "term"), ("leader", "leader_id"), ("commit", "commit_index"),
     ("applied", "applied_index"), ("last", "last_index"), ("snap", "snapshot_index"),
     ("keys", "keys"), ("digest", "digest"), ("client", "client_address"),
+    ("voters", "voters"), ("learners", "learners"),
 )  # fmt: skip
+# What a node is in its own configuration, shown instead of its Raft role (a follower).
+_NOT_VOTING = frozenset({"learner", "joining", "removed"})
 
 
 def status_table(
@@ -39,14 +44,24 @@ def status_table(
     *,
     pids: Mapping[int, int | None] | None = None,
     states: Mapping[int, str] | None = None,
+    ids: Sequence[int] | None = None,
 ) -> list[str]:
-    """One header line and one line per node; a node without a status shows its state only."""
+    """One header line and one line per node; a node without a status shows its state only.
+
+    `ids` names the node of each status where it does not answer (default
+    0, 1, 2, ...; a status names its own). `role` shows
+    `learner` for a learner, `joining` for a node waiting to be added and
+    `removed` for one that was, instead of their Raft role.
+    """
     rows = [[title for title, _ in _COLUMNS]]
-    for i, status in enumerate(statuses):
+    for k, status in enumerate(statuses):
+        i = ids[k] if ids is not None else k
         cells = dict(status or {})
-        cells["node"] = i
+        cells["node"] = cells.get("node_id", i)  # a node that answers says who it is
         cells["pid"] = (pids or {}).get(i) or "-"
         cells["state"] = (states or {}).get(i) or ("up" if status else "down")
+        if cells.get("member") in _NOT_VOTING:
+            cells["role"] = cells["member"]
         rows.append([_cell(cells.get(key)) for _, key in _COLUMNS])
     widths = [max(len(row[c]) for row in rows) for c in range(len(_COLUMNS))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -54,6 +69,8 @@ def status_table(
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, list):  # node ids: voters, learners
+        return ",".join(map(str, value)) or "-"
     return "-" if value is None else str(value)
 
 
@@ -103,13 +120,15 @@ class LiveView:
         self._drawn = len(self._table)
 
 
-def metrics_table(statuses: Sequence[Mapping[str, Any] | None]) -> list[str]:
+def metrics_table(
+    statuses: Sequence[Mapping[str, Any] | None], *, ids: Sequence[int] | None = None
+) -> list[str]:
     """One line per node: its event loop, main counters, mean sync and AppendEntries latency."""
     header = ["node", "loop", *(name for name, _ in _METRIC_COLUMNS), "sync_ms", "ae_rtt_ms"]
     rows = [header]
-    for i, status in enumerate(statuses):
+    for k, status in enumerate(statuses):
         metrics: Mapping[str, float] = (status or {}).get("metrics") or {}
-        row = [str(i), _cell((status or {}).get("loop"))]
+        row = [str(ids[k] if ids is not None else k), _cell((status or {}).get("loop"))]
         row += [_cell(int(metrics[key])) if key in metrics else "-" for _, key in _METRIC_COLUMNS]
         row.append(_mean_ms(metrics, "raftio_storage_sync_seconds", ""))
         row.append(_mean_ms(metrics, "raftio_rpc_latency_seconds", '{method="append_entries"}'))
@@ -125,3 +144,17 @@ def _mean_ms(metrics: Mapping[str, float], name: str, labels: str) -> str:
     if not count:
         return "-"
     return f"{1000 * metrics[f'{name}_sum{labels}'] / count:.2f}"
+
+
+def members_table(members: Members) -> list[str]:
+    """A line on the configuration, then one line per member: id, role, addresses."""
+    state = "committed" if members.committed else "not committed yet"
+    leader = "-" if members.leader is None else f"node {members.leader}"
+    rows = [["id", "role", "raft", "client"]]
+    for role, listed in (("voter", members.voters), ("learner", members.learners)):
+        rows += [[str(m.node_id), role, m.raft_address, _cell(m.client_address)] for m in listed]
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    return [f"configuration at index {members.index} ({state}), leader {leader}", *lines]

@@ -29,7 +29,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from raftio.kv.spec import ClusterSpec, SecretFileError, free_ports, read_secret
+from raftio.kv.spec import SPEC_FILE, ClusterSpec, SecretFileError, free_ports, read_secret
 
 __all__ = [
     "ClusterSpec",
@@ -40,6 +40,8 @@ __all__ = [
     "running_detached",
     "settle",
     "stop_detached",
+    "stop_node",
+    "wait_stopped",
 ]
 
 _STOP_GRACE = 5.0  # seconds a node gets to exit after SIGTERM before SIGKILL
@@ -73,6 +75,7 @@ class LocalCluster:
         if self.running(i):
             raise RuntimeError(f"node {i} is already running")
         spec = self.spec
+        bootstrap = spec.needs_bootstrap(i)
         spec.data_dir(i).mkdir(parents=True, exist_ok=True)
         spec.ensure_secret()
         parent = None if self.detached else os.getpid()
@@ -81,7 +84,7 @@ class LocalCluster:
             log_path.replace(log_path.with_name(log_path.name + ".1"))
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                spec.node_argv(i, parent_pid=parent, loop=self.loop),
+                spec.node_argv(i, parent_pid=parent, loop=self.loop, bootstrap=bootstrap),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -93,7 +96,8 @@ class LocalCluster:
         return proc
 
     def start_all(self) -> None:
-        for i in range(self.spec.n):
+        """Start every member (a new cluster's first voters bootstrap)."""
+        for i in self.spec.ids:
             self.start(i)
 
     def exited(self) -> dict[int, int]:
@@ -156,6 +160,7 @@ class LocalCluster:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 self.spec.pid_path(i).unlink()
+        self._settle()
         self.procs.clear()
 
     def release(self) -> None:
@@ -165,7 +170,13 @@ class LocalCluster:
             # from warning that a child it never waited for is still running.
             if proc.returncode is None:
                 proc.returncode = 0
+        self._settle()
         self.procs.clear()
+
+    def _settle(self) -> None:
+        if self.procs:  # best effort in a finalizer: `cluster up` settles (and reports) too
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                self.spec = settle(self.spec)
 
     def tail(self, i: int, lines: int = 20) -> str:
         """The end of node i's log, for error messages."""
@@ -176,28 +187,60 @@ class LocalCluster:
         return "\n".join(text.splitlines()[-lines:])
 
 
-async def stop_detached(spec: ClusterSpec) -> list[tuple[int, int]]:
-    """Stop the detached nodes named by spec's pid files; returns (node id, pid) of each."""
-    stopped = []
-    for i in range(spec.n):
-        pid = _read_pid(spec.pid_path(i))
-        if pid is not None and _is_node_process(pid):
-            os.kill(pid, signal.SIGTERM)
-            stopped.append((i, pid))
-        with contextlib.suppress(FileNotFoundError):
-            spec.pid_path(i).unlink()
-    await _wait_until(lambda: not any(_alive(pid) for _, pid in stopped), _STOP_GRACE)
-    for _, pid in stopped:
+def settle(spec: ClusterSpec) -> ClusterSpec:
+    """Drop from cluster.json's `bootstrap` the first voters whose data now holds state.
+
+    Reads the file first, so that changes another command saved meanwhile
+    (`cluster add`) are kept; without a cluster.json, only returns the
+    settled spec. Raises OSError (or ValueError) if the file cannot be
+    read or written.
+    """
+    path = spec.directory / SPEC_FILE
+    if not path.exists():
+        return spec.settled()
+    current = ClusterSpec.load(spec.directory)
+    settled = current.settled()
+    if settled != current:
+        settled.save()
+    return settled
+
+
+def stop_node(spec: ClusterSpec, i: int) -> int | None:
+    """SIGTERM detached node i (through its pid file); its pid, or None if it was not running."""
+    pid = _read_pid(spec.pid_path(i))
+    stopped = None
+    if pid is not None and _is_node_process(pid):
+        os.kill(pid, signal.SIGTERM)
+        stopped = pid
+    with contextlib.suppress(FileNotFoundError):
+        spec.pid_path(i).unlink()
+    return stopped
+
+
+async def wait_stopped(pids: Sequence[int]) -> None:
+    """Wait for these processes to exit; SIGKILL those alive after the grace period."""
+    await _wait_until(lambda: not any(_alive(pid) for pid in pids), _STOP_GRACE)
+    for pid in pids:
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def stop_detached(spec: ClusterSpec) -> list[tuple[int, int]]:
+    """Stop the detached nodes named by spec's pid files; returns (node id, pid) of each."""
+    stopped = []
+    for i in range(len(spec.peers)):  # every id: a removed node left running is stopped too
+        pid = stop_node(spec, i)
+        if pid is not None:
+            stopped.append((i, pid))
+    await wait_stopped([pid for _, pid in stopped])
     return stopped
 
 
 def running_detached(spec: ClusterSpec) -> dict[int, int]:
     """node id -> pid of the detached nodes of spec that are running."""
     pids = {}
-    for i in range(spec.n):
+    for i in range(len(spec.peers)):
         pid = _read_pid(spec.pid_path(i))
         if pid is not None and _is_node_process(pid):
             pids[i] = pid

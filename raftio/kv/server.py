@@ -1,10 +1,10 @@
 """KVServer: the client-facing port of one KV node (asyncio streams, raftio.kv.protocol).
 
-Owns client connections and the mapping from requests to `Node.propose` /
-`Node.read` (admin requests to raftio.kv.admin) and from raftio's errors to
-protocol error codes. Admin requests are served on the same terms as every
-other request: only on an admitted (with a token: authenticated)
-connection. One task per
+Owns client connections: reading frames, admitting connections, and
+handing each admitted request to raftio.kv.requests (what it does, which
+error code each failure becomes). Admin requests are served on the same
+terms as every other request: only on an admitted (with a token:
+authenticated) connection. One task per
 connection, each kept in `_conns` and cancelled by `close()`. A connection
 that breaks the protocol is logged and closed; the node and every other
 connection carry on.
@@ -39,39 +39,14 @@ import logging
 import math
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from typing import Any
 
-from raftio.errors import (
-    LeadershipTransferError,
-    MembershipError,
-    NodeClosedError,
-    NotLeaderError,
-    ProposalLostError,
-    ProposalTimeoutError,
-)
-from raftio.kv.admin import Admin
-from raftio.kv.machine import (
-    DEFAULT_MAX_RESULT_CHARS,
-    DEFAULT_MAX_SESSIONS,
-    KVCommandError,
-    KVStateMachine,
-    register_command,
-    write_command,
-)
+from raftio.kv.machine import DEFAULT_MAX_RESULT_CHARS, DEFAULT_MAX_SESSIONS, KVStateMachine
 from raftio.kv.protocol import (
-    ADMIN_OPS,
     AUTH_OPS,
     BAD_REQUEST,
-    CLOSED,
-    FAILED,
     HEADER,
-    LOST,
     MAX_FRAME,
-    MEMBERSHIP,
-    NOT_LEADER,
-    PENDING,
-    TIMEOUT,
     UNAUTHORIZED,
     ProtocolError,
     Request,
@@ -82,6 +57,7 @@ from raftio.kv.protocol import (
     ok_reply,
     parse_request,
 )
+from raftio.kv.requests import Requests
 from raftio.node import Node, parse_address
 
 __all__ = ["KVServer"]
@@ -191,14 +167,20 @@ class KVServer:
             raise ValueError("max_connections, max_pending and max_sessions must be positive")
         self.node, self.machine = node, machine
         self.client_addresses = by_id
-        self._admin = Admin(node, machine, by_id, admin_timeout)
+        self._requests = Requests(
+            node,
+            machine,
+            by_id,
+            timeout=timeout,
+            max_sessions=max_sessions,
+            max_result_chars=max_result_chars,
+            admin_timeout=admin_timeout,
+        )
         self._bind = parse_address(bind or self.client_addresses[node.node_id])
-        self._timeout = timeout
         self._token = token
         self._max_connections, self._max_pending = max_connections, max_pending
         self._handshake_timeout, self._idle_timeout = handshake_timeout, idle_timeout
         self._frame_timeout, self._max_buffered = frame_timeout, max_buffered
-        self._max_sessions, self._max_result_chars = max_sessions, max_result_chars
         self._sweep = sweep
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -448,75 +430,8 @@ class KVServer:
 
     async def handle(self, request: Request) -> dict[str, Any]:
         """Answer one request with a reply map (never raises for raftio's errors)."""
-        try:
-            return ok_reply(await self._execute(request))
-        except NotLeaderError as exc:
-            leader = self._client_address(exc.leader_id)
-            hint = f"; try node {exc.leader_id} at {leader}" if leader else ""
-            return error_reply(
-                NOT_LEADER, f"node {self.node.node_id} is not the leader{hint}", leader
-            )
-        except ProposalTimeoutError as exc:
-            return error_reply(TIMEOUT, str(exc))
-        except ProposalLostError as exc:
-            return error_reply(LOST, str(exc))
-        except NodeClosedError as exc:
-            return error_reply(CLOSED, str(exc))
-        except MembershipError as exc:  # before ValueError: most of them are ValueErrors too
-            return error_reply(PENDING if exc.retriable else MEMBERSHIP, str(exc))
-        except LeadershipTransferError as exc:
-            return error_reply(PENDING, str(exc))
-        except KVCommandError as exc:  # a session check or the state machine refused it
-            return error_reply(exc.error, str(exc))
-        except ValueError as exc:
-            return error_reply(FAILED, str(exc))
-
-    async def _execute(self, request: Request) -> Any:
-        if request.op == "status":
-            return self.status()
-        if request.op == "get":
-            return await self.node.read(request.key, timeout=self._timeout)
-        if request.op in ADMIN_OPS:
-            return await self._admin.execute(request)
-        if request.op == "register":
-            nonce = secrets.token_hex(8)
-            command = register_command(nonce, self._max_sessions, self._max_result_chars)
-        elif request.op in AUTH_OPS:
-            return None  # an admitted connection repeating the handshake: harmless
-        else:
-            command = write_command(
-                request.op, request.key, request.value, request.session, request.seq
-            )
-        return await self.node.propose(command, timeout=self._timeout)
+        return await self._requests.handle(request)
 
     def status(self) -> dict[str, Any]:
-        """The node's status plus this service's view: client address, key count, digest.
-
-        Constant work on the event loop: the digest is kept up to date by the
-        state machine, not computed here.
-        """
-        status = asdict(self.node.status())
-        status["role"] = str(status["role"])  # a plain str on the wire
-        status["client_address"] = self.client_addresses[self.node.node_id]
-        status["leader_client_address"] = self._client_address(status["leader_id"])
-        status.update(self._membership())
-        status["keys"] = len(self.machine.data)
-        status["sessions"] = len(self.machine.sessions)
-        status["digest"] = self.machine.digest()
-        status["metrics"] = self.node.metrics()
-        status["loop"] = type(asyncio.get_running_loop()).__module__.partition(".")[0]
-        return status
-
-    def _membership(self) -> dict[str, Any]:
-        """This node's view of the configuration: voters, learners, and what it is in it."""
-        config = self.node.configuration()
-        me = self.node.node_id
-        if me in config.voters or me in config.learners:
-            member = "voter" if me in config.voters else "learner"
-        else:  # no voter known: waiting to be added (--join); else it was removed
-            member = "removed" if config.voters else "joining"
-        return {"voters": sorted(config.voters), "learners": sorted(config.learners),
-                "member": member}  # fmt: skip
-
-    def _client_address(self, node_id: int | None) -> str | None:
-        return self._admin.client_address(node_id)
+        """The node's status plus this service's view (see `Requests.status`)."""
+        return self._requests.status()

@@ -156,6 +156,7 @@ class FakeTarget:
         self.network = (False, False)
         self.most_down = 0
         self.cuts: list[set[tuple[int, int]]] = []
+        self.changes = 0
 
     async def leader(self) -> int | None:
         return None if 0 in self.down | self.paused else 0
@@ -184,6 +185,10 @@ class FakeTarget:
     async def resume(self, i: int) -> None:
         self.paused.remove(i)
 
+    async def change_membership(self, rng: random.Random) -> str:
+        self.changes += 1
+        return "changed"
+
 
 @pytest.mark.parametrize("n", [3, 5])
 def test_the_nemesis_keeps_a_majority_up_and_heal_undoes_everything(n: int) -> None:
@@ -201,7 +206,10 @@ def test_the_nemesis_keeps_a_majority_up_and_heal_undoes_everything(n: int) -> N
     assert target.links == set()
     assert target.network == (False, False)
     played = [event.split()[1] for event in nemesis.events]
-    assert {"partition", "crash", "restart", "pause", "resume", "network"} <= set(played)
+    assert {"partition", "crash", "restart", "pause", "resume", "network", "membership"} <= set(
+        played
+    )
+    assert target.changes > 0
     for links in target.cuts:  # never a node cut from itself, never a link out of range
         assert all(i != j and 0 <= i < n and 0 <= j < n for i, j in links)
 

@@ -133,8 +133,9 @@ def test_cluster_up_reports_a_corrupt_wal_and_the_next_run_has_a_fresh_log(
 
     broken = run_raftio("cluster", "up", "--dir", d)
     line = one_line(broken)
-    shutil.rmtree(cluster_dir / "node-1")  # node 1 starts afresh and catches up from the leader
+    shutil.rmtree(cluster_dir / "node-1")  # its disk is lost: it must not come back empty
     again = run_raftio("cluster", "up", "--dir", d)
+    refusal = one_line(again)
     log = (cluster_dir / "node-1.log").read_text()
     previous = (cluster_dir / "node-1.log.1").read_text()
 
@@ -143,7 +144,9 @@ def test_cluster_up_reports_a_corrupt_wal_and_the_next_run_has_a_fresh_log(
     assert broken.returncode == 1
     assert line.startswith("raftio cluster up: node 1 exited at start-up (exit code 1): ")
     assert str(wal) in line  # the cause names the damaged file
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 1
+    assert refusal.startswith("raftio cluster up: node 1 exited at start-up (exit code 2): ")
+    assert '"Replace a failed node"' in refusal  # where the procedure is
     assert "cannot run" in previous
     assert "cannot run" not in log  # the log is this run's, not every run's
 

@@ -31,12 +31,14 @@ field order changes.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from raftio import codec
+from raftio.membership import CONFIG_PREFIX, Configuration
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -401,6 +403,12 @@ class Mutator:
                 inner = codec.decode_command(data)
             except Exception:  # undecodable bytes: damage them instead
                 inner = _UNDECODABLE
+            if isinstance(inner, Configuration):  # a configuration entry: mutate its JSON
+                tree = json.loads(data[len(CONFIG_PREFIX) :])
+                sub_steps: list[str] = []
+                tree = self._one_op(rng, tree, tree, sub_steps)
+                steps.append("configuration, " + "; ".join(sub_steps))
+                return CONFIG_PREFIX + json.dumps(tree).encode()
             if inner is not _UNDECODABLE:
                 tuple_top = type(inner) is tuple
                 tree = _thaw(inner)

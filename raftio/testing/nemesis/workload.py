@@ -80,23 +80,26 @@ class Workload:
         self._kinds = ("get", "put", "append")
         self._weights = (mix.get, mix.put, mix.append)
         self._think = think
+        self._issued = [0] * len(self.clients)  # per client, across runs: tokens stay unique
         self.acknowledged = 0
         self.unknown = 0
 
     async def run(self, duration: float) -> None:
-        """Issue operations for `duration` seconds; returns once every client's last one ends."""
+        """Issue operations for `duration` seconds; returns once every client's last one ends.
+
+        May be called again: values written stay unique across runs.
+        """
         until = asyncio.get_running_loop().time() + duration
         await asyncio.gather(*(self._client(i, until) for i in range(len(self.clients))))
 
     async def _client(self, client_id: int, until: float) -> None:
         loop = asyncio.get_running_loop()
         rng, client = self._rngs[client_id], self.clients[client_id]
-        n = 0
         while loop.time() < until:
-            n += 1
+            self._issued[client_id] += 1
             kind = rng.choices(self._kinds, self._weights)[0]
             key = rng.choice(self.keys)
-            value = None if kind == "get" else token(client_id, n)
+            value = None if kind == "get" else token(client_id, self._issued[client_id])
             await self.perform(client_id, client, kind, key, value)
             await asyncio.sleep(rng.uniform(*self._think))
 
