@@ -21,7 +21,7 @@ import pytest
 
 from raftio.cli.client import statuses as client_statuses
 from raftio.kv import KVClient
-from raftio.kv.local import ClusterSpec, LocalCluster
+from raftio.kv.local import ClusterSpec, LocalCluster, running_detached
 from raftio.kv.protocol import auth_proof, encode_frame, read_frame
 from raftio.node import parse_address
 
@@ -76,6 +76,17 @@ def start_cluster(directory: Path, n: int = 3, **options: Any) -> LocalCluster:
     cluster = LocalCluster(spec)
     cluster.start_all()
     return cluster
+
+
+@pytest.fixture
+def cluster_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory for `raftio cluster up`; its nodes are stopped afterwards, whatever happened."""
+    try:
+        yield tmp_path
+    finally:
+        if (tmp_path / "cluster.json").exists():
+            run_raftio("cluster", "down", "--dir", str(tmp_path))
+            assert running_detached(ClusterSpec.load(tmp_path)) == {}
 
 
 @pytest.fixture

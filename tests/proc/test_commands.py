@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import raftio
 from raftio.kv.local import ClusterSpec, running_detached
@@ -29,17 +26,6 @@ def test_version() -> None:
     done = run_raftio("--version")
 
     assert done.stdout.strip() == f"raftio {raftio.__version__}"
-
-
-@pytest.fixture
-def cluster_dir(tmp_path: Path) -> Iterator[Path]:
-    """A directory for `raftio cluster up`; its nodes are stopped afterwards, whatever happened."""
-    try:
-        yield tmp_path
-    finally:
-        if (tmp_path / "cluster.json").exists():
-            run_raftio("cluster", "down", "--dir", str(tmp_path))
-            assert running_detached(ClusterSpec.load(tmp_path)) == {}
 
 
 def test_cluster_up_kv_status_down(cluster_dir: Path) -> None:

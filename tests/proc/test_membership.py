@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +19,6 @@ from raftio.kv.local import ClusterSpec, running_detached
 from .conftest import ROOT, run_raftio
 from .test_failover import Writer
 from .test_first_hour import consecutive_free_ports
-
-
-@pytest.fixture
-def cluster_dir(tmp_path: Path) -> Iterator[Path]:
-    """A directory for `raftio cluster up`; its nodes are stopped afterwards, whatever happened."""
-    try:
-        yield tmp_path
-    finally:
-        if (tmp_path / "cluster.json").exists():
-            run_raftio("cluster", "down", "--dir", str(tmp_path))
-            assert running_detached(ClusterSpec.load(tmp_path)) == {}
 
 
 async def raftio(*args: str, timeout: float = 60.0) -> tuple[int, str, str]:

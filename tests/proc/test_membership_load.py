@@ -17,29 +17,17 @@ import os
 import random
 import shutil
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from raftio.kv import KVClient
 from raftio.kv.local import ClusterSpec, running_detached
 from raftio.testing.nemesis import NemesisReport, Workload, verify
 
-from .conftest import run_raftio
 from .test_membership import raftio
 
 KEYS = ["k0", "k1", "k2"]
-
-
-@pytest.fixture
-def cluster_dir(tmp_path: Path) -> Iterator[Path]:
-    try:
-        yield tmp_path
-    finally:
-        if (tmp_path / "cluster.json").exists():
-            run_raftio("cluster", "down", "--dir", str(tmp_path))
 
 
 async def converged(directory: Path, token: bytes | None, timeout: float) -> str | None:
