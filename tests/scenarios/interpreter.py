@@ -10,7 +10,7 @@ what that message changed (`S0 became leader at T1`, `S1 committed through 3`).
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from raftio import codec
 from raftio.config import RaftConfig
@@ -91,12 +91,7 @@ class Interpreter:
 
     def do_config(self, args: Args) -> None:
         """`config` or `config 0 1`: each peer's configuration in effect and its index."""
-        env = self.env
-        for i in [int(a) for a in args.positional] or range(len(env.nodes)):
-            core = env.nodes[i].core
-            if core is None:
-                self._print(f"S{i} crashed")
-                continue
+        for i, core in self._running(args):
             index = core.configs.latest_index
             state = "committed" if index <= core.commit_index else "uncommitted"
             self._print(f"S{i} {core.configuration.describe()} at {index} ({state})")
@@ -214,12 +209,7 @@ class Interpreter:
 
     def do_log(self, args: Args) -> None:
         """`log` (every peer) or `log 0 1`: runs of entries `first-last@Tterm`; `full`: data."""
-        env = self.env
-        for i in [int(a) for a in args.positional] or range(len(env.nodes)):
-            core = env.nodes[i].core
-            if core is None:
-                self._print(f"S{i} crashed")
-                continue
+        for i, core in self._running(args):
             text = _entries(core, full="full" in args.flags)
             self._print(f"S{i} log: {text} (commit {core.commit_index})")
 
@@ -241,6 +231,16 @@ class Interpreter:
                     f"  ->S{peer} {pr.state.value} match={pr.match_index} "
                     f"next={pr.next_index}{paused}"
                 )
+
+    def _running(self, args: Args) -> Iterator[tuple[int, RaftCore]]:
+        """(i, core) of the nodes named (all by default); prints `S<i> crashed` for the others."""
+        env = self.env
+        for i in [int(a) for a in args.positional] or range(len(env.nodes)):
+            core = env.nodes[i].core
+            if core is None:
+                self._print(f"S{i} crashed")
+            else:
+                yield i, core
 
     def _quietly(self, action: Callable[[], None], prefix: str = "") -> None:
         """Run `action`, printing only role, term and commit changes and violations."""
