@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from raftio.testing.nemesis import NemesisReport, SimConfig, simulate
+from raftio.testing.nemesis.soak import main as soak_main
 
 
 def run(config: SimConfig) -> NemesisReport:
@@ -86,3 +87,12 @@ def test_a_seed_replays_the_same_run() -> None:
     assert [op.return_seq for op in first.history.operations] == [
         op.return_seq for op in second.history.operations
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(7200)
+def test_two_thousand_seeds_with_membership_changes() -> None:
+    """`pytest -m slow`: the KV nemesis, membership changes among the faults, 2,000 seeds."""
+    faults = "partition,crash,flaky,reorder,membership"
+    args = ["--seeds", "2000", "--nodes", "3,5", "--faults", faults, "--jobs", "2"]
+    assert soak_main(args) == 0
