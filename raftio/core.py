@@ -398,7 +398,8 @@ class RaftCore:
         """Storage made our term and vote durable (a write that held them was synced)."""
         if self._won_alone:
             self._won_alone = False
-            if self.role is Role.CANDIDATE:
+            # Still that campaign (a role change clears the flag), and still a quorum of one.
+            if self.role is Role.CANDIDATE and len(self._votes) >= self._quorum:
                 self._become_leader()
 
     def on_log_durable(self, index: int, term: int) -> None:
@@ -885,6 +886,7 @@ class RaftCore:
         if self._reads_waiting or self._read_rounds:
             self._refuse_reads()
         self._end_transfer()
+        self._won_alone = False
         if term > self.current_term:
             self.current_term = term
             self.voted_for = None

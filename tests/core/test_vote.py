@@ -9,9 +9,11 @@ from __future__ import annotations
 import pytest
 
 from raftio.core import RaftCore, Role
+from raftio.membership import Configuration, encode_configuration
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
+    Entry,
     RequestVoteArgs,
     RequestVoteReply,
     SaveHardState,
@@ -522,3 +524,20 @@ def test_step_down() -> None:
     )
     assert core.progress == {}
     assert drain(core) == ([], [])
+
+
+def test_a_sole_voters_pending_win_dies_with_its_campaign() -> None:
+    """A win waiting for its vote to be durable is void once that campaign is over,
+    even if the node campaigns again, now among three voters."""
+    core = make_core([1], term=1, peers=1)
+    campaign(core)
+    three = Configuration.of_voters(["", "", ""])
+    conf = Entry(3, encode_configuration(three))
+    core.handle_append_entries(AppendEntriesArgs(3, 1, 1, 1, [conf], 0))  # a leader of T3
+    assert core.role is Role.FOLLOWER
+    campaign(core)  # again, now needing a second vote
+    assert core.role is Role.CANDIDATE
+
+    core.on_vote_durable()
+
+    assert core.role is Role.CANDIDATE
