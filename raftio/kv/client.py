@@ -144,6 +144,10 @@ class KVClient:
         self._next = 0  # index into addresses of the next node to try without a hint
         self._streams: dict[str, _Stream] = {}
         self._down: set[str] = set()  # unreachable since the last success
+        # Nodes that said "not the leader" to the request under way: a hint naming
+        # one of them is stale (a removed node may point at a node that no longer
+        # leads), so it is not followed until every node has been tried again.
+        self._declined: set[str] = set()
         self._lock = asyncio.Lock()
         self._custom_exchange = exchange
         self._rng = rng if rng is not None else random.Random()
@@ -244,6 +248,7 @@ class KVClient:
         give_up = loop.time() + self._deadline
         target = self.leader or self._rotate()
         failures = redirects = 0
+        self._declined.clear()
         while True:
             try:
                 reply = await self._exchange(target, request, self._attempt_timeout)
@@ -284,9 +289,15 @@ class KVClient:
             raise KVRequestError(error, message, maybe_applied=self._unsure)
         self._unsure |= error in _UNSURE
         hint = reply.get("leader")
-        # A follower may still name a leader that just died: one we could not
-        # reach since our last success is not worth a redirect.
-        if error == NOT_LEADER and isinstance(hint, str) and hint not in (target, *self._down):
+        if error == NOT_LEADER:
+            self._declined.add(target)
+            if self._declined >= set(self.addresses):
+                self._declined = {target}  # a new round: leadership may have moved
+        # A follower may still name a leader that just died (one we could not
+        # reach since our last success), or one that declined already: not
+        # worth a redirect.
+        stale = (target, *self._down, *self._declined)
+        if error == NOT_LEADER and isinstance(hint, str) and hint not in stale:
             return f"{target}: redirected to {hint}", hint, True
         return f"{target}: {error} {message}", self._rotate(target), False
 
