@@ -561,12 +561,10 @@ class RaftCore:
                 new = entries[i:]
             log.append(new)
             self._storage_ops.append(AppendLog(index, list(new)))
-            changed = False
-            for k, entry in enumerate(new):
-                if entry.data[:2] == CONFIG_PREFIX:  # rare: no call per entry
-                    changed |= self._note_config(index + k, entry)
-            if changed:
-                self._config_changed()
+            for entry in new:
+                if entry.data[:2] == CONFIG_PREFIX:  # rare: found, scan the batch again
+                    self._note_configs(index, new)
+                    break
             return None
         return None
 
@@ -668,6 +666,15 @@ class RaftCore:
         self.configs.add(index, config)
         self._config_changed()
         return None
+
+    def _note_configs(self, first_index: int, entries: list[Entry]) -> None:
+        """Track the configuration entries of `entries` (at `first_index` on) the log now holds."""
+        changed = False
+        for k, entry in enumerate(entries):
+            if entry.data[:2] == CONFIG_PREFIX:
+                changed |= self._note_config(first_index + k, entry)
+        if changed:
+            self._config_changed()
 
     def _note_config(self, index: int, entry: Entry) -> bool:
         """Track a configuration entry the log now holds; False if `entry` is none.
