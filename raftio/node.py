@@ -338,7 +338,8 @@ class Node:
         a learner; retry), ProposalTimeoutError, ValueError for a bad id or address.
         """
         raft = self._live_raft()
-        self._check_leader(raft)
+        if not self.is_leader():
+            raise self._not_leader()
         config = raft.configuration
         check_member(node_id, address)
         if not (voter and config.learners.get(node_id) == address):
@@ -362,7 +363,8 @@ class Node:
         LastVoterError, ChangePendingError (retry), ProposalTimeoutError.
         """
         raft = self._live_raft()
-        self._check_leader(raft)
+        if not self.is_leader():
+            raise self._not_leader()
         await self._change(raft.configuration.without_member(node_id), timeout)
         return self.configuration()
 
@@ -378,10 +380,6 @@ class Node:
         """This node leads now (it may learn otherwise at any moment)."""
         raft = self._raft
         return raft is not None and not self._closed and raft.get_state()[1]
-
-    def _check_leader(self, raft: Raft) -> None:
-        if not raft.get_state()[1]:
-            raise self._not_leader()
 
     async def wait_for_leader(self, timeout: float | None = None) -> int:
         """Wait until this node knows a leader (maybe itself); returns its id.
