@@ -181,11 +181,6 @@ class RaftCore(ShapeChanges):
         """How many voters make a majority of the configuration in effect."""
         return self._quorum
 
-    @property
-    def peer_count(self) -> int:
-        """How many voters there are (the Lab's peer count while membership is fixed)."""
-        return len(self.voters)
-
     def has_applicable(self) -> bool:
         return self._installed is not None or self.applied_index < self.commit_index
 
