@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raftio import codec
-from raftio.messages import Applicable, ApplyMsg, ApplySnapshot, UndecodableCommand
+from raftio.messages import Applicable, ApplyEntries, ApplyMsg, ApplySnapshot, UndecodableCommand
 
 
 class OwnCommands:
@@ -36,21 +36,12 @@ class OwnCommands:
         # (index, term) names one entry for good: no other peer makes entries of our term.
         self._by_index[index] = (term, command)
 
-    def apply_msgs(self, applicable: Applicable) -> list[ApplyMsg]:
-        """The ApplyMsgs for `applicable`, in index order.
+    def apply_msgs(self, applicable: ApplyEntries) -> list[ApplyMsg]:
+        """The ApplyMsgs for `applicable`, in index order (snapshots: Raft._snapshot_msgs).
 
         A command that does not decode (only a forged or damaged entry can
         be) is delivered as `UndecodableCommand`, identically on every replica.
         """
-        if isinstance(applicable, ApplySnapshot):
-            return [
-                ApplyMsg(
-                    snapshot_valid=True,
-                    snapshot=applicable.data,
-                    snapshot_term=applicable.term,
-                    snapshot_index=applicable.index,
-                )
-            ]
         own, decode, msgs = self._by_index, codec.decode_command, []
         for index, entry in enumerate(applicable.entries, applicable.first_index):
             mine = own.pop(index, None) if own else None

@@ -211,11 +211,18 @@ def _message_to_list(msg: Message) -> list[Any]:
             _IS, msg.term, msg.leader_id, msg.last_included_index,
             msg.last_included_term, msg.data,
         ]  # fmt: skip
-        if msg.config is not None:
-            snapshot.append(encode_configuration(msg.config))  # trailing, like RV's transfer
+        chunked = msg.transfer != 0 or msg.offset != 0 or not msg.done
+        if msg.config is not None or chunked:
+            # Trailing fields, like RV's transfer. A whole snapshot in one message
+            # keeps the older form, which peers before chunking understand.
+            snapshot.append(encode_configuration(msg.config) if msg.config is not None else b"")
+        if chunked:
+            snapshot += [msg.offset, msg.done, msg.transfer, msg.total_size, msg.checksum]
         return snapshot
     if isinstance(msg, InstallSnapshotReply):
-        return [_IS_REPLY, msg.term]
+        if msg.next_offset < 0:
+            return [_IS_REPLY, msg.term]  # the older form (see InstallSnapshotReply)
+        return [_IS_REPLY, msg.term, msg.next_offset, msg.transfer]
     if isinstance(msg, TimeoutNowArgs):
         return [_TN, msg.term, msg.leader_id]
     if isinstance(msg, TimeoutNowReply):
@@ -241,8 +248,8 @@ def message_from_list(obj: Any) -> Message:
     if shape is None:
         raise CodecError(f"unknown message tag {tag!r:.20}")
     cls, types = shape
-    optional = _OPTIONAL_FIELDS.get(tag, 0)
-    if not len(types) - optional < len(obj) <= len(types) + 1:
+    optional = _OPTIONAL_FIELDS.get(tag, ())
+    if not (len(obj) == len(types) + 1 or len(obj) - 1 in optional):
         raise CodecError(f"{cls.__name__} needs {len(types)} fields, got {len(obj) - 1}")
     for value, want in zip(obj[1:], types, strict=False):
         if type(value) is not want:
@@ -251,11 +258,14 @@ def message_from_list(obj: Any) -> Message:
             )
     if cls is AppendEntriesArgs:
         obj[5] = _entries_from_list(obj[5])
-    elif cls is InstallSnapshotArgs and len(obj) == 7:
-        config = decode_configuration(obj[6])
-        if config is None:
-            raise CodecError("InstallSnapshotArgs: a malformed configuration")
-        obj[6] = config
+    elif cls is InstallSnapshotArgs and len(obj) >= 7:
+        if obj[6] or len(obj) == 7:
+            config = decode_configuration(obj[6])
+            if config is None:
+                raise CodecError("InstallSnapshotArgs: a malformed configuration")
+            obj[6] = config
+        else:
+            obj[6] = None  # a chunk without a configuration
     return cls(*obj[1:])  # type: ignore[no-any-return]
 
 
@@ -278,13 +288,13 @@ _SHAPES: dict[int, tuple[Any, tuple[type, ...]]] = {
     _RV_REPLY: (RequestVoteReply, (int, bool)),
     _AE: (AppendEntriesArgs, (int, int, int, int, list, int)),
     _AE_REPLY: (AppendEntriesReply, (int, bool, int, int, int, int)),
-    _IS: (InstallSnapshotArgs, (int, int, int, int, bytes, bytes)),
-    _IS_REPLY: (InstallSnapshotReply, (int,)),
+    _IS: (InstallSnapshotArgs, (int, int, int, int, bytes, bytes, int, bool, int, int, int)),
+    _IS_REPLY: (InstallSnapshotReply, (int, int, int)),
     _TN: (TimeoutNowArgs, (int, int)),
     _TN_REPLY: (TimeoutNowReply, (int,)),
 }
-# How many trailing fields a message may leave out (they take their defaults).
-_OPTIONAL_FIELDS: dict[int, int] = {_RV: 1, _IS: 1}
+# The shorter forms a message may take (field counts; the rest take their defaults).
+_OPTIONAL_FIELDS: dict[int, tuple[int, ...]] = {_RV: (5,), _IS: (5, 6), _IS_REPLY: (1,)}
 
 
 # --- records -----------------------------------------------------------------

@@ -30,6 +30,10 @@ class RaftConfig:
             sync for this long steps down.
         leader_noop: a new leader appends a no-op entry (command None) so that
             it commits an entry of its term at once (§8; needed for reads).
+        snapshot_chunk_bytes: bytes of snapshot data in one InstallSnapshot.
+        snapshot_chunks_inflight: InstallSnapshot chunks a leader keeps in
+            flight per follower (with the chunk size: the memory a transfer
+            may hold on either side).
     """
 
     tick_interval: float = 0.01
@@ -43,6 +47,8 @@ class RaftConfig:
     check_quorum: bool = True
     storage_stall_timeout: float = 1.0
     leader_noop: bool = False
+    snapshot_chunk_bytes: int = 1 << 20
+    snapshot_chunks_inflight: int = 4
 
     def __post_init__(self) -> None:
         self.validate()
@@ -65,6 +71,10 @@ class RaftConfig:
             raise ValueError("storage_stall_timeout must be positive")
         if self.max_apply_batch < 1:
             raise ValueError("max_apply_batch must be at least 1")
+        if not 1 <= self.snapshot_chunk_bytes <= 32 << 20:
+            raise ValueError("snapshot_chunk_bytes must be between 1 and 32 MiB")
+        if self.snapshot_chunks_inflight < 1:
+            raise ValueError("snapshot_chunks_inflight must be at least 1")
 
     @property
     def heartbeat_ticks(self) -> int:

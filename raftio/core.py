@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from raftio.config import RaftConfig
 from raftio.core_changes import ShapeChanges
+from raftio.core_snapshots import Snapshots
 from raftio.log import Log
 from raftio.membership import (
     CONFIG_PREFIX,
@@ -34,6 +35,7 @@ from raftio.membership import (
     Configuration,
 )
 from raftio.messages import (
+    NO_SNAPSHOT,
     NOOP_COMMAND,
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -43,23 +45,21 @@ from raftio.messages import (
     ApplySnapshot,
     DurableState,
     Entry,
-    InstallSnapshotArgs,
-    InstallSnapshotReply,
     ReadConfirmed,
     ReadRefused,
     ReadResult,
     RequestVoteArgs,
     RequestVoteReply,
     SaveHardState,
-    SaveSnapshot,
     Send,
+    SnapshotInfo,
     StorageEffect,
 )
 from raftio.progress import Progress, Replication, Role, majority_match, quorum
+from raftio.snapshot_transfer import Incoming
 from raftio.validate import (
     check_append_entries,
     check_append_reply,
-    check_install_snapshot,
     check_reply_term,
     check_request_vote,
 )
@@ -84,7 +84,7 @@ class ReadRound:
     answered: int = 0
 
 
-class RaftCore(ShapeChanges):
+class RaftCore(ShapeChanges, Snapshots):
     """One Raft peer's state and rules (extended Raft paper, Figure 2 and section 7).
 
     Invariant: log.snapshot_index <= applied_index <= commit_index <= log.last_index,
@@ -98,7 +98,7 @@ class RaftCore(ShapeChanges):
         state: DurableState,
         config: RaftConfig,
         rng: random.Random,
-        snapshot: bytes = b"",
+        snapshot: SnapshotInfo = NO_SNAPSHOT,
         trace: Callable[[str, str], None] | None = None,
         bootstrap: Configuration | None = None,
     ) -> None:
@@ -118,7 +118,8 @@ class RaftCore(ShapeChanges):
         self.current_term = state.current_term
         self.voted_for = state.voted_for
         self.log = Log(state.snapshot_index, state.snapshot_term, state.entries)
-        self.snapshot = snapshot  # the service's latest snapshot, sent to laggards
+        # The latest snapshot (its bytes stay in storage), sent to laggards.
+        self.snapshot_info = snapshot
         # Membership (thesis 4.1): the latest configuration in the log is in effect.
         self.configs = ConfigHistory(state.snapshot_config or bootstrap, state.snapshot_index)
         for offset, entry in enumerate(state.entries):
@@ -162,6 +163,8 @@ class RaftCore(ShapeChanges):
         self._storage_ops: list[StorageEffect] = []
         self._outbox: list[Send] = []
         self._installed: ApplySnapshot | None = None  # for the service, before any entry
+        self._transfer_serial = 0  # leader: the last snapshot transfer id used
+        self._incoming: Incoming | None = None  # follower: the snapshot being received
         self._last_append: AppendEntriesArgs | None = None
         self._replicate_pending = False
         self._config_changed()
@@ -317,29 +320,6 @@ class RaftCore(ShapeChanges):
         waiting = self._reads_waiting + [i for r in self._read_rounds for i in r.read_ids]
         self._read_results.extend(ReadRefused(i) for i in waiting)
         self._reads_waiting, self._read_rounds = [], []
-
-    def compact(self, index: int, data: bytes) -> bool:
-        """The service snapshotted everything through `index`: discard that prefix.
-
-        Returns False (and does nothing) if `index` is at or below the
-        current snapshot.
-        """
-        if index <= self.log.snapshot_index:
-            return False
-        if index > self.applied_index:
-            raise ValueError(
-                f"snapshot index {index} is past the last index handed to the "
-                f"service ({self.applied_index})"
-            )
-        term = self.log.term_at(index)
-        assert term is not None
-        self.log.compact(index, term)
-        self.snapshot = data
-        config = self.configs.at(index)
-        self.configs.compact(index)
-        self._storage_ops.append(SaveSnapshot(index, term, data, config))
-        self._debug("snap", f"compacted through {index}@T{term}")
-        return True
 
     def on_vote_durable(self) -> None:
         """Storage made our term and vote durable (a write that held them was synced)."""
@@ -589,74 +569,6 @@ class RaftCore(ShapeChanges):
         self._debug("append", f"S{peer} rejected prev={rejected}: next={pr.next_index}")
         self._send_append(peer)
 
-    # ------------------------------------------------------------------ InstallSnapshot
-
-    def handle_install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply | None:
-        """§7 receiver rules; None (no answer) for a request no honest leader sends.
-
-        The shell has the service validate `args.data` before calling this
-        (see Raft.install_snapshot), so a snapshot that would not restore is
-        never persisted.
-        """
-        if args.term < self.current_term:
-            return InstallSnapshotReply(self.current_term)  # changes nothing here
-        heard_term, heard = self._leader_commit_heard
-        known_commit = max(self.commit_index, heard if heard_term == args.term else 0)
-        checked = check_install_snapshot(args, self.me, self.current_term, known_commit)
-        if self._refuse(checked):
-            return None
-        if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
-            return None
-        if args.term > self.current_term or self.role is not Role.FOLLOWER:
-            self._become_follower(args.term, args.leader_id)
-        self.leader_id = args.leader_id
-        self._election_elapsed = 0
-        index, term = args.last_included_index, args.last_included_term
-        if index <= self.commit_index:
-            return InstallSnapshotReply(self.current_term)  # nothing new to us
-        # §7: keep the log after the snapshot if it agrees with it, else drop it all.
-        keeps_suffix = self.log.term_at(index) == term
-        self.log.compact(index, term)
-        self.snapshot = args.data
-        config = args.config or self.configs.at(index)
-        if keeps_suffix:
-            self.configs.compact(index)
-        else:
-            self.configs.reset(index, config)
-        self._config_changed()
-        self._storage_ops.append(SaveSnapshot(index, term, args.data, config))
-        if not keeps_suffix:
-            self._storage_ops.append(AppendLog(index + 1, []))
-            self.durable_index = min(self.durable_index, index)
-        self.commit_index = index
-        self.applied_index = index
-        self._installed = ApplySnapshot(index, term, args.data)
-        self._debug("snap", f"installed {index}@T{term} from S{args.leader_id}")
-        return InstallSnapshotReply(self.current_term)
-
-    def on_install_snapshot_reply(
-        self, peer: int, args: InstallSnapshotArgs, reply: InstallSnapshotReply | None
-    ) -> None:
-        if reply is not None and self._refuse(check_reply_term(reply.term)):
-            reply = None
-        if reply is not None and reply.term > self.current_term:
-            self._become_follower(reply.term, None)
-            return
-        if self.role is not Role.LEADER or args.term != self.current_term:
-            return
-        pr = self.progress.get(peer)
-        if pr is None or pr.state is not Replication.SNAPSHOT:
-            return
-        if reply is None:
-            pr.become_probe()  # the next heartbeat tries again
-            return
-        pr.recent_active = True
-        pr.match_index = max(pr.match_index, args.last_included_index)
-        pr.become_probe()
-        self._maybe_commit()
-        if peer in self.progress:
-            self._send_append(peer)
-
     # ------------------------------------------------------------------ roles
 
     def _become_follower(self, term: int, leader_id: int | None) -> None:
@@ -805,20 +717,15 @@ class RaftCore(ShapeChanges):
         if pr.state is Replication.REPLICATE:
             self._post_append(peer, pr, self.heartbeat_args(peer))
         elif pr.state is Replication.SNAPSHOT and pr.wait_ticks < self._election_ticks[1]:
-            # An InstallSnapshot is on its way; keep the follower from campaigning meanwhile.
+            # A snapshot is streaming; keep the follower from campaigning meanwhile,
+            # and resend from its offset if every chunk in flight was lost.
             self._post_append(peer, pr, self._snapshot_heartbeat())
+            self._resume_snapshot(peer, pr)
         else:
             pr.paused = False
             if pr.state is Replication.SNAPSHOT:
                 pr.become_probe()  # no answer to the snapshot for long: start over
             self._send_append(peer)
-
-    def _snapshot_heartbeat(self) -> AppendEntriesArgs:
-        """An empty AppendEntries anchored at our snapshot, carrying our commit index."""
-        log = self.log
-        return AppendEntriesArgs(
-            self.current_term, self.me, log.snapshot_index, log.snapshot_term, [], self.commit_index
-        )
 
     def _send_append(self, peer: int) -> None:
         """Send `peer` what it is missing, if its replication state allows it now."""
@@ -862,23 +769,6 @@ class RaftCore(ShapeChanges):
                 self._send_append(peer)  # more than one batch pending
         else:
             pr.paused = True
-
-    def _send_snapshot(self, peer: int, pr: Progress) -> None:
-        pr.state = Replication.SNAPSHOT
-        pr.paused = True
-        pr.wait_ticks = 0
-        # Our commit index first, every time (an earlier one may have been lost): a
-        # follower refuses a snapshot past the highest commit index we told it.
-        self._post_append(peer, pr, self._snapshot_heartbeat())
-        args = InstallSnapshotArgs(
-            self.current_term,
-            self.me,
-            self.log.snapshot_index,
-            self.log.snapshot_term,
-            self.snapshot,
-            self.configs.at(self.log.snapshot_index),
-        )
-        self._outbox.append(Send(peer, args))
 
     def _maybe_commit(self) -> None:
         """§5.4.2: commit by counting replicas only for an entry of the current term."""

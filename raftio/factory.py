@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from raftio.config import RaftConfig
 from raftio.membership import Configuration
 from raftio.messages import ApplyMsg
 from raftio.raft import Raft
 from raftio.storage.base import Storage
+from raftio.storage.snapshot import SnapshotReader
 from raftio.transport.base import ClientEnd
 
 __all__ = ["make"]
@@ -28,6 +29,7 @@ def make(
     tracer: Callable[[str, str], None] | None = None,
     bootstrap: Configuration | None = None,
     connect: Callable[[int, str], ClientEnd] | None = None,
+    restore: Callable[[SnapshotReader], Awaitable[None]] | None = None,
 ) -> Raft:
     """Create and start a Raft peer; call from inside a running event loop.
 
@@ -50,6 +52,9 @@ def make(
             (default: every peer of `peers` a voter, ids their indexes).
         connect: makes a client end for a member added later, from its id
             and address (Node passes its TCP connector).
+        restore: streams a snapshot installed from the leader to the service,
+            in chunks (`await reader.read(offset, n)`), instead of delivering
+            its bytes in an ApplyMsg; delivery waits for it to return.
     """
     if bootstrap is None and not 0 <= me < len(peers):
         raise ValueError(f"me={me} is not an index into {len(peers)} peers")
@@ -70,4 +75,5 @@ def make(
         tracer,
         bootstrap,
         connect,
+        restore,
     )

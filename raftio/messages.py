@@ -84,14 +84,29 @@ class InstallSnapshotArgs:
     leader_id: int
     last_included_index: int
     last_included_term: int
-    data: bytes = b""
+    data: bytes = b""  # the chunk at `offset`
     # The configuration in effect at last_included_index (None from older peers).
     config: Configuration | None = None
+    # Chunking (Raft paper Figure 13, plus a transfer id, the size and a checksum).
+    # An older peer sends the whole snapshot in one message: these defaults.
+    offset: int = 0
+    done: bool = True  # the last chunk
+    transfer: int = 0  # the leader's id for this transfer (0: a single message)
+    size: int = -1  # bytes in the whole snapshot (-1: offset + len(data))
+    checksum: int = -1  # crc32 of the whole snapshot (-1: not given)
+
+    @property
+    def total_size(self) -> int:
+        return self.size if self.size >= 0 else self.offset + len(self.data)
 
 
 @dataclass(slots=True)
 class InstallSnapshotReply:
     term: int
+    # Bytes of this transfer the follower holds; the leader continues from there.
+    # -1: the reply of an older peer (or to one), which installed the whole snapshot.
+    next_offset: int = -1
+    transfer: int = 0
 
 
 @dataclass(slots=True)
@@ -205,13 +220,42 @@ class AppendLog:
     entries: list[Entry]
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """Which snapshot, and what a receiver checks it against."""
+
+    index: int
+    term: int
+    size: int  # bytes of data
+    checksum: int  # zlib.crc32 of the data
+
+
+NO_SNAPSHOT = SnapshotInfo(0, 0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class StagedSnapshot:
+    """A complete, durable snapshot not yet in use (`SnapshotWriter.finish`)."""
+
+    index: int
+    term: int
+    size: int
+    checksum: int
+    path: str = ""  # FileStorage: the staged file
+    data: bytes = b""  # MemoryStorage: the bytes
+
+    @property
+    def info(self) -> SnapshotInfo:
+        return SnapshotInfo(self.index, self.term, self.size, self.checksum)
+
+
 @dataclass(slots=True)
 class SaveSnapshot:
     """Persist a snapshot through `index` (whose entry had `term`); drop the log it covers."""
 
     index: int
     term: int
-    data: bytes
+    data: bytes | StagedSnapshot  # staged: streamed into storage already
     config: Configuration | None = None  # in effect at `index`
 
 
@@ -236,11 +280,13 @@ class ApplyEntries:
 
 @dataclass(slots=True)
 class ApplySnapshot:
-    """A snapshot installed from the leader: the service must restore it before anything else."""
+    """A snapshot installed from the leader: the service must restore it before anything else.
+
+    The data is in storage (`Storage.open_snapshot`); the shell streams it to the service.
+    """
 
     index: int
     term: int
-    data: bytes
 
 
 Applicable = ApplyEntries | ApplySnapshot
@@ -282,12 +328,15 @@ def describe(msg: object) -> str:
     if isinstance(msg, RequestVoteReply):
         return f"RV-{'yes' if msg.vote_granted else 'no'} T{msg.term}"
     if isinstance(msg, InstallSnapshotArgs):
-        return (
-            f"IS T{msg.term} last={msg.last_included_index}@{msg.last_included_term} "
-            f"bytes={len(msg.data)}"
-        )
+        head = f"IS T{msg.term} last={msg.last_included_index}@{msg.last_included_term}"
+        if msg.transfer == 0:
+            return f"{head} bytes={len(msg.data)}"  # the whole snapshot in one message
+        done = " done" if msg.done else ""
+        return f"{head} #{msg.transfer} at={msg.offset} bytes={len(msg.data)}/{msg.size}{done}"
     if isinstance(msg, InstallSnapshotReply):
-        return f"IS-ok T{msg.term}"
+        if msg.next_offset < 0:
+            return f"IS-ok T{msg.term}"
+        return f"IS-ok T{msg.term} #{msg.transfer} next={msg.next_offset}"
     if isinstance(msg, TimeoutNowArgs):
         return f"TN T{msg.term}"
     if isinstance(msg, TimeoutNowReply):

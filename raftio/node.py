@@ -42,10 +42,10 @@ from raftio.factory import make
 from raftio.leadership import Leadership
 from raftio.membership import Configuration, Membership, check_member
 from raftio.messages import ApplyMsg, UndecodableCommand
-from raftio.metrics import Histogram
 from raftio.proposals import ProposalTimers, settle
 from raftio.raft import Raft
-from raftio.state_machine import StateMachine, snapshot_validator
+from raftio.snapshotting import Snapshotter
+from raftio.state_machine import StateMachine, StreamingStateMachine
 from raftio.storage.base import Storage, StorageError
 from raftio.transport.base import ClientEnd
 
@@ -97,7 +97,8 @@ class Node:
             campaign, and wait for a leader's `add_member` (`addresses` names
             this node's own address, and may name others).
         data_dir: where FileStorage keeps this node's log and snapshots.
-        state_machine: the service's replicated state (see StateMachine).
+        state_machine: the service's replicated state (see StateMachine, and
+            StreamingStateMachine for states too big to snapshot as bytes).
         cluster_id: nodes of another cluster are refused at the handshake.
         bind: "host:port" to listen on, if not the advertised address.
         secret: shared secret for HMAC authentication of peers.
@@ -114,7 +115,7 @@ class Node:
         node_id: int,
         addresses: Sequence[str] | Mapping[int, str],
         data_dir: str | Path | None,
-        state_machine: StateMachine,
+        state_machine: StateMachine | StreamingStateMachine,
         *,
         join: bool = False,
         cluster_id: str = "raftio",
@@ -148,7 +149,6 @@ class Node:
         self._config = replace(config or RaftConfig(), leader_noop=True)
         self._secret = secret
         self._ssl_server, self._ssl_client = ssl_server, ssl_client
-        self._snapshot_bytes = snapshot_bytes
         self._timeout = propose_timeout
         self._storage = storage
         self._peers = peers
@@ -161,11 +161,8 @@ class Node:
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self.applied_index = 0
-        self._snapshot_index = 0
         self._closed = False
-        self._snapshots_taken = 0
-        self._last_snapshot_bytes = 0
-        self._snapshot_seconds = Histogram()
+        self._snapshots = Snapshotter(state_machine, snapshot_bytes, self._restored)
         self.failure: str | None = None  # why the node fail-stopped, if it did
         self._failed = asyncio.Event()
 
@@ -191,13 +188,11 @@ class Node:
             raise RuntimeError("a Node starts once")
         self._loop = asyncio.get_running_loop()
         storage = self._storage if self._storage is not None else self._open_storage()
-        snapshot = storage.read_snapshot()
-        if snapshot:
-            try:
-                self._sm.restore(snapshot)
-            except Exception as exc:
-                storage.close()
-                raise StorageError(f"the stored snapshot does not restore: {exc!r:.200}") from exc
+        try:
+            await self._snapshots.restore_stored(storage)
+        except StorageError:
+            storage.close()
+            raise
         fixed: Sequence[ClientEnd] = []
         connect: Callable[[int, str], ClientEnd] | None = self._connect
         if callable(self._peers):
@@ -212,13 +207,14 @@ class Node:
             self._apply_batch,
             self._config,
             rng=self._rng,
-            validate_snapshot=snapshot_validator(self._sm),
             bootstrap=Configuration() if self._join else Configuration.of_voters(self.addresses),
             connect=connect,
+            **self._snapshots.peer_options(),
         )
         self._raft.on_failure(self._on_failure)
         self._storage = storage
-        self.applied_index = self._snapshot_index = self._raft.status().snapshot_index
+        self.applied_index = self._raft.status().snapshot_index
+        self._snapshots.note_restored(self.applied_index)
         if self._peers is None:
             try:
                 await self._serve()
@@ -290,6 +286,7 @@ class Node:
         self._closed = True
         if self._raft is not None:
             self._raft.kill()
+        await self._snapshots.close()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -473,10 +470,10 @@ class Node:
         """The peer's metrics plus the node's (applied index, snapshots taken)."""
         out = self.raft.metrics()
         out["raftio_node_applied_index"] = self.applied_index
-        out["raftio_node_snapshots_total"] = self._snapshots_taken
-        out["raftio_node_snapshot_bytes"] = self._last_snapshot_bytes
+        out["raftio_node_snapshots_total"] = self._snapshots.taken
+        out["raftio_node_snapshot_bytes"] = self._snapshots.last_bytes
         out["raftio_node_log_bytes"] = self._storage.raft_state_size() if self._storage else 0
-        self._snapshot_seconds.export("raftio_node_snapshot_seconds", "", out)
+        self._snapshots.seconds.export("raftio_node_snapshot_seconds", "", out)
         return out
 
     def status(self) -> NodeStatus:
@@ -514,11 +511,8 @@ class Node:
         if msg.snapshot_valid:
             if msg.snapshot_index <= self.applied_index:
                 return
-            self._sm.restore(msg.snapshot)
-            self.applied_index = self._snapshot_index = msg.snapshot_index
-            for index in [i for i in self._waiters if i <= msg.snapshot_index]:
-                _, future = self._waiters.pop(index)
-                settle(future, exc=ProposalLostError("superseded by a snapshot from the leader"))
+            self._sm.restore(msg.snapshot)  # type: ignore[union-attr]  # only bytes ones get these
+            self._restored(msg.snapshot_index)
             return
         index = msg.command_index
         self.applied_index = index
@@ -559,19 +553,19 @@ class Node:
         if waiter is not None:
             settle(waiter[1], exc=ProposalLostError(lost))
 
+    def _restored(self, index: int) -> None:
+        """The state machine now holds a leader's snapshot through `index`."""
+        self.applied_index = index
+        self._snapshots.note_restored(index)
+        for waiting in [i for i in self._waiters if i <= index]:
+            _, future = self._waiters.pop(waiting)
+            settle(future, exc=ProposalLostError("superseded by a snapshot from the leader"))
+        self._wake_readers()
+
     def _maybe_snapshot(self) -> None:
         storage, raft = self._storage, self._raft
-        if storage is None or raft is None or self.applied_index <= self._snapshot_index:
-            return
-        if storage.raft_state_size() >= self._snapshot_bytes:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            data = self._sm.snapshot()
-            raft.snapshot(self.applied_index, data)
-            self._snapshot_index = self.applied_index
-            self._snapshots_taken += 1
-            self._last_snapshot_bytes = len(data)
-            self._snapshot_seconds.observe(loop.time() - started)
+        if storage is not None and raft is not None:
+            self._snapshots.maybe_take(raft, storage, self.applied_index)
 
     async def _wait_applied(self, index: int) -> None:
         if self.applied_index >= index:

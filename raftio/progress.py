@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from raftio.snapshot_transfer import Outgoing
+
 
 class Role(enum.StrEnum):
     """A peer's role; a str, so `status().role == "leader"` reads as it always did."""
@@ -36,12 +38,14 @@ class Progress:
     wait_ticks: int = 0  # ticks spent waiting for entries or a snapshot to be answered
     recent_active: bool = False  # answered since the last check-quorum
     sent_commit: int = 0  # the highest leader_commit sent to this follower
+    outgoing: Outgoing | None = None  # SNAPSHOT: the transfer under way
 
     def become_probe(self) -> None:
         self.state = Replication.PROBE
         self.next_index = self.match_index + 1
         self.paused = False
         self.inflight = 0
+        self.outgoing = None
 
 
 def quorum(voters: int) -> int:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from raftio import codec
@@ -41,12 +41,14 @@ from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
     ApplyMsg,
+    ApplySnapshot,
     InstallSnapshotArgs,
     InstallSnapshotReply,
     Request,
     RequestVoteArgs,
     RequestVoteReply,
     Send,
+    StagedSnapshot,
     TimeoutNowArgs,
     TimeoutNowReply,
     describe,
@@ -55,7 +57,10 @@ from raftio.messages import (
 from raftio.metrics import PeerMetrics
 from raftio.persist import Persister
 from raftio.read_waiters import ReadWaiters
+from raftio.snapshot_stream import ChunkPump, Staging
+from raftio.snapshot_transfer import StoreChunk, TransferKey
 from raftio.storage.base import Storage, StorageError
+from raftio.storage.snapshot import SnapshotReader, discard_staged, read_all, staged_bytes
 from raftio.transport.base import ClientEnd
 from raftio.transport.limits import DropLog
 from raftio.view import CoreView, RaftStatus, core_metrics, status_of
@@ -94,9 +99,12 @@ class Raft:
         tracer: Callable[[str, str], None] | None = None,
         bootstrap: Configuration | None = None,
         connect: Callable[[int, str], ClientEnd] | None = None,
+        restore: Callable[[SnapshotReader], Awaitable[None]] | None = None,
     ) -> None:
         """`bootstrap`: the configuration with empty storage (default: `peers`, all voters).
-        `connect(node_id, address)`: a client end for a member added later."""
+        `connect(node_id, address)`: a client end for a member added later.
+        `restore(reader)`: streams an installed snapshot to the service (instead
+        of an ApplyMsg holding its bytes)."""
         self._loop = asyncio.get_running_loop()
         self._peers: dict[int, ClientEnd] = dict(enumerate(peers))
         # Ends that can start a call without a task (see StartingClientEnd).
@@ -110,6 +118,8 @@ class Raft:
         self._config = config
         self._killed = False
         self._validate_snapshot = validate_snapshot
+        self._restore = restore
+        self._staging = Staging(storage)
         self.failure: str | None = None  # why the peer fail-stopped (None: it did not)
         self._failure_callbacks: list[Callable[[str], None]] = []
         # Insertion-ordered, so kill() cancels in creation order and a seed replays exactly.
@@ -129,13 +139,16 @@ class Raft:
             storage.load(),
             config,
             rng,
-            snapshot=storage.read_snapshot(),
+            snapshot=storage.snapshot_info(),
             trace=self._trace,
             bootstrap=bootstrap,
         )
         self._config_version = -1
         self._members_changed()
         self._view = CoreView(self._core)
+        self._pump = ChunkPump(
+            storage, self._core.chunk_length, self._send_now, self._chunk_lost, self._spawn
+        )
         self.leadership = LeadershipWatch(self._loop)  # wait on it instead of polling status()
         self.leadership.observe(self._core.current_term, None, None)
         self._spawn(self._ticker(), "ticker")
@@ -171,6 +184,42 @@ class Raft:
         if self._core.compact(index, bytes(snapshot)):
             self._drain()
 
+    async def snapshot_from(self, index: int, chunks: AsyncIterable[bytes]) -> bool:
+        """Like `snapshot`, for a state of any size: its bytes arrive as `chunks`.
+
+        They are streamed into storage (never whole in memory) while the peer
+        keeps running; the log is compacted once they are durable. Returns
+        False if a newer snapshot made this one useless meanwhile.
+        """
+        core = self._core
+        term = core.log.term_at(index)
+        if self._killed or index <= core.log.snapshot_index or term is None:
+            return False
+        if index > core.applied_index:
+            raise ValueError(f"snapshot index {index} is past the applied index")
+        try:
+            writer = self._storage.create_snapshot(index, term)
+        except StorageError as exc:
+            self._fail(f"storage failed creating a snapshot: {exc}")
+            raise
+        try:
+            async for chunk in chunks:
+                await writer.write(chunk)
+            staged = await writer.finish()
+        except StorageError as exc:
+            writer.abort()
+            self._fail(f"storage failed writing a snapshot: {exc}")
+            raise
+        except BaseException:
+            writer.abort()
+            raise
+        if self._killed or index <= core.log.snapshot_index or core.log.term_at(index) != term:
+            discard_staged(staged)
+            return False
+        core.compact(index, staged)
+        self._drain()
+        return True
+
     def kill(self) -> None:
         """Stop every task now; a killed peer sends, applies and answers nothing."""
         if self._killed:
@@ -180,6 +229,8 @@ class Raft:
             task.cancel()
         self._reads.refuse_all()
         self.leadership.close()
+        self._pump.close()
+        self._staging.abort()
         self._storage.close()
 
     def killed(self) -> bool:
@@ -311,30 +362,78 @@ class Raft:
         return await self._answer(self._core.handle_timeout_now, args)
 
     async def install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply | None:
+        """One chunk: the core judges it, we write it, the last one installs (§7)."""
         if self._killed or not isinstance(args, InstallSnapshotArgs):
             return None
+        if self._trace:
+            self._trace("recv", describe(args))
+        self._metrics.received("install_snapshot")
         core = self._core
-        if (
-            self._validate_snapshot is not None
-            and args.term >= core.current_term
-            and args.last_included_index > core.commit_index
-        ):
-            # The service checks the state would restore before anything is
-            # persisted: a snapshot that does not is refused, never installed.
-            try:
-                self._validate_snapshot(args.data)
-            except Exception as exc:
-                core.refused["snapshot_invalid"] = core.refused.get("snapshot_invalid", 0) + 1
-                self._refusal_log.log(
-                    "snapshot",
-                    logging.WARNING,
-                    "S%d: refused a snapshot from S%d: %.200r",
-                    self.me,
-                    args.leader_id,
-                    exc,
+        try:
+            verdict = core.handle_install_snapshot(args)
+        except Exception:
+            self._fail("handling " + describe(args))
+            return None
+        if not isinstance(verdict, StoreChunk):
+            return await self._settle(verdict)
+        self._drain()  # a new term or leader: persisted while the chunk is written
+        key = verdict.key
+        writer = self._staging.writer_for(key, verdict.offset)
+        if writer is None:
+            return None
+        try:
+            await writer.write(verdict.data)
+            if not verdict.done:
+                return await self._settle(
+                    core.chunk_stored(key, verdict.offset + len(verdict.data))
                 )
-                return None
-        return await self._answer(core.handle_install_snapshot, args)
+            staged = await writer.finish()
+        except StorageError as exc:
+            if self._staging.key == key and not self._killed:
+                self._fail(f"storage failed writing a snapshot: {exc}")
+            return None  # else: superseded meanwhile, and its writer aborted
+        self._staging.release(key)
+        return await self._settle(self._install(key, staged))
+
+    def _install(self, key: TransferKey, staged: StagedSnapshot) -> InstallSnapshotReply | None:
+        """Verify a received snapshot, then have the core install it."""
+        core = self._core
+        reply: InstallSnapshotReply | None
+        if staged.size != key.size or (key.checksum >= 0 and staged.checksum != key.checksum):
+            reply = core.drop_incoming(key, "snapshot_checksum")
+            self._refusal_log.log(
+                "snapshot",
+                logging.WARNING,
+                "S%d: a snapshot from S%d fails its checksum (%d bytes); asking again",
+                self.me,
+                key.leader_id,
+                staged.size,
+            )
+        elif self._validate_snapshot is not None and not self._valid(key, staged):
+            reply = core.drop_incoming(key, "snapshot_invalid")
+        else:
+            reply = core.install_staged(key, staged)
+            if reply is not None:
+                return reply
+        discard_staged(staged)
+        return reply
+
+    def _valid(self, key: TransferKey, staged: StagedSnapshot) -> bool:
+        """The service checks the state would restore before anything is persisted."""
+        assert self._validate_snapshot is not None
+        try:
+            self._validate_snapshot(staged_bytes(staged))
+        except Exception as exc:
+            self._refusal_log.log(
+                "snapshot",
+                logging.WARNING,
+                "S%d: refused a snapshot from S%d: %.200r",
+                self.me,
+                key.leader_id,
+                exc,
+            )
+            return False
+        return True
 
     async def _answer(self, handle: Callable[[A], R], args: A) -> R | None:
         """Run a core handler, then reply only once the state it promises is durable."""
@@ -346,6 +445,10 @@ class Raft:
         except Exception:
             self._fail("handling " + describe(args))
             return None
+        return await self._settle(reply)
+
+    async def _settle(self, reply: R | None) -> R | None:
+        """Return `reply` once the state it promises is durable (None: no answer)."""
         if reply is None:
             return None  # refused by the core (counted there); nothing changed
         self._drain()
@@ -489,7 +592,16 @@ class Raft:
     # ------------------------------------------------------------------ tasks
 
     def _send(self, item: Send) -> None:
-        peer, request = item.peer, item.request
+        request = item.request
+        if type(request) is InstallSnapshotArgs and request.total_size:
+            self._pump.push(item.peer, request)  # reads its data from storage first
+            return
+        self._send_now(item.peer, request)
+
+    def _chunk_lost(self, peer: int, request: InstallSnapshotArgs) -> None:
+        self._handle_reply(peer, rpc_method(request), request, self._loop.time(), None)
+
+    def _send_now(self, peer: int, request: Request) -> None:
         if self._trace:
             self._trace("send", f"->S{peer} {describe(request)}")
         start_call = self._starters.get(peer)
@@ -538,6 +650,9 @@ class Raft:
                 core.on_append_entries_reply(peer, request, reply)
             case InstallSnapshotArgs():
                 core.on_install_snapshot_reply(peer, request, reply)
+                pr = core.progress.get(peer)
+                if pr is None or pr.outgoing is None:
+                    self._pump.done_with(peer)
             case RequestVoteArgs():
                 core.on_request_vote_reply(peer, request, reply)
             case TimeoutNowArgs():
@@ -568,12 +683,41 @@ class Raft:
                     break
                 if self._trace:
                     self._trace("apply", describe_applicable(applicable))
-                msgs = self._own.apply_msgs(applicable)
+                if isinstance(applicable, ApplySnapshot):
+                    msgs = await self._snapshot_msgs(applicable)
+                else:
+                    msgs = self._own.apply_msgs(applicable)
                 if isinstance(queue, asyncio.Queue):
                     await deliver(msgs, queue, self.killed)
                 else:
                     queue(msgs)  # Node's callable: no queue hop, no coroutine per batch
                 await asyncio.sleep(0)  # let RPCs and clients run between batches
+
+    async def _snapshot_msgs(self, installed: ApplySnapshot) -> list[ApplyMsg]:
+        """Hand an installed snapshot to the service: streamed to `restore`, or as bytes."""
+        reader = self._storage.open_snapshot()
+        if reader is None or (reader.info.index, reader.info.term) != (
+            installed.index,
+            installed.term,
+        ):
+            if reader is not None:
+                reader.close()
+            return []  # replaced by a newer one, which the core hands over next
+        try:
+            if self._restore is not None:
+                await self._restore(reader)
+                return []
+            data = await read_all(reader)
+        finally:
+            reader.close()
+        return [
+            ApplyMsg(
+                snapshot_valid=True,
+                snapshot=data,
+                snapshot_term=installed.term,
+                snapshot_index=installed.index,
+            )
+        ]
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = self._loop.create_task(coro, name=f"S{self.me}-{name}")

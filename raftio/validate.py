@@ -143,6 +143,23 @@ def check_install_snapshot(
         return reason
     if args.last_included_index > known_commit:
         return "snapshot_ahead"
+    return check_chunk(args)
+
+
+MAX_SNAPSHOT_BYTES = 1 << 52
+MAX_CHECKSUM = 0xFFFFFFFF
+
+
+def check_chunk(args: InstallSnapshotArgs) -> str | None:
+    """A chunk lies inside its snapshot, `done` marks the last one, the ids are in range."""
+    size = args.total_size
+    end = args.offset + len(args.data)
+    if not (args.offset >= 0 and end <= size <= MAX_SNAPSHOT_BYTES):
+        return "chunk"
+    if args.done != (end == size):
+        return "chunk"
+    if not (0 <= args.transfer <= MAX_INDEX and -1 <= args.checksum <= MAX_CHECKSUM):
+        return "chunk"
     return None
 
 

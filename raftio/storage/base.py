@@ -19,6 +19,7 @@ from typing import Protocol
 
 from raftio.membership import Configuration
 from raftio.messages import DurableState, Entry
+from raftio.storage.snapshot import SnapshotInfo, SnapshotReader, SnapshotWriter, StagedSnapshot
 
 __all__ = ["DurableState", "Storage", "StorageCorruptError", "StorageError"]
 
@@ -41,7 +42,19 @@ class Storage(Protocol):
         ...
 
     def read_snapshot(self) -> bytes:
-        """The latest snapshot's bytes, b"" if none."""
+        """The latest snapshot's bytes, b"" if none: whole, in memory (small states only)."""
+        ...
+
+    def snapshot_info(self) -> SnapshotInfo:
+        """Index, term, size and checksum of the latest snapshot (index 0: none)."""
+        ...
+
+    def open_snapshot(self) -> SnapshotReader | None:
+        """A reader of the latest snapshot, in chunks; None if there is none."""
+        ...
+
+    def create_snapshot(self, index: int, term: int) -> SnapshotWriter:
+        """A writer that stages a snapshot through `index` for `save_snapshot`."""
         ...
 
     def save_hard_state(self, current_term: int, voted_for: int | None) -> None:
@@ -58,9 +71,17 @@ class Storage(Protocol):
         ...
 
     def save_snapshot(
-        self, index: int, term: int, data: bytes, config: Configuration | None = None
+        self,
+        index: int,
+        term: int,
+        data: bytes | StagedSnapshot,
+        config: Configuration | None = None,
     ) -> None:
         """Store a snapshot covering the log through `index` (whose term is `term`).
+
+        `data` is the snapshot's bytes, or a snapshot staged through
+        `create_snapshot` (which this takes over: used, or discarded if
+        `index` is not newer than the current snapshot).
 
         `config` is the cluster configuration in effect at `index`; `load()`
         returns it as `snapshot_config`.

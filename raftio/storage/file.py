@@ -10,8 +10,10 @@ docs/storage.md for the files and the crash story.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +23,15 @@ from raftio.messages import Entry
 from raftio.storage import manifest, wal
 from raftio.storage.base import DurableState, StorageCorruptError, StorageError
 from raftio.storage.recovery import StorageLockedError, lock_directory, make_directory, recover
+from raftio.storage.snapshot import (
+    BytesReader,
+    SnapshotInfo,
+    SnapshotReader,
+    SnapshotWriter,
+    StagedSnapshot,
+    discard_staged,
+)
+from raftio.storage.snapshot_file import FileSnapshotReader, FileSnapshotWriter
 from raftio.storage.wal import Checkpoint
 from raftio.storage.worker import WorkerThread
 from raftio.storage.writer import Closed, Disk, SnapshotFile
@@ -96,12 +107,15 @@ class FileStorage:
         self._lock_fd = lock_directory(self.directory)
         try:
             self._state, self._snapshot, self._writer = recover(self.directory, disk, segment_size)
+            self._disk = disk
         except BaseException:
             os.close(self._lock_fd)
             raise
         self._wal_bytes = self._writer.wal_bytes
         self._buf = bytearray()
         self._items: list[bytearray | SnapshotFile] = []
+        # The current snapshot while its file is not yet in place (a batch writes it).
+        self._pending: SnapshotFile | None = None
         self._next_waiters: list[asyncio.Future[None]] = []
         self._inflight: _Batch | None = None
         self._flushing = False  # a batch is being written, or waits out sync_delay
@@ -123,7 +137,40 @@ class FileStorage:
         return self._state.durable_state()
 
     def read_snapshot(self) -> bytes:
+        """The current snapshot's data, whole (small states and the Lab API only)."""
+        pending = self._pending
+        if pending is not None and pending.data is not None:
+            return pending.data
+        if not self._snapshot.index:
+            return b""
+        path = os.path.join(self.directory, self._state.snapshot_file)
+        if pending is not None and os.path.exists(pending.staged):
+            path = pending.staged
+        return wal.read_snapshot_file(path, self._snapshot.index, self._snapshot.term)
+
+    def snapshot_info(self) -> SnapshotInfo:
         return self._snapshot
+
+    def open_snapshot(self) -> SnapshotReader | None:
+        """A reader of the current snapshot (None if there is none yet)."""
+        info = self._snapshot
+        if not info.index:
+            return None
+        pending = self._pending
+        if pending is not None and pending.data is not None:
+            return BytesReader(info, pending.data)
+        path = os.path.join(self.directory, self._state.snapshot_file)
+        if pending is not None:
+            try:  # still under its staged name, unless the batch just renamed it
+                return FileSnapshotReader(pending.staged, info)
+            except StorageError:
+                pass
+        return FileSnapshotReader(path, info)
+
+    def create_snapshot(self, index: int, term: int) -> SnapshotWriter:
+        """A writer for a snapshot through `index`, to stage and then `save_snapshot`."""
+        self._check_usable()
+        return FileSnapshotWriter(self.directory, index, term, self._disk)
 
     def raft_state_size(self) -> int:
         s = self._state
@@ -131,7 +178,7 @@ class FileStorage:
         return len(header) + s.entries_size()
 
     def snapshot_size(self) -> int:
-        return len(self._snapshot)
+        return self._snapshot.size
 
     @property
     def fsync_count(self) -> int:
@@ -160,15 +207,31 @@ class FileStorage:
             self._append(wal.truncate_body(first_index))
 
     def save_snapshot(
-        self, index: int, term: int, data: bytes, config: Configuration | None = None
+        self,
+        index: int,
+        term: int,
+        data: bytes | StagedSnapshot,
+        config: Configuration | None = None,
     ) -> None:
         self._check_usable()
         name = wal.snapshot_name(index, term)
         encoded = encode_configuration(config) if config is not None else b""
         if not self._state.compact(index, term, name, encoded):
+            if isinstance(data, StagedSnapshot):
+                discard_staged(data)
             return
-        self._snapshot = bytes(data)
-        snapshot = SnapshotFile(name, index, term, self._snapshot)
+        if isinstance(data, StagedSnapshot):
+            if (data.index, data.term) != (index, term):
+                raise ValueError(
+                    f"staged snapshot {data.index}@T{data.term} saved as {index}@T{term}"
+                )
+            self._snapshot = data.info
+            snapshot = SnapshotFile(name, index, term, None, data.path)
+        else:
+            blob = bytes(data)
+            self._snapshot = SnapshotInfo(index, term, len(blob), zlib.crc32(blob))
+            snapshot = SnapshotFile(name, index, term, blob)
+        self._pending = snapshot
         for i, item in enumerate(self._items):
             if isinstance(item, SnapshotFile):
                 # A batch writes only its newest snapshot, in the place of the
@@ -176,6 +239,9 @@ class FileStorage:
                 # Older markers name files never written; they lie past the
                 # durable watermark until the batch is synced, and recovery cuts
                 # the log before them if a crash comes first.
+                if item.staged:  # superseded before its batch ran: never used
+                    with contextlib.suppress(OSError):
+                        os.unlink(item.staged)
                 self._items[i] = snapshot
                 break
         else:
@@ -276,6 +342,8 @@ class FileStorage:
             return
         self._wal_bytes = wal_bytes
         self._inflight = None
+        if self._pending is not None and any(item is self._pending for item in batch.items):
+            self._pending = None  # its file is in place now
         self._last_commit = asyncio.get_running_loop().time()
         self.durable_version = batch.version
         for fut in batch.waiters:

@@ -7,12 +7,22 @@ what a crash would keep (CONTRACT.md section 4).
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Sequence
 
 from raftio import codec
 from raftio.membership import Configuration
 from raftio.messages import Entry
 from raftio.storage.base import DurableState
+from raftio.storage.snapshot import (
+    NO_SNAPSHOT,
+    BytesReader,
+    BytesWriter,
+    SnapshotInfo,
+    SnapshotReader,
+    SnapshotWriter,
+    StagedSnapshot,
+)
 
 
 class MemoryStorage:
@@ -21,6 +31,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._state = DurableState()
         self._snapshot = b""
+        self._info = NO_SNAPSHOT
         self._entry_bytes = 0  # encoded size of the entries, kept current on every write
 
     def copy(self) -> MemoryStorage:
@@ -28,6 +39,7 @@ class MemoryStorage:
         twin = MemoryStorage()
         twin._state = self.load()
         twin._snapshot = self._snapshot
+        twin._info = self._info
         twin._entry_bytes = self._entry_bytes
         return twin
 
@@ -44,6 +56,15 @@ class MemoryStorage:
 
     def read_snapshot(self) -> bytes:
         return self._snapshot
+
+    def snapshot_info(self) -> SnapshotInfo:
+        return self._info
+
+    def open_snapshot(self) -> SnapshotReader | None:
+        return BytesReader(self._info, self._snapshot) if self._info.index else None
+
+    def create_snapshot(self, index: int, term: int) -> SnapshotWriter:
+        return BytesWriter(index, term)
 
     def save_hard_state(self, current_term: int, voted_for: int | None) -> None:
         self._state.current_term = current_term
@@ -62,7 +83,11 @@ class MemoryStorage:
         s.entries.extend(entries)
 
     def save_snapshot(
-        self, index: int, term: int, data: bytes, config: Configuration | None = None
+        self,
+        index: int,
+        term: int,
+        data: bytes | StagedSnapshot,
+        config: Configuration | None = None,
     ) -> None:
         s = self._state
         if index <= s.snapshot_index:
@@ -72,7 +97,8 @@ class MemoryStorage:
         s.entries = s.entries[drop:]  # a fresh list: no references to discarded entries
         s.snapshot_index, s.snapshot_term = index, term
         s.snapshot_config = config
-        self._snapshot = bytes(data)
+        self._snapshot = data.data if isinstance(data, StagedSnapshot) else bytes(data)
+        self._info = SnapshotInfo(index, term, len(self._snapshot), zlib.crc32(self._snapshot))
 
     def sync(self) -> asyncio.Future[None] | None:
         return None
@@ -83,7 +109,7 @@ class MemoryStorage:
         return len(header) + self._entry_bytes
 
     def snapshot_size(self) -> int:
-        return len(self._snapshot)
+        return self._info.size
 
     def close(self) -> None:
         """Nothing to release; a killed peer stops writing on its own."""

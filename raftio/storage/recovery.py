@@ -22,6 +22,7 @@ from raftio.messages import Entry
 from raftio.storage import manifest, wal
 from raftio.storage.base import DurableState, StorageCorruptError, StorageError
 from raftio.storage.manifest import Mark
+from raftio.storage.snapshot import NO_SNAPSHOT, SnapshotInfo
 from raftio.storage.wal import Checkpoint
 from raftio.storage.writer import Disk, WalWriter
 
@@ -171,7 +172,9 @@ def lock_directory(directory: str) -> int:
     return fd
 
 
-def recover(directory: str, disk: Disk, segment_size: int) -> tuple[LogState, bytes, WalWriter]:
+def recover(
+    directory: str, disk: Disk, segment_size: int
+) -> tuple[LogState, SnapshotInfo, WalWriter]:
     """Replay the log from the newest checkpoint; repair or refuse what is damaged.
 
     The durable watermark (the MANIFEST's mark, or a watermark record) says
@@ -195,15 +198,16 @@ def recover(directory: str, disk: Disk, segment_size: int) -> tuple[LogState, by
     if not segments:
         if listing.snapshots:
             raise StorageCorruptError(f"{directory}: snapshot files {listing.snapshots} but no log")
-        return LogState(), b"", _fresh(directory, disk, segment_size, mark)
+        return LogState(), NO_SNAPSHOT, _fresh(directory, disk, segment_size, mark)
     assert mark is not None  # _read_manifest refuses segments without a MANIFEST
     start = _find_checkpoint(directory, segments)
     live = segments[start:]
     state, sizes, durable = _replay(directory, live, disk, mark)
-    snapshot = b""
+    snapshot = NO_SNAPSHOT
     if state.snapshot_index:
         path = os.path.join(directory, state.snapshot_file)
-        snapshot = wal.read_snapshot_file(path, state.snapshot_index, state.snapshot_term)
+        size, crc = wal.check_snapshot_file(path, state.snapshot_index, state.snapshot_term)
+        snapshot = SnapshotInfo(state.snapshot_index, state.snapshot_term, size, crc)
     writer = WalWriter(directory, disk, segment_size, live, sizes, mark)
     try:
         if sizes[-1] > durable or mark.seq != live[-1] or (found is not None and found.damaged):

@@ -61,6 +61,7 @@ _CHECKPOINT, _SEGMENT, _HARD_STATE, _ENTRIES, _TRUNCATE, _SNAPSHOT, _WATERMARK =
 _SEGMENT_RE = re.compile(r"wal-([0-9a-f]{16})\.log")
 _SNAPSHOT_RE = re.compile(r"snap-[0-9a-f]{16}-[0-9a-f]{16}\.snap")
 _SNAP_HEAD = struct.Struct("<8sQQQI")  # magic, index, term, data length, crc32(data)
+SNAPSHOT_HEADER_SIZE = _SNAP_HEAD.size
 _SNAP_MAGIC = b"RAFTSNP1"
 LOCK_NAME = "LOCK"
 
@@ -463,25 +464,45 @@ def snapshot_name(index: int, term: int) -> str:
 
 
 def read_snapshot_file(path: str, index: int, term: int) -> bytes:
-    """The data of a snapshot file, checked against the marker that names it."""
+    """The data of a snapshot file, checked against the marker that names it (whole, in memory)."""
+    check_snapshot_file(path, index, term)
+    with open(path, "rb") as f:
+        f.seek(_SNAP_HEAD.size)
+        return f.read()
+
+
+def check_snapshot_file(path: str, index: int, term: int) -> tuple[int, int]:
+    """(size, crc32) of a snapshot file's data, checked in 1 MiB blocks against its header
+    and the marker that names it (index, term)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        f = open(path, "rb")  # noqa: SIM115 (closed by the `with` below; only open may fail here)
     except FileNotFoundError:
         raise StorageCorruptError(f"{path}: snapshot file named by the log is missing") from None
-    if len(raw) < _SNAP_HEAD.size:
-        raise corrupt(path, len(raw), f"snapshot file ends after {len(raw)} bytes, in its header")
-    magic, s_index, s_term, length, crc = _SNAP_HEAD.unpack_from(raw)
-    data = raw[_SNAP_HEAD.size :]
-    if magic != _SNAP_MAGIC:
-        raise corrupt(path, 0, "not a raftio snapshot file")
-    if (s_index, s_term) != (index, term):
-        raise corrupt(path, 8, f"holds {s_index}@T{s_term}, the log says {index}@T{term}")
-    if length != len(data) or zlib.crc32(data) != crc:
+    with f:
+        head = f.read(_SNAP_HEAD.size)
+        if len(head) < _SNAP_HEAD.size:
+            raise corrupt(
+                path, len(head), f"snapshot file ends after {len(head)} bytes, in its header"
+            )
+        magic, s_index, s_term, length, crc = _SNAP_HEAD.unpack(head)
+        if magic != _SNAP_MAGIC:
+            raise corrupt(path, 0, "not a raftio snapshot file")
+        if (s_index, s_term) != (index, term):
+            raise corrupt(path, 8, f"holds {s_index}@T{s_term}, the log says {index}@T{term}")
+        running, size = 0, 0
+        while block := f.read(1 << 20):
+            running = zlib.crc32(block, running)
+            size += len(block)
+    if length != size or running != crc:
         raise corrupt(path, _SNAP_HEAD.size, "snapshot data fails its checksum")
-    return data
+    return size, crc
 
 
 def snapshot_header(index: int, term: int, data: bytes) -> bytes:
     """The 36-byte header written before a snapshot's data."""
-    return _SNAP_HEAD.pack(_SNAP_MAGIC, index, term, len(data), zlib.crc32(data))
+    return snapshot_header_for(index, term, len(data), zlib.crc32(data))
+
+
+def snapshot_header_for(index: int, term: int, size: int, checksum: int) -> bytes:
+    """The header of a snapshot whose data was streamed (size and crc32 known at the end)."""
+    return _SNAP_HEAD.pack(_SNAP_MAGIC, index, term, size, checksum)

@@ -72,7 +72,8 @@ class SnapshotFile:
     name: str
     index: int
     term: int
-    data: bytes
+    data: bytes | None  # None: already written and fsynced, under the name `staged`
+    staged: str = ""
 
 
 class Closed(Exception):
@@ -313,6 +314,10 @@ class WalWriter:
 
     def _write_snapshot(self, snap: SnapshotFile) -> None:
         path = self._path(snap.name)
+        if snap.data is None:  # streamed: durable already, needs only its name
+            self._do("rename", snap.staged, partial(self.disk.rename, snap.staged, path))
+            self._sync(self._dir_fd, self.directory, directory=True)
+            return
         tmp = path + ".tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         fd = self._do("create", tmp, partial(self.disk.open, tmp, flags))

@@ -17,6 +17,8 @@ from "it was not" without reading the drawn value.
 from __future__ import annotations
 
 import random
+import weakref
+import zlib
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -27,17 +29,22 @@ from raftio.applying import OwnCommands
 from raftio.config import RaftConfig
 from raftio.core import RaftCore, Role
 from raftio.messages import (
+    NO_SNAPSHOT,
     AppendEntriesArgs,
     AppendEntriesReply,
     ApplyMsg,
+    ApplySnapshot,
     Entry,
     InstallSnapshotArgs,
+    InstallSnapshotReply,
     RequestVoteArgs,
     RequestVoteReply,
     Send,
+    SnapshotInfo,
     StorageEffect,
 )
 from raftio.storage.base import DurableState
+from raftio.testing.snapshot_shell import MemorySnapshotShell
 from raftio.transport.base import APPEND_ENTRIES, INSTALL_SNAPSHOT, REQUEST_VOTE
 
 CONFIG = RaftConfig(pre_vote=False, check_quorum=False)
@@ -119,7 +126,44 @@ def make_core(
         snapshot_term=snapshot_term,
         entries=entries(snapshot_index + 1, *terms),
     )
-    return RaftCore(me, peers, state, config, random.Random(seed), snapshot=snapshot_data)
+    core = RaftCore(
+        me, peers, state, config, random.Random(seed), snapshot=info_of(snapshot, snapshot_data)
+    )
+    _SHELLS[core] = MemorySnapshotShell(snapshot_data)
+    return core
+
+
+def info_of(snapshot: tuple[int, int], data: bytes) -> SnapshotInfo:
+    """The SnapshotInfo of `data`, a snapshot through `snapshot` (index, term)."""
+    if snapshot[0] == 0:
+        return NO_SNAPSHOT
+    return SnapshotInfo(snapshot[0], snapshot[1], len(data), zlib.crc32(data))
+
+
+# Each core's snapshot bytes and staged chunks, as its shell would hold them.
+_SHELLS: weakref.WeakKeyDictionary[RaftCore, MemorySnapshotShell] = weakref.WeakKeyDictionary()
+
+
+def shell_of(core: RaftCore) -> MemorySnapshotShell:
+    return _SHELLS.setdefault(core, MemorySnapshotShell())
+
+
+def install(core: RaftCore, args: InstallSnapshotArgs) -> InstallSnapshotReply | None:
+    """Hand one InstallSnapshot chunk to a follower's core, writing it as the shell does."""
+    return shell_of(core).receive(core, args)
+
+
+def compact(core: RaftCore, index: int, data: bytes) -> bool:
+    """The service snapshots through `index` as `data` (its shell keeps the bytes)."""
+    done = core.compact(index, data)
+    if done:
+        shell_of(core).data = data
+    return done
+
+
+def snapshot_bytes(core: RaftCore) -> bytes:
+    """The core's current snapshot, as its storage holds it."""
+    return shell_of(core).data if core.snapshot_info.index else b""
 
 
 def drain(core: RaftCore) -> tuple[list[StorageEffect], list[Send]]:
@@ -239,4 +283,15 @@ def pairs(
 def applied(core: RaftCore, limit: int = 100) -> list[ApplyMsg]:
     """What the shell would deliver to the service next (commands decoded)."""
     applicable = core.take_applicable(limit)
-    return [] if applicable is None else OwnCommands().apply_msgs(applicable)
+    if applicable is None:
+        return []
+    if isinstance(applicable, ApplySnapshot):
+        return [
+            ApplyMsg(
+                snapshot_valid=True,
+                snapshot=shell_of(core).data,
+                snapshot_term=applicable.term,
+                snapshot_index=applicable.index,
+            )
+        ]
+    return OwnCommands().apply_msgs(applicable)

@@ -18,7 +18,9 @@ import pytest
 
 import raftio.core
 import raftio.core_changes
+import raftio.core_snapshots
 import raftio.progress
+import raftio.snapshot_transfer
 
 FORBIDDEN = ("asyncio", "msgpack", "fcntl", "socket", "ssl", "uvloop", "aiofiles")
 ALLOWED_RAFTIO = {
@@ -28,9 +30,17 @@ ALLOWED_RAFTIO = {
     "raftio.membership",
     "raftio.progress",
     "raftio.validate",
+    "raftio.snapshot_transfer",
+    "raftio.core_snapshots",
     "raftio.core_changes",
 }
-CORE_MODULES = [raftio.core, raftio.core_changes, raftio.progress]
+CORE_MODULES = [
+    raftio.core,
+    raftio.core_changes,
+    raftio.core_snapshots,
+    raftio.progress,
+    raftio.snapshot_transfer,
+]
 
 
 def test_importing_the_core_loads_no_io_codec_storage_or_transport() -> None:

@@ -27,6 +27,7 @@ from .helpers import (
     drain,
     entries,
     entry,
+    install,
     make_core,
     make_leader,
     requests,
@@ -177,7 +178,7 @@ def test_a_snapshot_past_the_commit_index_its_leader_announced_is_refused() -> N
     unchanged(
         core, core.handle_install_snapshot, InstallSnapshotArgs(3, 1, 8, 3, b"x"), "snapshot_ahead"
     )
-    assert core.handle_install_snapshot(InstallSnapshotArgs(3, 1, 7, 3, b"x")) is not None
+    assert install(core, InstallSnapshotArgs(3, 1, 7, 3, b"x")) is not None
     assert (core.log.snapshot_index, core.commit_index) == (7, 7)
 
 
@@ -198,7 +199,7 @@ def test_a_snapshot_from_a_leader_that_announced_nothing_yet_is_refused() -> Non
 def test_a_snapshot_within_our_own_commit_index_is_answered() -> None:
     """A restarted follower has heard nothing from its leader, but knows its own commits."""
     restarted = make_core([3, 3], term=3, snapshot=(5, 3))
-    assert restarted.handle_install_snapshot(InstallSnapshotArgs(3, 1, 5, 3, b"x")) is not None
+    assert install(restarted, InstallSnapshotArgs(3, 1, 5, 3, b"x")) is not None
     assert restarted.refused == {}
 
 

@@ -7,6 +7,8 @@ lagging follower; and a follower receiving InstallSnapshot.
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 from raftio.core import RaftCore, Replication, Role
@@ -21,6 +23,7 @@ from raftio.messages import (
     SaveHardState,
     SaveSnapshot,
     Send,
+    StagedSnapshot,
 )
 
 from .helpers import (
@@ -30,13 +33,16 @@ from .helpers import (
     ae,
     applied,
     campaign,
+    compact,
     drain,
     encoded,
     entries,
+    install,
     make_core,
     make_leader,
     requests,
     sent_to,
+    snapshot_bytes,
     terms_of,
 )
 
@@ -68,11 +74,11 @@ def test_compact(index: int, snapshot: tuple[int, int], remaining: list[int]) ->
     """§7: a snapshot replaces the committed, applied prefix of the log."""
     core = applied_follower()
 
-    assert core.compact(index, b"state") is True
+    assert compact(core, index, b"state") is True
 
     assert (core.log.snapshot_index, core.log.snapshot_term) == snapshot
     assert terms_of(core) == remaining
-    assert core.snapshot == b"state"
+    assert snapshot_bytes(core) == b"state"
     assert core.take_storage_ops() == [SaveSnapshot(index, snapshot[1], b"state", THREE)]
     assert (core.commit_index, core.applied_index) == (4, 4)
 
@@ -81,12 +87,12 @@ def test_compact(index: int, snapshot: tuple[int, int], remaining: list[int]) ->
 def test_compact_at_or_below_snapshot_is_ignored(index: int) -> None:
     """§7: an older snapshot than the one we have changes nothing."""
     core = applied_follower()
-    core.compact(3, b"new")
+    compact(core, 3, b"new")
     core.take_storage_ops()
 
-    assert core.compact(index, b"old") is False
+    assert compact(core, index, b"old") is False
 
-    assert (core.log.snapshot_index, core.snapshot) == (3, b"new")
+    assert (core.log.snapshot_index, snapshot_bytes(core)) == (3, b"new")
     assert core.take_storage_ops() == []
 
 
@@ -96,7 +102,7 @@ def test_compact_past_applied_raises(index: int) -> None:
     core = applied_follower()
 
     with pytest.raises(ValueError, match="past the last index handed to the service"):
-        core.compact(index, b"state")
+        compact(core, index, b"state")
 
     assert (core.log.snapshot_index, terms_of(core)) == (0, [1, 1, 2, 2, 3])
     assert core.take_storage_ops() == []
@@ -109,9 +115,9 @@ def test_compact_committed_but_not_applied_raises() -> None:
     assert len(applied(core, 2)) == 2
 
     with pytest.raises(ValueError, match="past the last index handed to the service"):
-        core.compact(3, b"state")
+        compact(core, 3, b"state")
 
-    assert core.compact(2, b"state") is True
+    assert compact(core, 2, b"state") is True
 
 
 def test_compact_past_restored_snapshot_needs_applying_first() -> None:
@@ -119,13 +125,29 @@ def test_compact_past_restored_snapshot_needs_applying_first() -> None:
     core = make_core([2, 2], term=2, snapshot=(5, 2))
 
     with pytest.raises(ValueError, match="past the last index"):
-        core.compact(6, b"x")
+        compact(core, 6, b"x")
 
 
 # --- the leader sends its snapshot to a follower that needs compacted entries -----------
 
 SNAP_DATA = b"snapshot through 5"
-INSTALL = InstallSnapshotArgs(3, 0, 5, 1, SNAP_DATA, THREE)
+
+
+def offer(
+    term: int, leader: int, index: int, snapshot_term: int, data: bytes
+) -> InstallSnapshotArgs:
+    """The one chunk a leader's core sends for a small snapshot (its shell fills the data)."""
+    return InstallSnapshotArgs(
+        term, leader, index, snapshot_term, b"", THREE, 0, True, 0, len(data)
+    )
+
+
+def staged(index: int, term: int, data: bytes) -> StagedSnapshot:
+    """A received snapshot as the shell hands it to the core to install."""
+    return StagedSnapshot(index, term, len(data), zlib.crc32(data), data=data)
+
+
+INSTALL = offer(3, 0, 5, 1, SNAP_DATA)
 # Sent before every InstallSnapshot (and while one travels): an empty
 # AppendEntries anchored at the snapshot that tells the follower our commit
 # index, without which it refuses the snapshot (validate.check_install_snapshot).
@@ -186,14 +208,14 @@ def test_leader_sends_snapshot_after_compacting_past_a_lagging_follower() -> Non
     core.on_log_durable(5, 2)
     ack(core, 2, 5)
     assert len(applied(core, 100)) == 5
-    assert core.compact(5, b"s5")
+    assert compact(core, 5, b"s5")
     drain(core)
 
     core.on_append_entries_reply(1, lost, None)
     for _ in range(HEARTBEAT):
         core.tick()
 
-    install = InstallSnapshotArgs(2, 0, 5, 2, b"s5", THREE)
+    install = offer(2, 0, 5, 2, b"s5")
     assert drain(core)[1] == [
         Send(1, AppendEntriesArgs(2, 0, 5, 2, [], 5)),
         Send(1, install),
@@ -270,7 +292,7 @@ def test_lost_snapshot_is_resent_at_the_next_heartbeat() -> None:
     core = snapshot_sent(snapshot_leader())
 
     core.on_install_snapshot_reply(1, INSTALL, None)
-    assert core.progress[1].state is Replication.PROBE
+    assert core.progress[1].state is Replication.SNAPSHOT
     assert core.take_outbox() == []
     for _ in range(HEARTBEAT):
         core.tick()
@@ -314,22 +336,27 @@ def committed_follower() -> RaftCore:
         # §7: the log has the snapshot's last entry: keep the entries that follow it
         (
             InstallSnapshotArgs(2, 1, 3, 1, b"s"),
-            [SaveSnapshot(3, 1, b"s", THREE)],
+            [SaveSnapshot(3, 1, staged(3, 1, b"s"), THREE)],
             (3, 1),
             [2, 2],
         ),
-        (InstallSnapshotArgs(2, 1, 5, 2, b"s"), [SaveSnapshot(5, 2, b"s", THREE)], (5, 2), []),
+        (
+            InstallSnapshotArgs(2, 1, 5, 2, b"s"),
+            [SaveSnapshot(5, 2, staged(5, 2, b"s"), THREE)],
+            (5, 2),
+            [],
+        ),
         # the log conflicts with the snapshot: discard it all
         (
             InstallSnapshotArgs(3, 1, 4, 3, b"s"),
-            [SaveSnapshot(4, 3, b"s", THREE), AppendLog(5, [])],
+            [SaveSnapshot(4, 3, staged(4, 3, b"s"), THREE), AppendLog(5, [])],
             (4, 3),
             [],
         ),
         # the log is too short: discard it all
         (
             InstallSnapshotArgs(2, 1, 8, 2, b"s"),
-            [SaveSnapshot(8, 2, b"s", THREE), AppendLog(9, [])],
+            [SaveSnapshot(8, 2, staged(8, 2, b"s"), THREE), AppendLog(9, [])],
             (8, 2),
             [],
         ),
@@ -353,7 +380,7 @@ def test_handle_install_snapshot(
         core.handle_append_entries(ae(args.term, 0, 0, commit=8))
         drain(core)
 
-    reply = core.handle_install_snapshot(args)
+    reply = install(core, args)
 
     assert reply == InstallSnapshotReply(max(args.term, 2))
     assert (core.log.snapshot_index, core.log.snapshot_term) == snapshot
@@ -361,7 +388,7 @@ def test_handle_install_snapshot(
     assert drain(core) == (ops, [])
     assert core.durable_index <= core.log.last_index  # a dropped log is no longer durable
     if installed:
-        assert core.snapshot == b"s"
+        assert snapshot_bytes(core) == b"s"
         assert (core.commit_index, core.applied_index) == (snapshot[0], snapshot[0])
         assert applied(core, 100) == [
             ApplyMsg(
@@ -372,7 +399,7 @@ def test_handle_install_snapshot(
             )
         ]
     else:
-        assert (core.commit_index, core.snapshot) == (2, b"")
+        assert (core.commit_index, snapshot_bytes(core)) == (2, b"")
         assert [m.command_index for m in applied(core, 100)] == [1, 2]
 
 
@@ -381,7 +408,7 @@ def test_snapshot_is_delivered_before_later_entries() -> None:
     core = make_core([1, 1, 1], term=1)
     core.handle_append_entries(ae(1, 2, 1, commit=5))  # 1..2 committed, not yet applied
 
-    core.handle_install_snapshot(InstallSnapshotArgs(1, 1, 5, 1, b"s5"))
+    install(core, InstallSnapshotArgs(1, 1, 5, 1, b"s5"))
     core.handle_append_entries(ae(1, 5, 1, entries(6, 1, 1), commit=7))
 
     assert core.has_applicable()
@@ -400,7 +427,7 @@ def test_install_keeping_suffix_applies_it_after_the_snapshot() -> None:
     core = make_core(FOLLOWER_LOG, term=2)
     core.handle_append_entries(ae(2, 0, 0, commit=3))
 
-    core.handle_install_snapshot(InstallSnapshotArgs(2, 1, 3, 1, b"s3"))
+    install(core, InstallSnapshotArgs(2, 1, 3, 1, b"s3"))
     core.handle_append_entries(ae(2, 5, 2, commit=5))
 
     assert [m.snapshot_index for m in applied(core, 100)] == [3]
@@ -415,11 +442,11 @@ def test_install_snapshot_makes_candidate_follow() -> None:
     snapshot = InstallSnapshotArgs(2, 2, 4, 2, b"s")
 
     # Unannounced, it is refused (a forgery could carry any index).
-    assert core.handle_install_snapshot(snapshot) is None
+    assert install(core, snapshot) is None
     assert core.role is Role.CANDIDATE
     core.handle_append_entries(ae(2, 0, 0, commit=4, leader=2))
     assert drain(core) == ([], [])
-    assert core.handle_install_snapshot(snapshot) == InstallSnapshotReply(2)
+    assert install(core, snapshot) == InstallSnapshotReply(2)
 
     assert (core.role, core.current_term, core.leader_id, core.voted_for) == (
         Role.FOLLOWER,
@@ -427,4 +454,4 @@ def test_install_snapshot_makes_candidate_follow() -> None:
         2,
         0,
     )
-    assert drain(core) == ([SaveSnapshot(4, 2, b"s", THREE), AppendLog(5, [])], [])
+    assert drain(core) == ([SaveSnapshot(4, 2, staged(4, 2, b"s"), THREE), AppendLog(5, [])], [])

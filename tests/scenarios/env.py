@@ -32,11 +32,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from zlib import crc32
 
 from raftio.config import RaftConfig
 from raftio.core import RaftCore, Role
 from raftio.membership import Configuration
 from raftio.messages import (
+    NO_SNAPSHOT,
     AppendEntriesArgs,
     AppendEntriesReply,
     AppendLog,
@@ -49,11 +51,14 @@ from raftio.messages import (
     RequestVoteReply,
     SaveHardState,
     SaveSnapshot,
+    SnapshotInfo,
+    StagedSnapshot,
     StorageEffect,
     TimeoutNowArgs,
     TimeoutNowReply,
     describe,
 )
+from raftio.testing.snapshot_shell import MemorySnapshotShell
 
 Reply = AppendEntriesReply | RequestVoteReply | InstallSnapshotReply | TimeoutNowReply
 Output = Callable[[str], None]
@@ -85,8 +90,9 @@ class Node:
 
     me: int
     durable: DurableState
-    snapshot: bytes = b""
+    snapshot: bytes = b""  # durable
     core: RaftCore | None = None
+    shell: MemorySnapshotShell = field(default_factory=MemorySnapshotShell)
     incarnation: int = 0
     unsynced: list[tuple[list[StorageEffect], tuple[int, int]]] = field(default_factory=list)
     waiting: list[Message] = field(default_factory=list)  # leave once the writes are durable
@@ -136,8 +142,13 @@ class Env:
             node.durable.snapshot_config,
         )
         n = len(self.nodes)
+        info = NO_SNAPSHOT
+        if state.snapshot_index:
+            data = node.snapshot
+            info = SnapshotInfo(state.snapshot_index, state.snapshot_term, len(data), crc32(data))
+        node.shell = MemorySnapshotShell(node.snapshot)
         node.core = RaftCore(
-            node.me, n, state, self.config, rng, snapshot=node.snapshot, bootstrap=self.bootstrap
+            node.me, n, state, self.config, rng, snapshot=info, bootstrap=self.bootstrap
         )
 
     def crash(self, i: int) -> None:
@@ -198,6 +209,9 @@ class Env:
         node = self.nodes[i]
         core = node.live
         ops = core.take_storage_ops()
+        for op in ops:
+            if isinstance(op, SaveSnapshot):
+                node.shell.persisted(op)  # what the live storage holds now
         if ops:
             node.unsynced.append((ops, (core.log.last_index, core.log.last_term)))
         outbox = core.take_outbox()
@@ -205,7 +219,10 @@ class Env:
             core.broadcast_commit()
             outbox += core.take_outbox()
         for send in outbox:
-            msg = Message(i, send.peer, send.request, incarnation=node.incarnation)
+            request = send.request
+            if isinstance(request, InstallSnapshotArgs):
+                request = node.shell.fill(core, request)
+            msg = Message(i, send.peer, request, incarnation=node.incarnation)
             # Votes and vote requests wait for durability; a leader's entries do not.
             if node.unsynced and isinstance(send.request, RequestVoteArgs):
                 node.waiting.append(msg)
@@ -264,7 +281,8 @@ class Env:
             self.indent = ""
 
     def _handle(self, msg: Message) -> None:
-        reply = self.step(msg.dst, lambda core: _handle(core, msg.request))
+        shell = self.nodes[msg.dst].shell
+        reply = self.step(msg.dst, lambda core: _handle(core, shell, msg.request))
         if reply is None:
             self.out(f"{self.indent}S{msg.dst} refused it")
             self._fail_rpc(msg)
@@ -329,14 +347,14 @@ def _summary(core: RaftCore) -> tuple[Role, int, int]:
     return core.role, core.current_term, core.commit_index
 
 
-def _handle(core: RaftCore, request: Request) -> Reply | None:
+def _handle(core: RaftCore, shell: MemorySnapshotShell, request: Request) -> Reply | None:
     if isinstance(request, AppendEntriesArgs):
         return core.handle_append_entries(request)
     if isinstance(request, RequestVoteArgs):
         return core.handle_request_vote(request)
     if isinstance(request, TimeoutNowArgs):
         return core.handle_timeout_now(request)
-    return core.handle_install_snapshot(request)
+    return shell.receive(core, request)
 
 
 def _on_reply(core: RaftCore, peer: int, request: Request, reply: Reply | None) -> None:
@@ -370,4 +388,4 @@ def _persist(node: Node, op: StorageEffect) -> None:
                 state.entries = state.entries[index - state.snapshot_index :]
                 state.snapshot_index, state.snapshot_term = index, term
                 state.snapshot_config = config
-                node.snapshot = data
+                node.snapshot = data.data if isinstance(data, StagedSnapshot) else data

@@ -29,6 +29,13 @@ from raftio.membership import Configuration
 from raftio.messages import Entry
 from raftio.storage.base import DurableState, StorageError
 from raftio.storage.memory import MemoryStorage
+from raftio.storage.snapshot import (
+    BytesWriter,
+    SnapshotInfo,
+    SnapshotReader,
+    SnapshotWriter,
+    StagedSnapshot,
+)
 
 # One write, replayable on any MemoryStorage (the live view, then the durable one).
 _Write = Callable[[MemoryStorage], None]
@@ -78,6 +85,15 @@ class SimStorage:
     def read_snapshot(self) -> bytes:
         return self._live.read_snapshot()
 
+    def snapshot_info(self) -> SnapshotInfo:
+        return self._live.snapshot_info()
+
+    def open_snapshot(self) -> SnapshotReader | None:
+        return self._live.open_snapshot()
+
+    def create_snapshot(self, index: int, term: int) -> SnapshotWriter:
+        return BytesWriter(index, term)
+
     def save_hard_state(self, current_term: int, voted_for: int | None) -> None:
         self._write(
             partial(MemoryStorage.save_hard_state, current_term=current_term, voted_for=voted_for)
@@ -89,12 +105,16 @@ class SimStorage:
         )
 
     def save_snapshot(
-        self, index: int, term: int, data: bytes, config: Configuration | None = None
+        self,
+        index: int,
+        term: int,
+        data: bytes | StagedSnapshot,
+        config: Configuration | None = None,
     ) -> None:
+        if not isinstance(data, StagedSnapshot):
+            data = bytes(data)
         self._write(
-            partial(
-                MemoryStorage.save_snapshot, index=index, term=term, data=bytes(data), config=config
-            )
+            partial(MemoryStorage.save_snapshot, index=index, term=term, data=data, config=config)
         )
 
     def sync(self) -> asyncio.Future[None] | None:
