@@ -119,12 +119,8 @@ class Snapshots:
         # follower refuses a snapshot past the highest commit index we told it.
         self._post_append(peer, pr, self._snapshot_heartbeat())
         info = self.snapshot_info
-        if info.size <= self.config.snapshot_chunk_bytes:
-            transfer = 0  # one message, in the form older peers understand
-        else:
-            self._transfer_serial += 1
-            transfer = self._transfer_serial
-        pr.outgoing = Outgoing(transfer, info, self.configs.at(info.index))
+        self._transfer_serial += 1
+        pr.outgoing = Outgoing(self._transfer_serial, info, self.configs.at(info.index))
         self._send_chunks(peer, pr.outgoing)
 
     def _send_chunks(self, peer: int, out: Outgoing) -> None:
@@ -145,7 +141,7 @@ class Snapshots:
                 out.sent + n == size,
                 out.transfer,
                 size,
-                -1 if out.single else out.info.checksum,
+                out.info.checksum,
             )
             self._outbox.append(Send(peer, args))
             out.sent += n
@@ -197,12 +193,9 @@ class Snapshots:
             return  # the next heartbeat resends once nothing is in flight
         size = out.info.size
         if reply.next_offset < 0 or reply.next_offset > size:
-            if not (reply.next_offset == -1 and out.single):
-                self._refuse("snapshot_offset")
-                return
-            reply_next = size  # an older peer installed the whole snapshot
-        else:
-            reply_next = reply.next_offset
+            self._refuse("snapshot_offset")
+            return
+        reply_next = reply.next_offset
         pr.recent_active = True
         pr.wait_ticks = 0
         if reply_next == size and (args.done or size == 0):
@@ -288,14 +281,18 @@ class Snapshots:
             return None  # superseded while it was written
         return InstallSnapshotReply(self.current_term, max(end, 0), key.transfer)
 
-    def drop_incoming(self, key: TransferKey, reason: str) -> InstallSnapshotReply | None:
-        """The received snapshot failed a check (size, checksum, the service's): start over."""
+    def drop_incoming(self, key: TransferKey, reason: str) -> None:
+        """The received snapshot failed a check (size, checksum, the service's): forget it.
+
+        No answer: the leader takes the last chunk as lost and starts again at
+        heartbeat pace (the next chunk of this transfer is answered with 0), so
+        a snapshot the service cannot restore costs a retry per heartbeat, not
+        a busy loop.
+        """
         inc = self._incoming
-        if inc is None or inc.key != key:
-            return None
-        self._incoming = None
-        self._refuse(reason)
-        return InstallSnapshotReply(self.current_term, 0, key.transfer)
+        if inc is not None and inc.key == key:
+            self._incoming = None
+            self._refuse(reason)
 
     def install_staged(
         self, key: TransferKey, staged: StagedSnapshot

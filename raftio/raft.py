@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import sys
-from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from raftio import codec
@@ -48,7 +48,6 @@ from raftio.messages import (
     RequestVoteArgs,
     RequestVoteReply,
     Send,
-    StagedSnapshot,
     TimeoutNowArgs,
     TimeoutNowReply,
     describe,
@@ -56,11 +55,11 @@ from raftio.messages import (
 )
 from raftio.metrics import PeerMetrics
 from raftio.persist import Persister
+from raftio.raft_snapshots import SnapshotRpcs
 from raftio.read_waiters import ReadWaiters
 from raftio.snapshot_stream import ChunkPump, Staging
-from raftio.snapshot_transfer import StoreChunk, TransferKey
 from raftio.storage.base import Storage, StorageError
-from raftio.storage.snapshot import SnapshotReader, discard_staged, read_all, staged_bytes
+from raftio.storage.snapshot import SnapshotReader
 from raftio.transport.base import ClientEnd
 from raftio.transport.limits import DropLog
 from raftio.view import CoreView, RaftStatus, core_metrics, status_of
@@ -84,7 +83,7 @@ _CHANGE_REFUSALS: dict[str, type[MembershipError]] = {
 }
 
 
-class Raft:
+class Raft(SnapshotRpcs):
     """One Raft peer. Create it with `raftio.make`."""
 
     def __init__(
@@ -183,42 +182,6 @@ class Raft:
             return
         if self._core.compact(index, bytes(snapshot)):
             self._drain()
-
-    async def snapshot_from(self, index: int, chunks: AsyncIterable[bytes]) -> bool:
-        """Like `snapshot`, for a state of any size: its bytes arrive as `chunks`.
-
-        They are streamed into storage (never whole in memory) while the peer
-        keeps running; the log is compacted once they are durable. Returns
-        False if a newer snapshot made this one useless meanwhile.
-        """
-        core = self._core
-        term = core.log.term_at(index)
-        if self._killed or index <= core.log.snapshot_index or term is None:
-            return False
-        if index > core.applied_index:
-            raise ValueError(f"snapshot index {index} is past the applied index")
-        try:
-            writer = self._storage.create_snapshot(index, term)
-        except StorageError as exc:
-            self._fail(f"storage failed creating a snapshot: {exc}")
-            raise
-        try:
-            async for chunk in chunks:
-                await writer.write(chunk)
-            staged = await writer.finish()
-        except StorageError as exc:
-            writer.abort()
-            self._fail(f"storage failed writing a snapshot: {exc}")
-            raise
-        except BaseException:
-            writer.abort()
-            raise
-        if self._killed or index <= core.log.snapshot_index or core.log.term_at(index) != term:
-            discard_staged(staged)
-            return False
-        core.compact(index, staged)
-        self._drain()
-        return True
 
     def kill(self) -> None:
         """Stop every task now; a killed peer sends, applies and answers nothing."""
@@ -360,80 +323,6 @@ class Raft:
         if self._killed or not isinstance(args, TimeoutNowArgs):
             return None
         return await self._answer(self._core.handle_timeout_now, args)
-
-    async def install_snapshot(self, args: InstallSnapshotArgs) -> InstallSnapshotReply | None:
-        """One chunk: the core judges it, we write it, the last one installs (§7)."""
-        if self._killed or not isinstance(args, InstallSnapshotArgs):
-            return None
-        if self._trace:
-            self._trace("recv", describe(args))
-        self._metrics.received("install_snapshot")
-        core = self._core
-        try:
-            verdict = core.handle_install_snapshot(args)
-        except Exception:
-            self._fail("handling " + describe(args))
-            return None
-        if not isinstance(verdict, StoreChunk):
-            return await self._settle(verdict)
-        self._drain()  # a new term or leader: persisted while the chunk is written
-        key = verdict.key
-        writer = self._staging.writer_for(key, verdict.offset)
-        if writer is None:
-            return None
-        try:
-            await writer.write(verdict.data)
-            if not verdict.done:
-                return await self._settle(
-                    core.chunk_stored(key, verdict.offset + len(verdict.data))
-                )
-            staged = await writer.finish()
-        except StorageError as exc:
-            if self._staging.key == key and not self._killed:
-                self._fail(f"storage failed writing a snapshot: {exc}")
-            return None  # else: superseded meanwhile, and its writer aborted
-        self._staging.release(key)
-        return await self._settle(self._install(key, staged))
-
-    def _install(self, key: TransferKey, staged: StagedSnapshot) -> InstallSnapshotReply | None:
-        """Verify a received snapshot, then have the core install it."""
-        core = self._core
-        reply: InstallSnapshotReply | None
-        if staged.size != key.size or (key.checksum >= 0 and staged.checksum != key.checksum):
-            reply = core.drop_incoming(key, "snapshot_checksum")
-            self._refusal_log.log(
-                "snapshot",
-                logging.WARNING,
-                "S%d: a snapshot from S%d fails its checksum (%d bytes); asking again",
-                self.me,
-                key.leader_id,
-                staged.size,
-            )
-        elif self._validate_snapshot is not None and not self._valid(key, staged):
-            reply = core.drop_incoming(key, "snapshot_invalid")
-        else:
-            reply = core.install_staged(key, staged)
-            if reply is not None:
-                return reply
-        discard_staged(staged)
-        return reply
-
-    def _valid(self, key: TransferKey, staged: StagedSnapshot) -> bool:
-        """The service checks the state would restore before anything is persisted."""
-        assert self._validate_snapshot is not None
-        try:
-            self._validate_snapshot(staged_bytes(staged))
-        except Exception as exc:
-            self._refusal_log.log(
-                "snapshot",
-                logging.WARNING,
-                "S%d: refused a snapshot from S%d: %.200r",
-                self.me,
-                key.leader_id,
-                exc,
-            )
-            return False
-        return True
 
     async def _answer(self, handle: Callable[[A], R], args: A) -> R | None:
         """Run a core handler, then reply only once the state it promises is durable."""
@@ -598,9 +487,6 @@ class Raft:
             return
         self._send_now(item.peer, request)
 
-    def _chunk_lost(self, peer: int, request: InstallSnapshotArgs) -> None:
-        self._handle_reply(peer, rpc_method(request), request, self._loop.time(), None)
-
     def _send_now(self, peer: int, request: Request) -> None:
         if self._trace:
             self._trace("send", f"->S{peer} {describe(request)}")
@@ -692,32 +578,6 @@ class Raft:
                 else:
                     queue(msgs)  # Node's callable: no queue hop, no coroutine per batch
                 await asyncio.sleep(0)  # let RPCs and clients run between batches
-
-    async def _snapshot_msgs(self, installed: ApplySnapshot) -> list[ApplyMsg]:
-        """Hand an installed snapshot to the service: streamed to `restore`, or as bytes."""
-        reader = self._storage.open_snapshot()
-        if reader is None or (reader.info.index, reader.info.term) != (
-            installed.index,
-            installed.term,
-        ):
-            if reader is not None:
-                reader.close()
-            return []  # replaced by a newer one, which the core hands over next
-        try:
-            if self._restore is not None:
-                await self._restore(reader)
-                return []
-            data = await read_all(reader)
-        finally:
-            reader.close()
-        return [
-            ApplyMsg(
-                snapshot_valid=True,
-                snapshot=data,
-                snapshot_term=installed.term,
-                snapshot_index=installed.index,
-            )
-        ]
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = self._loop.create_task(coro, name=f"S{self.me}-{name}")

@@ -16,8 +16,9 @@ The protocol is go-back-N over chunks of `snapshot_chunk_bytes`:
 - The last chunk (`done`) makes the follower verify the size and checksum
   and install; its answer `next_offset == size` ends the transfer.
 
-A snapshot that fits in one chunk travels as one message with transfer 0,
-the form peers from before chunking send and understand.
+Peers from before chunking send a whole snapshot in one message (transfer
+0, no checksum); a follower still takes those, and answers in their form.
+They cannot read chunks: upgrade followers before the leader.
 """
 
 from __future__ import annotations
@@ -40,11 +41,6 @@ class Outgoing:
     sent: int = 0  # the next offset to send
     acked: int = 0  # the follower holds [0, acked), as far as we know
     inflight: int = 0  # chunks sent and not answered yet
-
-    @property
-    def single(self) -> bool:
-        """Small enough for one message in the older form (transfer 0)."""
-        return self.transfer == 0
 
 
 @dataclass(frozen=True, slots=True)

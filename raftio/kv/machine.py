@@ -1,8 +1,9 @@
 """KVStateMachine: the replicated key/value state and its client sessions (Raft thesis 6.3).
 
 Owns the meaning of KV commands and nothing else: no I/O, no clock, no
-asyncio. Every replica applies the same commands in the same order and
-decides identically from them alone. Commands are tuples, as `propose()`
+asyncio (the snapshot stream's lives in raftio.kv.snapshot_format). Every
+replica applies the same commands in the same order and decides
+identically from them alone. Commands are tuples, as `propose()`
 replicates them:
 
     ("register", nonce, max_sessions, max_result_chars)  -> a new session id
@@ -40,17 +41,26 @@ longer propose them.
 
 `digest()` is O(1): the state keeps the sum, mod 2**256, of one hash per
 key and per session, updated by every apply and recomputed by `restore`.
+
+Snapshots come two ways. `snapshot()` / `restore()` (bytes: one msgpack
+map, format 2) hold the whole state in memory; `snapshot_stream()` /
+`restore_stream()` (raftio.kv.snapshot_format) never do, and Node prefers
+them. Each restore reads the other's output too, so a data directory
+written either way restores; a streamed one is checked against the digest
+it carries.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from raftio.codec import CodecError, pack, unpack
 from raftio.kv.client_table import CLIENTS, check_table, table_items
+from raftio.kv.snapshot_format import MAGIC, Image, decode, read_stream, stream_chunks
 
 __all__ = [
     "DEFAULT_MAX_RESULT_CHARS",
@@ -282,9 +292,13 @@ class KVStateMachine:
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot's, format 2 or the pre-session format 1.
 
-        Raises ValueError, leaving the state unchanged, if the bytes are not a
-        well-formed KV snapshot.
+        Also takes a whole stream of `snapshot_stream`. Raises ValueError,
+        leaving the state unchanged, if the bytes are not a well-formed KV
+        snapshot.
         """
+        if data[: len(MAGIC)] == MAGIC:
+            self._restore_image(decode(data))
+            return
         try:
             state = unpack(data)
         except CodecError as exc:
@@ -296,13 +310,58 @@ class KVStateMachine:
             fresh._restore_v2(state)
         else:
             fresh._restore_v1(state)
-        fresh._sum = sum(_data_term(k, v) for k, v in fresh.data.items()) % _MOD
-        fresh._sum += sum(_legacy_term(c, *entry) for c, entry in fresh.legacy.items())
-        for session_id, session in fresh.sessions.items():
+        fresh._recount()
+        self.__dict__.update(vars(fresh))  # all or nothing: fresh is fully checked
+
+    def _recount(self) -> None:
+        """Derive `_sum`, the session terms and `result_chars` from the restored state."""
+        self._sum = sum(_data_term(k, v) for k, v in self.data.items()) % _MOD
+        self._sum += sum(_legacy_term(c, *entry) for c, entry in self.legacy.items())
+        for session_id, session in self.sessions.items():
             session.term = _session_term(session_id, session)
-            fresh._sum += session.term
-            fresh.result_chars += len(session.outcome[1])
-        fresh._sum %= _MOD
+            self._sum += session.term
+            self.result_chars += len(session.outcome[1])
+        self._sum %= _MOD
+
+    def snapshot_stream(self) -> AsyncIterator[bytes]:
+        """The state as of this call, as chunks of raftio.kv.snapshot_format.
+
+        Copies what later applies change, so Node can iterate while it keeps
+        applying: the dicts shallowly (their str and tuple values are never
+        changed in place) and each session's fields.
+        """
+        sessions = {
+            session_id: (s.seq, s.fingerprint, *s.outcome, s.used)
+            for session_id, s in self.sessions.items()
+        }
+        counters = (self.registered, self.clock, self.max_sessions, self.max_result_chars)
+        image = Image(*counters, dict(self.clients), dict(self.data), sessions, dict(self.legacy))
+        image.digest = self.digest()
+        return stream_chunks(image)
+
+    async def restore_stream(self, chunks: AsyncIterator[bytes]) -> None:
+        """Replace the state with a snapshot's, read chunk by chunk.
+
+        Takes what `snapshot_stream` wrote and, from a data directory of an
+        older raftio, what `snapshot` wrote. Raises ValueError, leaving the
+        state unchanged, on anything else.
+        """
+        image = await read_stream(chunks)
+        if isinstance(image, bytes):
+            self.restore(image)  # the bytes format: one msgpack map, decoded whole
+            return
+        self._restore_image(image)
+
+    def _restore_image(self, image: Image) -> None:
+        fresh = KVStateMachine()
+        fresh.registered, fresh.clock = image.registered, image.clock
+        fresh.max_sessions, fresh.max_result_chars = image.max_sessions, image.max_result_chars
+        fresh.clients, fresh.data, fresh.legacy = image.clients, image.data, image.legacy
+        for session_id, (seq, fingerprint, code, value, used) in image.sessions.items():
+            fresh.sessions[session_id] = _Session(seq, fingerprint, (code, value), used)
+        fresh._recount()
+        if fresh.digest() != image.digest:
+            raise ValueError("KV snapshot stream: the state does not match its digest")
         self.__dict__.update(vars(fresh))  # all or nothing: fresh is fully checked
 
     def _restore_v2(self, state: dict[Any, Any]) -> None:

@@ -59,7 +59,8 @@ class MemorySnapshotShell:
         data = bytes(staging[1])
         crc = zlib.crc32(data)
         if len(data) != key.size or (key.checksum >= 0 and crc != key.checksum):
-            return core.drop_incoming(key, "snapshot_checksum")
+            core.drop_incoming(key, "snapshot_checksum")
+            return None
         staged = StagedSnapshot(key.index, key.snapshot_term, len(data), crc, data=data)
         reply = core.install_staged(key, staged)
         if reply is not None and core.snapshot_info == staged.info:

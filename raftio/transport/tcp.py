@@ -181,6 +181,9 @@ class TcpClientEnd:
         self._timer: asyncio.TimerHandle | None = None
         self._last_id = 0
         self._peer_max_frame = DEFAULT_MAX_FRAME
+        self._oversize_warned = (
+            False  # a request over the peer's limit: one WARNING, not one a retry
+        )
         self._failures = 0  # consecutive failed connection attempts
         self._retry_at = 0.0
         self._last_problem: str | None = None
@@ -250,8 +253,12 @@ class TcpClientEnd:
     def _may_send(self, size: int) -> bool:
         conn = self._conn
         if size + frames.BODY_MIN > self._peer_max_frame:
-            logger.warning(
-                "%s: request of %d bytes exceeds the peer's max_frame %d",
+            level = logging.DEBUG if self._oversize_warned else logging.WARNING
+            self._oversize_warned = True
+            logger.log(
+                level,
+                "%s: request of %d bytes exceeds the peer's max_frame %d (not sent; "
+                "further ones are logged at DEBUG)",
                 self.label,
                 size,
                 self._peer_max_frame,

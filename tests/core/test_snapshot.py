@@ -8,6 +8,7 @@ lagging follower; and a follower receiving InstallSnapshot.
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 
 import pytest
 
@@ -134,11 +135,12 @@ SNAP_DATA = b"snapshot through 5"
 
 
 def offer(
-    term: int, leader: int, index: int, snapshot_term: int, data: bytes
+    term: int, leader: int, index: int, snapshot_term: int, data: bytes, transfer: int = 1
 ) -> InstallSnapshotArgs:
     """The one chunk a leader's core sends for a small snapshot (its shell fills the data)."""
+    size, crc = len(data), zlib.crc32(data)
     return InstallSnapshotArgs(
-        term, leader, index, snapshot_term, b"", THREE, 0, True, 0, len(data)
+        term, leader, index, snapshot_term, b"", THREE, 0, True, transfer, size, crc
     )
 
 
@@ -148,6 +150,7 @@ def staged(index: int, term: int, data: bytes) -> StagedSnapshot:
 
 
 INSTALL = offer(3, 0, 5, 1, SNAP_DATA)
+INSTALLED = InstallSnapshotReply(3, len(SNAP_DATA), 1)  # the follower holds it all
 # Sent before every InstallSnapshot (and while one travels): an empty
 # AppendEntries anchored at the snapshot that tells the follower our commit
 # index, without which it refuses the snapshot (validate.check_install_snapshot).
@@ -227,7 +230,7 @@ def test_snapshot_success_resumes_appending_after_it() -> None:
     """§7: once installed, the follower matches through the snapshot; entries follow."""
     core = snapshot_sent(snapshot_leader())
 
-    core.on_install_snapshot_reply(1, INSTALL, InstallSnapshotReply(3))
+    core.on_install_snapshot_reply(1, INSTALL, INSTALLED)
 
     pr = core.progress[1]
     assert (pr.state, pr.match_index, pr.next_index) == (Replication.PROBE, 5, 6)
@@ -257,10 +260,10 @@ def test_stale_snapshot_reply_is_ignored(
 def test_duplicate_snapshot_reply_is_ignored() -> None:
     """§7: a second answer to the same InstallSnapshot sends nothing more."""
     core = snapshot_sent(snapshot_leader())
-    core.on_install_snapshot_reply(1, INSTALL, InstallSnapshotReply(3))
+    core.on_install_snapshot_reply(1, INSTALL, INSTALLED)
     drain(core)
 
-    core.on_install_snapshot_reply(1, INSTALL, InstallSnapshotReply(3))
+    core.on_install_snapshot_reply(1, INSTALL, INSTALLED)
 
     assert core.progress[1].next_index == 6
     assert drain(core) == ([], [])
@@ -316,7 +319,7 @@ def test_heartbeats_while_snapshot_in_flight() -> None:
         elif tick < ELECTION_MAX:
             assert out == [beat], tick
         else:
-            assert out == [beat, INSTALL], tick
+            assert out == [beat, replace(INSTALL, transfer=2)], tick  # a new transfer
 
 
 # --- a follower receives InstallSnapshot --------------------------------------------------

@@ -266,7 +266,7 @@ def test_a_corrupt_snapshot_fails_its_checksum_and_is_asked_for_again() -> None:
 
     answers = [install(core, replace(chunk(o), data=damaged[o : o + 4])) for o in range(0, 20, 4)]
 
-    assert answers[-1] == InstallSnapshotReply(3, 0, 7)
+    assert answers[-1] is None  # the leader resends at heartbeat pace
     assert core.log.snapshot_index == 0
     assert core.refused == {"snapshot_checksum": 1}
     assert install(core, chunk(4)) == InstallSnapshotReply(3, 0, 7)  # starts over from 0

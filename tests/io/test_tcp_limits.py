@@ -593,3 +593,25 @@ def test_pair_keys_differ_per_pair_and_cluster() -> None:
     assert len(keys) == 6
     assert frames.pair_key(b"m", "x", 2, 0) == frames.pair_key(b"m", "x", 0, 2)
     assert frames.pair_key(b"n", "x", 0, 1) != frames.pair_key(b"m", "x", 0, 1)
+
+
+# --- a request over the peer's limit -------------------------------------------------
+
+
+def test_a_request_over_the_peers_max_frame_is_not_sent_and_logged_once(
+    run: Runner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A leader retries a snapshot every heartbeat: one WARNING, not twenty a second."""
+    from raftio.messages import InstallSnapshotArgs
+
+    async def main() -> None:
+        async with serving(Handler(), max_frame=4096) as server, end_to(server.port) as end:
+            assert await end.call("request_vote", RV) is not None  # learns the peer's limit
+            big = InstallSnapshotArgs(1, 1, 5, 1, bytes(10_000))
+            for _ in range(5):
+                assert await end.call("install_snapshot", big) is None
+            assert await end.call("request_vote", RV) is not None  # the connection is fine
+
+    run(main())
+    lines = [line for line in warnings_logged(caplog) if "exceeds the peer's max_frame" in line]
+    assert len(lines) == 1, lines

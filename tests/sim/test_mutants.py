@@ -63,8 +63,15 @@ def test_replying_before_sync_is_caught_by_crashes_that_lose_unsynced_writes(
 def test_counting_learners_votes_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RaftCore, "_config_changed", learners_vote)
 
+    # Caught first at seed 63 since snapshots travel in chunks (the simulation
+    # draws chunk sizes, which moves every seed's timing); before, within 40.
     first_violation(
         "membership",
-        {"leader completeness", "committed entry changed", "state machine safety"},
-        bound=40,
+        {
+            "leader completeness",
+            "election safety",
+            "committed entry changed",
+            "state machine safety",
+        },
+        bound=70,
     )

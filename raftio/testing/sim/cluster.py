@@ -13,14 +13,16 @@ checker see every event from the first; the checker reads the peer through
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import raftio
 from raftio.config import RaftConfig
 from raftio.membership import Configuration
-from raftio.messages import ApplyMsg
+from raftio.messages import ApplyMsg, InstallSnapshotArgs
 from raftio.testing.invariants import InvariantChecker
 from raftio.testing.sim.service import Service
 from raftio.testing.sim.storage import SimStorage
@@ -32,8 +34,15 @@ from raftio.view import CoreView
 class _SimServer:
     """Peer i as the network sees it: its handlers, with every reply shown to the checker."""
 
-    def __init__(self, me: int, rf: raftio.Raft, checker: InvariantChecker) -> None:
+    def __init__(
+        self,
+        me: int,
+        rf: raftio.Raft,
+        checker: InvariantChecker,
+        corrupt: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         self._me, self._rf, self._checker = me, rf, checker
+        self._corrupt = corrupt  # damages a snapshot chunk now and then (its crc32 must tell)
 
     async def request_vote(self, args: Any) -> Any:
         return self._seen(args, await self._rf.request_vote(args))
@@ -42,6 +51,8 @@ class _SimServer:
         return self._seen(args, await self._rf.append_entries(args))
 
     async def install_snapshot(self, args: Any) -> Any:
+        if self._corrupt is not None and isinstance(args, InstallSnapshotArgs) and args.data:
+            args = dataclasses.replace(args, data=self._corrupt(args.data))
         return self._seen(args, await self._rf.install_snapshot(args))
 
     async def timeout_now(self, args: Any) -> Any:
@@ -85,6 +96,8 @@ class SimCluster:
         self._rng = rng
         self.config = config
         self._snapshot_every = snapshot_every
+        self.snapshot_pad = 0  # bytes added to each service snapshot (several chunks' worth)
+        self.corrupt_chunk: Callable[[bytes], bytes] | None = None
         self.net = net
         self._trace = trace
         self._checker = checker
@@ -152,10 +165,16 @@ class SimCluster:
         self._trace.add(f"S{i}", f"T{restored.current_term}", "-", "sim", self._restored(restored))
         peer.rf = rf
         peer.service = Service(
-            i, rf, apply_ch, self._checker, self._snapshot_every, peer.storage.read_snapshot()
+            i,
+            rf,
+            apply_ch,
+            self._checker,
+            self._snapshot_every,
+            peer.storage.read_snapshot(),
+            self.snapshot_pad,
         )
         peer.consumer = asyncio.get_running_loop().create_task(peer.service.run())
-        self.net.add_server(i, _SimServer(i, rf, self._checker))
+        self.net.add_server(i, _SimServer(i, rf, self._checker, self.corrupt_chunk))
 
     def crash(self, i: int, lose_unsynced: bool) -> None:
         """Kill peer i; its storage keeps what a crash keeps (unsynced writes too, if asked)."""

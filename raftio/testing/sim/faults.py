@@ -199,6 +199,7 @@ class SimNemesis:
         links.duplicate = rng.choice([0.0, 0.02, 0.05, 0.1])
         links.delay = rng.choice([0.0, 0.005, 0.02, 0.05, 0.1])
         links.long_delay = rng.choice([0.0, 0.0, 0.01, 0.05])
+        links.corrupt = rng.choice([0.0, 0.0, 0.05, 0.2])
         return links.describe()
 
     def _unreliable(self) -> str:

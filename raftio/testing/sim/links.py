@@ -32,6 +32,7 @@ class Links:
         self.duplicate = 0.0
         self.delay = 0.0  # extra uniform delay up to this many seconds
         self.long_delay = 0.0
+        self.corrupt = 0.0  # chance a snapshot chunk arrives damaged (see SimCluster)
 
     # --- topology ------------------------------------------------------------
 
@@ -52,14 +53,14 @@ class Links:
 
     def calm(self) -> None:
         """No loss, duplication or extra delay (cuts stay)."""
-        self.loss = self.duplicate = self.delay = self.long_delay = 0.0
+        self.loss = self.duplicate = self.delay = self.long_delay = self.corrupt = 0.0
 
     def describe(self) -> str:
         cuts = " ".join(f"{a}->{b}" for a, b in sorted(self.cut)) or "none"
         alone = " ".join(f"S{i}" for i in sorted(self.isolated)) or "none"
         return (
             f"cut={cuts} isolated={alone} loss={self.loss:.2f} dup={self.duplicate:.2f} "
-            f"delay={self.delay * 1000:.0f}ms long={self.long_delay:.2f}"
+            f"delay={self.delay * 1000:.0f}ms long={self.long_delay:.2f} corrupt={self.corrupt:.2f}"
         )
 
     # --- LinkFaults ----------------------------------------------------------

@@ -143,6 +143,7 @@ class _Simulation:
     def _build(self, loop: VirtualClockEventLoop) -> None:
         params = self.params
         master = random.Random(params.seed)
+        chunking = random.Random(f"{params.seed}/snapshot-chunks")
         n = master.randint(*params.peers)
         config = RaftConfig(
             pre_vote=master.random() < 0.7,
@@ -150,6 +151,9 @@ class _Simulation:
             # A no-op per new leader hides Figure 8's scenario: the figure8 profile never uses it.
             leader_noop=master.random() < 0.5 and params.profile != "figure8",
             max_inflight=master.choice([1, 2, 4, 8]),
+            # Drawn apart, so the other settings of a seed stay as they were.
+            snapshot_chunk_bytes=chunking.choice([8, 32, 256, 1 << 20]),
+            snapshot_chunks_inflight=chunking.choice([1, 2, 4]),
         )
         slow = master.random() < 0.3
         latency = (0.001, 0.03) if slow else (0.0002, 0.003)
@@ -170,6 +174,17 @@ class _Simulation:
             self.trace,
             self.checker,
         )
+        self.cluster.snapshot_pad = chunking.choice([0, 64, 600])
+        corrupt_rng = random.Random(chunking.getrandbits(63))
+
+        def corrupt(data: bytes) -> bytes:
+            """Now and then a chunk arrives damaged: only its snapshot's crc32 can tell."""
+            if corrupt_rng.random() >= self.links.corrupt:
+                return data
+            at = corrupt_rng.randrange(len(data))
+            return data[:at] + bytes([data[at] ^ 0x5A]) + data[at + 1 :]
+
+        self.cluster.corrupt_chunk = corrupt
         self.nemesis = SimNemesis(
             self.cluster,
             self.links,
@@ -187,8 +202,9 @@ class _Simulation:
             f"n={n} pre_vote={config.pre_vote} check_quorum={config.check_quorum} "
             f"leader_noop={config.leader_noop} max_inflight={config.max_inflight} "
             f"fsync={latency[0] * 1000:g}-{latency[1] * 1000:g}ms "
-            f"snapshot_every={snapshot_every} client_gap={self._client_gap * 1000:g}ms"
-            + (f" voters={voters}" if voters != n else "")
+            f"snapshot_every={snapshot_every} client_gap={self._client_gap * 1000:g}ms "
+            f"chunk={config.snapshot_chunk_bytes}x{config.snapshot_chunks_inflight} "
+            f"pad={self.cluster.snapshot_pad}" + (f" voters={voters}" if voters != n else "")
         )
         self.trace.event("sim", f"seed={params.seed} {self.result.stats['settings']}")
 

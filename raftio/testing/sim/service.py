@@ -22,17 +22,27 @@ from raftio.messages import ApplyMsg
 from raftio.testing.invariants import InvariantChecker
 
 
-def encode_state(index: int, digest: bytes) -> bytes:
-    return codec.encode_command([index, digest])
+def encode_state(index: int, digest: bytes, pad: int = 0) -> bytes:
+    """A snapshot of the service; `pad` bytes of filler make it span several chunks."""
+    if not pad:
+        return codec.encode_command([index, digest])
+    return codec.encode_command([index, digest, _filler(digest, pad)])
+
+
+def _filler(digest: bytes, n: int) -> bytes:
+    """n bytes that depend on the digest: a damaged byte anywhere shows."""
+    return (digest * (n // max(1, len(digest)) + 1))[:n]
 
 
 def decode_state(snapshot: bytes) -> tuple[int, bytes]:
     """The (index, digest) a snapshot holds; (0, b"") for no snapshot."""
     if not snapshot:
         return 0, b""
-    index, digest = codec.decode_command(snapshot)
-    assert isinstance(index, int)
-    assert isinstance(digest, bytes)
+    index, digest, *filler = codec.decode_command(snapshot)
+    if not (isinstance(index, int) and isinstance(digest, bytes) and len(filler) <= 1):
+        raise ValueError("not a snapshot of this service")
+    if filler and filler[0] != _filler(digest, len(filler[0])):
+        raise ValueError("a damaged snapshot")
     return index, digest
 
 
@@ -47,12 +57,14 @@ class Service:
         checker: InvariantChecker,
         snapshot_every: int,
         restored: bytes,
+        pad: int = 0,
     ) -> None:
         self.me = me
         self._rf = rf
         self._apply_ch = apply_ch
         self._checker = checker
         self._snapshot_every = snapshot_every
+        self._pad = pad
         self.last_index, self.digest = decode_state(restored)
         self.applied = 0  # commands applied by this incarnation
 
@@ -72,7 +84,11 @@ class Service:
             self._apply(msg.command_index, msg.command_term, msg.command)
 
     def _install(self, msg: ApplyMsg) -> None:
-        index, digest = decode_state(msg.snapshot)
+        try:
+            index, digest = decode_state(msg.snapshot)
+        except Exception as exc:
+            self._checker.fail("snapshot", f"S{self.me} was handed a damaged snapshot: {exc!r}")
+            return
         if index != msg.snapshot_index:
             self._checker.fail(
                 "snapshot", f"S{self.me} got a snapshot of {index} labelled {msg.snapshot_index}"
@@ -93,4 +109,4 @@ class Service:
         self.applied += 1
         self._checker.on_applied(self.me, index, term, command, self.digest)
         if index % self._snapshot_every == 0:
-            self._rf.snapshot(index, encode_state(index, self.digest))
+            self._rf.snapshot(index, encode_state(index, self.digest, self._pad))

@@ -1,0 +1,103 @@
+"""A 64 MiB state reaches a new node over real TCP, streamed, in bounded memory.
+
+Three Nodes on loopback with FileStorage: two make a majority and grow a
+BulkState (bytes generated on demand, so the state costs no memory) past
+64 MiB; the leader snapshots it in the background. The third starts empty
+and catches up from the snapshot in 1 MiB chunks. tracemalloc watches the
+whole process (both ends): the peak growth stays far below the state.
+The 1 GiB version, with RSS per process, is `raftio bench --snapshot`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tracemalloc
+from pathlib import Path
+
+from raftio.config import RaftConfig
+from raftio.node import Node
+from raftio.storage import wal
+from raftio.testing.bulk_state import BulkState
+
+STATE = 64 << 20
+BOUND = 24 << 20  # peak traced memory growth while it streams, both ends together
+SECRET = b"snapshot-stream-test"
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def make_node(i: int, addresses: list[str], root: Path, machine: BulkState) -> Node:
+    return Node(
+        i,
+        addresses,
+        str(root / f"n{i}"),
+        machine,
+        secret=SECRET,
+        snapshot_bytes=1024,
+        config=RaftConfig(),
+    )
+
+
+async def wait_for(predicate: object, timeout: float = 60.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.02)
+
+
+def test_a_new_node_catches_up_from_a_64_mib_snapshot_in_bounded_memory(tmp_path: Path) -> None:
+    async def main() -> None:
+        addresses = [f"127.0.0.1:{port}" for port in free_ports(3)]
+        machines = [BulkState(seed=7) for _ in range(3)]
+        nodes = [make_node(i, addresses, tmp_path, machines[i]) for i in range(2)]
+        for node in nodes:
+            await node.start()
+        try:
+            await wait_for(lambda: any(n.is_leader() for n in nodes))
+            leader = next(n for n in nodes if n.is_leader())
+            for _ in range(8):
+                await leader.propose(("grow", STATE // 8))
+            for k in range(40):  # past snapshot_bytes: the leader snapshots, streamed
+                await leader.propose(("put", f"v{k}" + "x" * 100))
+            await wait_for(lambda: leader.raft.status().snapshot_index >= 9)
+
+            tracemalloc.start()
+            try:
+                base, _ = tracemalloc.get_traced_memory()
+                tracemalloc.reset_peak()
+                late = make_node(2, addresses, tmp_path, machines[2])
+                nodes.append(late)
+                await late.start()
+                writes = 0
+                while machines[2].size < STATE:  # writes keep committing meanwhile
+                    await leader.propose(("put", f"during{writes}"))
+                    writes += 1
+                    await asyncio.sleep(0.01)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            await wait_for(lambda: machines[2].register == machines[0].register != "")
+        finally:
+            for node in nodes:
+                await node.close(transfer=False)
+
+        assert machines[2].restores >= 1
+        assert peak - base < BOUND, f"peak growth {(peak - base) >> 20} MiB"
+        assert writes > 0
+        snaps = [n for n in os.listdir(tmp_path / "n2") if n.endswith(".snap")]
+        assert len(snaps) == 1
+        size = os.path.getsize(tmp_path / "n2" / snaps[0]) - wal.SNAPSHOT_HEADER_SIZE
+        assert size >= STATE
+        print(f"peak traced growth {(peak - base) / 2**20:.1f} MiB; {writes} writes meanwhile")
+
+    asyncio.run(main())
