@@ -3,8 +3,9 @@
 Owns argument parsing, the checks that refuse a run before it starts (a bad
 setting, a docs page without a results block, a selection in which every
 system would be skipped) and their one-line errors; the run itself is
-`benchmarks.runner.run`. Never imports `raftio.cli`: `raftio bench` is a
-thin alias that runs this module in a child process.
+`benchmarks.runner.run` (with `--snapshot`, `benchmarks.snapshot_transfer.run`).
+Never imports `raftio.cli`: `raftio bench` is a thin alias that runs this
+module in a child process.
 
 Usage errors and refused runs exit 2, a run with failed points 1, an
 interrupted run 130.
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from benchmarks import report, runner
+from benchmarks import report, runner, snapshot_transfer
 
 __all__ = ["PROG", "build_parser", "main"]
 
@@ -40,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark as the command line asks; returns the process exit code."""
     args = build_parser().parse_args(argv)
     try:
+        if args.snapshot:
+            return snapshot_transfer.run(snapshot_settings_from(args))
         settings = settings_from(args)
     except UsageError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -69,7 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", metavar="PAGE",
                    help="also write the results into PAGE's generated block, "
                    "e.g. docs/benchmarks.md")  # fmt: skip
+    p.add_argument("--snapshot", action="store_true",
+                   help="instead: a new node catching up from a --size snapshot over TCP "
+                   "(RSS of both ends, rate against raw loopback, writes meanwhile); "
+                   "takes --size, --duration, --concurrency, --payload, --loop, --out")  # fmt: skip
+    p.add_argument("--size", type=_size, help="--snapshot's state, e.g. 32M (default 1G)")
     return p
+
+
+def _size(text: str) -> int:
+    try:
+        return snapshot_transfer.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _name_list(text: str) -> list[str]:
@@ -86,8 +101,36 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def snapshot_settings_from(args: argparse.Namespace) -> snapshot_transfer.Settings:
+    """--snapshot's settings: --size, one --concurrency and --payload, --duration..."""
+    unfit = {"--quick": args.quick, "--only": args.only, "--series": args.series,
+             "--warmup": args.warmup, "--repeat": args.repeat != 1, "--profile": args.profile,
+             "--docs": args.docs}  # fmt: skip
+    given = [name for name, value in unfit.items() if value]
+    if given:
+        raise UsageError(f"--snapshot does not take {', '.join(given)}")
+    settings = snapshot_transfer.Settings(loop=args.loop)
+    if args.size is not None:
+        settings.size = args.size
+    for option, values in (("--concurrency", args.concurrency), ("--payload", args.payload)):
+        if values is not None and len(values) != 1:
+            raise UsageError(f"--snapshot takes one {option} value, not {len(values)}")
+    if args.concurrency:
+        settings.writers = args.concurrency[0]
+    if args.payload:
+        settings.payload = args.payload[0]
+    if args.duration is not None:
+        if args.duration <= 0:
+            raise UsageError("--duration must be > 0")
+        settings.duration = args.duration
+    settings.out = Path(args.out) if args.out else None
+    return settings
+
+
 def settings_from(args: argparse.Namespace) -> runner.Settings:
     """The run's settings: --quick's, then every option given; UsageError if unfit."""
+    if args.size is not None:
+        raise UsageError("--size goes with --snapshot")
     settings = runner.Settings(
         quick=args.quick, only=args.only, series=args.series, repeat=args.repeat,
         profile=args.profile, loop=args.loop,

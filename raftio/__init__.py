@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from raftio.factory import make
     from raftio.node import Node
     from raftio.raft import Raft
-    from raftio.state_machine import StateMachine
+    from raftio.state_machine import StateMachine, StreamingStateMachine
     from raftio.storage.file import FileStorage
     from raftio.storage.memory import MemoryStorage
 
@@ -29,6 +29,7 @@ __all__ = [
     "Raft",
     "RaftConfig",
     "StateMachine",
+    "StreamingStateMachine",
     "make",
 ]
 __version__ = "0.1.0.dev0"
@@ -38,6 +39,7 @@ _LAZY = {
     "MemoryStorage": "raftio.storage.memory",
     "Node": "raftio.node",
     "StateMachine": "raftio.state_machine",
+    "StreamingStateMachine": "raftio.state_machine",
     "Raft": "raftio.raft",
     "make": "raftio.factory",
 }

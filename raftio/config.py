@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+_MAX_SNAPSHOT_WINDOW = 32 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
     """Timing and batching settings of one peer.
@@ -75,6 +78,9 @@ class RaftConfig:
             raise ValueError("snapshot_chunk_bytes must be between 1 and 32 MiB")
         if self.snapshot_chunks_inflight < 1:
             raise ValueError("snapshot_chunks_inflight must be at least 1")
+        if self.snapshot_chunk_bytes * self.snapshot_chunks_inflight > _MAX_SNAPSHOT_WINDOW:
+            # What a transfer may hold in memory on each side, whatever the state's size.
+            raise ValueError("snapshot_chunk_bytes * snapshot_chunks_inflight must be <= 32 MiB")
 
     @property
     def heartbeat_ticks(self) -> int:

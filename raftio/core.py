@@ -716,15 +716,13 @@ class RaftCore(ShapeChanges, Snapshots):
         pr = self.progress[peer]
         if pr.state is Replication.REPLICATE:
             self._post_append(peer, pr, self.heartbeat_args(peer))
-        elif pr.state is Replication.SNAPSHOT and pr.wait_ticks < self._election_ticks[1]:
+        elif pr.state is Replication.SNAPSHOT:
             # A snapshot is streaming; keep the follower from campaigning meanwhile,
-            # and resend from its offset if every chunk in flight was lost.
+            # and resend from its offset if the chunks in flight were lost.
             self._post_append(peer, pr, self._snapshot_heartbeat())
             self._resume_snapshot(peer, pr)
         else:
             pr.paused = False
-            if pr.state is Replication.SNAPSHOT:
-                pr.become_probe()  # no answer to the snapshot for long: start over
             self._send_append(peer)
 
     def _send_append(self, peer: int) -> None:

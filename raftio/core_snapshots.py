@@ -161,7 +161,13 @@ class Snapshots:
         )
 
     def _resume_snapshot(self, peer: int, pr: Progress) -> None:
-        """On a heartbeat: resend from the follower's offset if nothing is in flight."""
+        """On a heartbeat: resend from the follower's offset if nothing is in flight.
+
+        Chunks in flight are waited for, however long: every RPC ends, answered
+        or failed (a transport times it out), and a second window sent while
+        the first is still held by the transport would double the memory a
+        transfer may take.
+        """
         out = pr.outgoing
         if out is None or out.inflight:
             return
@@ -198,7 +204,7 @@ class Snapshots:
         reply_next = reply.next_offset
         pr.recent_active = True
         pr.wait_ticks = 0
-        if reply_next == size and (args.done or size == 0):
+        if reply_next == size:  # installed, or the follower had committed it already
             self._snapshot_delivered(peer, pr, out)
             return
         end = args.offset + self.chunk_length(args)

@@ -153,7 +153,9 @@ def decode(data: bytes) -> Image:
     if data[: len(MAGIC)] != MAGIC:
         raise ValueError("not a KV snapshot stream")
     decoder = Decoder()
-    decoder.feed(data[len(MAGIC) :])
+    view = memoryview(data)
+    for start in range(len(MAGIC), len(view), CHUNK_SIZE):  # the buffer stays a chunk
+        decoder.feed(view[start : start + CHUNK_SIZE])
     return decoder.finish()
 
 
@@ -168,12 +170,13 @@ class Decoder:
         self._image: Image | None = None  # once the header is read
         self._stage = 0  # of the last record (_STAGE)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         """Take the next bytes; raises ValueError as soon as they cannot be right."""
         buffer = self._buffer
         buffer += data
         start = 0
         while len(buffer) - start >= FRAME.size:
+            self._check_not_ended()
             (size,) = FRAME.unpack_from(buffer, start)
             if size > MAX_RECORD:
                 raise ValueError(f"KV snapshot record of {size} bytes is over {MAX_RECORD}")
@@ -186,9 +189,15 @@ class Decoder:
 
     def finish(self) -> Image:
         """The image, once every byte was fed; raises ValueError if the stream ended early."""
+        if self._buffer:
+            self._check_not_ended()
         if self._image is None or self._stage != _STAGE[_END] or self._buffer:
             raise ValueError("KV snapshot stream ends early")
         return self._image
+
+    def _check_not_ended(self) -> None:
+        if self._stage == _STAGE[_END]:
+            raise ValueError("KV snapshot stream goes on after its end record")
 
     def _take(self, record: list[Any]) -> None:
         if self._image is None:
@@ -198,7 +207,7 @@ class Decoder:
         stage = _STAGE.get(tag) if isinstance(tag, str) else None
         if stage is None:
             raise ValueError(f"KV snapshot stream: unknown record {record!r:.60}")
-        if stage < self._stage or self._stage == _STAGE[_END]:
+        if stage < self._stage:
             raise ValueError(f"KV snapshot stream: record {tag!r} out of order")
         self._stage = stage
         if tag == _KEY:

@@ -287,8 +287,9 @@ HOSTILE: list[Any] = [
     pytest.param(lambda good: GARBAGE, "decode", id="garbage"),
     pytest.param(lambda good: MAGIC + GARBAGE, None, id="garbage-after-magic"),
     pytest.param(lambda good: MAGIC + FRAME.pack(2) + b"\xc1\xc1", "decode", id="not-msgpack"),
-    pytest.param(lambda good: good + b"\x00", "ends early", id="trailing-byte"),
-    pytest.param(lambda good: good + FRAME.pack(0), "decode", id="trailing-empty-record"),
+    pytest.param(lambda good: good + b"\x00", "after its end", id="trailing-byte"),
+    pytest.param(lambda good: good + FRAME.pack(0), "after its end", id="trailing-empty-record"),
+    pytest.param(lambda good: good + FRAME.pack(MAX_RECORD), "after its end", id="trailing-big"),
     # oversized: refused from its size alone, before its bytes arrive
     pytest.param(lambda good: MAGIC + FRAME.pack(MAX_RECORD + 1), "over", id="oversized"),
     pytest.param(
@@ -327,8 +328,8 @@ HOSTILE: list[Any] = [
     pytest.param(repeat("l"), "repeats duplicate entry", id="duplicate-legacy"),
     pytest.param(move_first("s", before="d"), "out of order", id="session-before-key"),
     pytest.param(move_first("d", before="end"), "out of order", id="key-after-legacy"),
-    pytest.param(edit(lambda r: r.append(["d", "late", "v"])), "out of order", id="after-end"),
-    pytest.param(edit(lambda r: r.append(list(r[-1]))), "out of order", id="two-ends"),
+    pytest.param(edit(lambda r: r.append(["d", "late", "v"])), "after its end", id="after-end"),
+    pytest.param(edit(lambda r: r.append(list(r[-1]))), "after its end", id="two-ends"),
     pytest.param(set_field("end", 1, 999), "holds", id="count-keys"),
     pytest.param(set_field("end", 2, 0), "holds", id="count-sessions"),
     pytest.param(set_field("end", 3, "2"), "end record", id="count-str"),

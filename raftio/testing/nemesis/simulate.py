@@ -39,6 +39,7 @@ class SimConfig:
     storage: StorageKind = "memory"
     data_dir: str | None = None
     snapshot_bytes: int = 4 << 10
+    snapshot_chunk_bytes: int = 256  # small: a snapshot travels in many chunks
     client_deadline: float = 2.0  # seconds a client retries an operation before giving up
     max_down: int | None = None  # nodes crashed at once (default: a minority)
     pre_vote: bool = True
@@ -52,7 +53,9 @@ class SimConfig:
             f"python -m raftio.testing.nemesis --seed {self.seed} --nodes {self.nodes} "
             f"--clients {self.clients} --keys {self.keys} --duration {self.duration:g} "
             f"--faults {','.join(self.faults)} --storage {self.storage} "
-            f"--snapshot-bytes {self.snapshot_bytes} --client-deadline {self.client_deadline:g}"
+            f"--snapshot-bytes {self.snapshot_bytes} "
+            f"--snapshot-chunk-bytes {self.snapshot_chunk_bytes} "
+            f"--client-deadline {self.client_deadline:g}"
             + ("" if self.max_down is None else f" --max-down {self.max_down}")
             + ("" if self.pre_vote else " --no-pre-vote")
             + ("" if self.check_quorum else " --no-check-quorum")
@@ -68,7 +71,12 @@ async def _simulate(config: SimConfig) -> NemesisReport:
     if not set(config.faults) <= set(SIM_KINDS):
         raise ValueError(f"a simulation cannot inject {config.faults}")
     rng = random.Random(config.seed)
-    raft = RaftConfig(pre_vote=config.pre_vote, check_quorum=config.check_quorum)
+    raft = RaftConfig(
+        pre_vote=config.pre_vote,
+        check_quorum=config.check_quorum,
+        snapshot_chunk_bytes=config.snapshot_chunk_bytes,
+        snapshot_chunks_inflight=2,
+    )
     cluster = MemoryKvCluster(
         config.nodes,
         seed=rng.getrandbits(64),

@@ -79,6 +79,7 @@ def config_for(seed: int, args: argparse.Namespace) -> SimConfig:
         storage=args.storage,
         client_deadline=args.client_deadline,
         snapshot_bytes=args.snapshot_bytes,
+        snapshot_chunk_bytes=args.snapshot_chunk_bytes,
         max_down=args.max_down,
         pre_vote=pre_vote,
         check_quorum=check_quorum,
@@ -131,6 +132,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storage", choices=["memory", "file"], default="memory")
     p.add_argument("--client-deadline", type=float, default=2.0)
     p.add_argument("--snapshot-bytes", type=int, default=4096, help="nodes snapshot past this")
+    p.add_argument(
+        "--snapshot-chunk-bytes",
+        type=int,
+        default=256,
+        help="InstallSnapshot chunk size (small: every snapshot travels in many chunks)",
+    )
     p.add_argument("--max-down", type=int, help="nodes crashed at once (default: a minority)")
     p.add_argument("--no-pre-vote", action="store_true")
     p.add_argument("--no-check-quorum", action="store_true")
