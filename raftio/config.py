@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 _MAX_SNAPSHOT_WINDOW = 32 << 20
 
 
