@@ -59,6 +59,7 @@ from benchmarks.procs import Child, ChildError, ProcessGroup, child_env
 from benchmarks.snapshot_node import SECRET_ENV, memory
 from benchmarks.stats import decode_samples, summarize
 from raftio.config import RaftConfig
+from raftio.kv.spec import free_ports
 
 __all__ = ["BOUND", "Settings", "parse_size", "run"]
 
@@ -102,17 +103,6 @@ def parse_size(text: str) -> int:
 
 def default_out() -> Path:
     return Path("results") / time.strftime("%Y%m%d-%H%M%S-snapshot")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def cpu_seconds(pid: int) -> float:

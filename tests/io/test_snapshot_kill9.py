@@ -45,13 +45,13 @@ import os
 import random
 import re
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from raftio.kv.spec import free_ports
 from raftio.snapshotting import chunks_of
 from raftio.storage import wal
 from raftio.storage.file import FileStorage
@@ -262,17 +262,6 @@ class NodeProc:
 
 
 # --- the cluster -----------------------------------------------------------------------
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 class Cluster:

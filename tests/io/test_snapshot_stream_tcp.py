@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 from raftio.config import RaftConfig
+from raftio.kv.spec import free_ports
 from raftio.node import Node
 from raftio.storage import wal
 from raftio.testing.bulk_state import BulkState
@@ -25,17 +25,6 @@ from raftio.testing.bulk_state import BulkState
 STATE = 64 << 20
 BOUND = 24 << 20  # peak traced memory growth while it streams, both ends together
 SECRET = b"snapshot-stream-test"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def make_node(i: int, addresses: list[str], root: Path, machine: BulkState) -> Node:
