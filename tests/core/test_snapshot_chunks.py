@@ -338,7 +338,9 @@ def test_a_transfer_over_a_lossy_reordering_duplicating_network_installs_the_sam
             continue
         if kind == "req":
             result = handle(receiver, shell, request)
-            if result is not None:
+            if result is None:  # no answer: the caller's RPC fails, as over any transport
+                leader_handle(leader, request, None)
+            else:
                 flight.append(("rep", request, result))
         else:
             leader_handle(leader, request, answer)
