@@ -216,21 +216,22 @@ class FileStorage:
         self._check_usable()
         name = wal.snapshot_name(index, term)
         encoded = encode_configuration(config) if config is not None else b""
-        if not self._state.compact(index, term, name, encoded):
+        if isinstance(data, StagedSnapshot) and (data.index, data.term) != (index, term):
+            discard_staged(data)
+            raise ValueError(f"staged snapshot {data.index}@T{data.term} saved as {index}@T{term}")
+        if index <= self._state.snapshot_index:  # not newer: nothing changes
             if isinstance(data, StagedSnapshot):
                 discard_staged(data)
             return
         if isinstance(data, StagedSnapshot):
-            if (data.index, data.term) != (index, term):
-                raise ValueError(
-                    f"staged snapshot {data.index}@T{data.term} saved as {index}@T{term}"
-                )
-            self._snapshot = data.info
+            info = data.info
             snapshot = SnapshotFile(name, index, term, None, data.path)
         else:
             blob = bytes(data)
-            self._snapshot = SnapshotInfo(index, term, len(blob), zlib.crc32(blob))
+            info = SnapshotInfo(index, term, len(blob), zlib.crc32(blob))
             snapshot = SnapshotFile(name, index, term, blob)
+        self._state.compact(index, term, name, encoded, info.checksum)
+        self._snapshot = info
         self._pending = snapshot
         for i, item in enumerate(self._items):
             if isinstance(item, SnapshotFile):
@@ -250,7 +251,7 @@ class FileStorage:
                 self._items.append(self._buf)
                 self._buf = bytearray()
             self._items.append(snapshot)
-        self._append(wal.snapshot_mark_body(index, term, name, encoded))
+        self._append(wal.snapshot_mark_body(index, term, name, encoded, info.checksum))
 
     def _check_usable(self) -> None:
         if self._error is None and not self._closed:

@@ -62,6 +62,7 @@ class LogState:
         self.snapshot_term = 0
         self.snapshot_file = ""
         self.snapshot_config = b""  # encoded (raftio.membership); b"": the bootstrap
+        self.snapshot_checksum = wal.NO_CHECKSUM  # crc32 of the snapshot's data
         # entries[i] has index snapshot_index + 1 + i; _ends[i] is the encoded
         # size of everything through entries[i], counted from _base.
         self.entries: list[Entry] = []
@@ -90,7 +91,9 @@ class LogState:
             ends.append(total)
         self.entries.extend(entries)
 
-    def compact(self, index: int, term: int, file: str, config: bytes = b"") -> bool:
+    def compact(
+        self, index: int, term: int, file: str, config: bytes = b"", checksum: int = -1
+    ) -> bool:
         """Move the snapshot boundary to `index`; False (no change) if it is not newer."""
         if index <= self.snapshot_index:
             return False
@@ -101,7 +104,7 @@ class LogState:
             self._base = self._ends[drop - 1]
             self.entries, self._ends = self.entries[drop:], self._ends[drop:]
         self.snapshot_index, self.snapshot_term, self.snapshot_file = index, term, file
-        self.snapshot_config = config
+        self.snapshot_config, self.snapshot_checksum = config, checksum
         return True
 
     def entries_size(self) -> int:
@@ -117,7 +120,7 @@ class LogState:
         self.current_term, self.voted_for = cp.current_term, cp.voted_for
         self.snapshot_index, self.snapshot_term = cp.snapshot_index, cp.snapshot_term
         self.snapshot_file = cp.snapshot_file
-        self.snapshot_config = cp.snapshot_config
+        self.snapshot_config, self.snapshot_checksum = cp.snapshot_config, cp.snapshot_checksum
         self.entries, self._ends, self._base = [], [], 0
         self.append(cp.snapshot_index + 1, cp.entries)
 
@@ -125,7 +128,7 @@ class LogState:
         """The whole state as a checkpoint record (the writer fills in the segment seq)."""
         return Checkpoint(
             0, self.current_term, self.voted_for, self.snapshot_index, self.snapshot_term,
-            self.snapshot_file, list(self.entries), self.snapshot_config,
+            self.snapshot_file, list(self.entries), self.snapshot_config, self.snapshot_checksum,
         )  # fmt: skip
 
     def durable_state(self) -> DurableState:
@@ -207,6 +210,13 @@ def recover(
     if state.snapshot_index:
         path = os.path.join(directory, state.snapshot_file)
         size, crc = wal.check_snapshot_file(path, state.snapshot_index, state.snapshot_term)
+        if state.snapshot_checksum not in (wal.NO_CHECKSUM, crc):
+            # A whole, self-consistent file that is not the snapshot the log
+            # recorded (copied in from elsewhere, or swapped): never use it.
+            raise StorageCorruptError(
+                f"{path}: snapshot data has crc32 {crc:#010x}, "
+                f"the log recorded {state.snapshot_checksum:#010x}"
+            )
         snapshot = SnapshotInfo(state.snapshot_index, state.snapshot_term, size, crc)
     writer = WalWriter(directory, disk, segment_size, live, sizes, mark)
     try:
@@ -499,7 +509,7 @@ class _Replayer:
     def _mark(self, mark: wal.SnapshotMark) -> None:
         if mark.file != wal.snapshot_name(mark.index, mark.term):
             raise ValueError(f"snapshot marker names {mark.file!r} for {mark.index}@T{mark.term}")
-        if not self.state.compact(mark.index, mark.term, mark.file, mark.config):
+        if not self.state.compact(mark.index, mark.term, mark.file, mark.config, mark.checksum):
             raise ValueError(
                 f"snapshot marker {mark.index} is not after snapshot {self.state.snapshot_index}"
             )

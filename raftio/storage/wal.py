@@ -21,12 +21,13 @@ little-endian; crc32 is zlib's (CRC-32/ISO-HDLC). The header's own
 checksum means a flipped length is never mistaken for a torn tail. The
 body is a msgpack array (codec.pack) whose first item is the record kind:
 
-    [0, seq, term, vote, snap_index, snap_term, snap_file, [[t, d], ...]]  checkpoint
+    [0, seq, term, vote, snap_index, snap_term, snap_file, [[t, d], ...], config, crc]
+                                              checkpoint
     [1, seq, prev_size]                       segment start (bytes in segment seq - 1)
     [2, term, vote]                           hard state
     [3, first_index, [[t, d], ...]]           entries (replace the log from first_index)
     [4, first_index]                          truncation (drop entries >= first_index)
-    [5, index, term, snap_file]               snapshot marker
+    [5, index, term, snap_file, config, crc]  snapshot marker
     [6, offset]                               watermark: bytes [0, offset) of this segment
                                               were fdatasynced before this record was written
 
@@ -34,7 +35,9 @@ The first record of a segment is a checkpoint (a whole state: the first
 segment, and each compaction) or a segment start (a size roll). Replay
 starts at the newest checkpoint segment. A snapshot file is a 36-byte
 header ``b"RAFTSNP1" | u64 index | u64 term | u64 length | u32 crc32(data)``
-then the data.
+then the data. A checkpoint's and a marker's trailing fields may be absent
+(older directories): the snapshot's configuration (b"": the bootstrap one)
+and the crc32 of its data, which recovery compares with the file's.
 """
 
 from __future__ import annotations
@@ -83,6 +86,11 @@ class Checkpoint:
     entries: Sequence[Entry]
     # The configuration at the snapshot (raftio.membership's entry format; b"": the bootstrap).
     snapshot_config: bytes = b""
+    # crc32 of the snapshot's data; NO_CHECKSUM when not recorded (older directories).
+    snapshot_checksum: int = -1
+
+
+NO_CHECKSUM = -1
 
 
 @dataclass(slots=True, frozen=True)
@@ -114,6 +122,7 @@ class SnapshotMark:
     term: int
     file: str
     config: bytes = b""  # the configuration at `index` (b"": the bootstrap one)
+    checksum: int = NO_CHECKSUM  # crc32 of the snapshot's data
 
 
 @dataclass(slots=True, frozen=True)
@@ -153,10 +162,17 @@ def truncate_body(first_index: int) -> bytes:
     return codec.pack([_TRUNCATE, first_index])
 
 
-def snapshot_mark_body(index: int, term: int, file: str, config: bytes = b"") -> bytes:
-    if not config:
-        return codec.pack([_SNAPSHOT, index, term, file])
-    return codec.pack([_SNAPSHOT, index, term, file, config])
+def snapshot_mark_body(
+    index: int, term: int, file: str, config: bytes = b"", checksum: int = NO_CHECKSUM
+) -> bytes:
+    return codec.pack([_SNAPSHOT, index, term, file, *_snapshot_tail(config, checksum)])
+
+
+def _snapshot_tail(config: bytes, checksum: int) -> list[bytes | int]:
+    # Trailing fields left out when empty, as older versions wrote them.
+    if checksum != NO_CHECKSUM:
+        return [config, checksum]
+    return [config] if config else []
 
 
 def watermark_body(offset: int) -> bytes:
@@ -177,24 +193,24 @@ def encode_checkpoint(cp: Checkpoint) -> bytes:
         codec.pack([
             _CHECKPOINT, cp.seq, cp.current_term, cp.voted_for,
             cp.snapshot_index, cp.snapshot_term, cp.snapshot_file, entries,
-            *([cp.snapshot_config] if cp.snapshot_config else []),
+            *_snapshot_tail(cp.snapshot_config, cp.snapshot_checksum),
         ])
     )  # fmt: skip
 
 
 _SHAPES: dict[int, tuple[type | tuple[type, ...], ...]] = {
-    _CHECKPOINT: (int, int, (int, type(None)), int, int, str, list, bytes),
+    _CHECKPOINT: (int, int, (int, type(None)), int, int, str, list, bytes, int),
     _SEGMENT: (int, int),
     _HARD_STATE: (int, (int, type(None))),
     _ENTRIES: (int, list),
     _TRUNCATE: (int,),
-    _SNAPSHOT: (int, int, str, bytes),
+    _SNAPSHOT: (int, int, str, bytes, int),
     _WATERMARK: (int,),
 }
 
 # Trailing fields a record may leave out: the snapshot's configuration (added
-# with membership changes; older directories have none).
-_OPTIONAL_FIELDS = {_CHECKPOINT: 1, _SNAPSHOT: 1}
+# with membership changes) and its crc32 (added with snapshot files).
+_OPTIONAL_FIELDS = {_CHECKPOINT: 2, _SNAPSHOT: 2}
 
 
 def decode_body(body: bytes) -> Record:
@@ -214,6 +230,8 @@ def decode_body(body: bytes) -> Record:
 
 
 def _build(kind: int, f: list[Any]) -> Record:
+    if kind in _OPTIONAL_FIELDS:
+        _check_crc(f, len(_SHAPES[kind]) - 1)
     if kind == _CHECKPOINT:
         return Checkpoint(f[0], f[1], f[2], f[3], f[4], f[5], _entries(f[6]), *f[7:])
     if kind == _SEGMENT:
@@ -227,6 +245,11 @@ def _build(kind: int, f: list[Any]) -> Record:
     if kind == _WATERMARK:
         return Watermark(f[0])
     return SnapshotMark(f[0], f[1], f[2], *f[3:])
+
+
+def _check_crc(fields: list[Any], at: int) -> None:
+    if len(fields) > at and not 0 <= fields[at] <= 0xFFFF_FFFF:
+        raise ValueError(f"snapshot checksum {fields[at]} is not a crc32")
 
 
 def _entries(items: list[Any]) -> list[Entry]:

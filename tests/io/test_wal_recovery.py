@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from raftio import codec
 from raftio.messages import Entry
 from raftio.storage import manifest, wal
 from raftio.storage.base import DurableState, StorageCorruptError, StorageError
@@ -420,6 +421,49 @@ def test_a_garbled_snapshot_is_an_error_at_every_byte(tmp_path: Path) -> None:
         copy = damaged_copy(tmp_path / "log", tmp_path / "flip", name, flip(offset))
         with pytest.raises(StorageError, match=name):
             reopen(copy)
+
+
+@pytest.mark.parametrize("compacted", [False, True])
+def test_a_whole_snapshot_file_the_log_did_not_record_is_refused(
+    tmp_path: Path, compacted: bool
+) -> None:
+    # Self-consistent (header, length, crc32 all agree), same index and term,
+    # other data: a file copied in from another node, or swapped. Only the
+    # crc32 the log recorded (in its marker, or in the checkpoint a
+    # compaction wrote) tells it apart.
+    build(tmp_path, segment_size=60, compact_min_bytes=0) if compacted else build(tmp_path)
+    first = segments(tmp_path)[0].read_bytes()
+    (length,) = struct.unpack_from("<I", first)
+    checkpoint = wal.decode_body(first[wal.HEADER_SIZE : wal.HEADER_SIZE + length])
+    assert isinstance(checkpoint, wal.Checkpoint)
+    assert (checkpoint.snapshot_index > 0) == compacted
+    path = snapshot_file(tmp_path)
+    index, term = (int(part, 16) for part in path.stem.split("-")[1:])
+    other = b"another node's state"
+    path.write_bytes(wal.snapshot_header(index, term, other) + other)
+
+    with pytest.raises(StorageCorruptError, match=r"crc32 0x[0-9a-f]{8}, the log recorded"):
+        reopen(tmp_path)
+
+
+def test_markers_and_checkpoints_without_a_checksum_still_open(tmp_path: Path) -> None:
+    # Directories written before the crc32 was recorded: the file's own
+    # header checksum is all there is, and it still guards the data.
+    marker = wal.snapshot_mark_body(4, 2, wal.snapshot_name(4, 2))
+    assert wal.decode_body(marker) == wal.SnapshotMark(4, 2, wal.snapshot_name(4, 2))
+    old = wal.Checkpoint(3, 2, None, 4, 2, wal.snapshot_name(4, 2), [])
+    assert wal.decode_body(wal.encode_checkpoint(old)[wal.HEADER_SIZE :]) == old
+
+
+@pytest.mark.parametrize("checksum", [-2, 1 << 32, 1 << 63])
+def test_a_recorded_checksum_that_is_no_crc32_is_refused(checksum: int) -> None:
+    name = wal.snapshot_name(4, 2)
+    marker = codec.pack([5, 4, 2, name, b"", checksum])
+    checkpoint = codec.pack([0, 3, 2, None, 4, 2, name, [], b"", checksum])
+
+    for body in (marker, checkpoint):
+        with pytest.raises(ValueError, match="is not a crc32"):
+            wal.decode_body(body)
 
 
 def test_a_missing_middle_segment_is_an_error(tmp_path: Path) -> None:
