@@ -36,6 +36,13 @@ class RaftConfig:
         snapshot_chunks_inflight: InstallSnapshot chunks a leader keeps in
             flight per follower (with the chunk size: the memory a transfer
             may hold on either side).
+        lease_reads: a leader answers linearizable reads without a heartbeat
+            round while a majority acknowledged one that started less than
+            `lease_duration` ago (Raft thesis 6.4.1). Opt-in: it is safe only
+            while clocks run within `max_clock_drift` of each other (below).
+        max_clock_drift: the largest fraction by which one peer's monotonic
+            clock may run faster or slower than another's (0.1: 10%); the
+            lease is shortened by it. Ignored without `lease_reads`.
     """
 
     tick_interval: float = 0.01
@@ -51,6 +58,8 @@ class RaftConfig:
     leader_noop: bool = False
     snapshot_chunk_bytes: int = 1 << 20
     snapshot_chunks_inflight: int = 4
+    lease_reads: bool = False
+    max_clock_drift: float = 0.1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -80,10 +89,26 @@ class RaftConfig:
         if self.snapshot_chunk_bytes * self.snapshot_chunks_inflight > _MAX_SNAPSHOT_WINDOW:
             # What a transfer may hold in memory on each side, whatever the state's size.
             raise ValueError("snapshot_chunk_bytes * snapshot_chunks_inflight must be <= 32 MiB")
+        if not 0 <= self.max_clock_drift < 1:
+            raise ValueError("max_clock_drift must be at least 0 and below 1")
+        if self.lease_reads and not self.check_quorum:
+            # The lease rests on voters refusing elections while they hear a leader.
+            raise ValueError("lease_reads needs check_quorum")
 
     @property
     def heartbeat_ticks(self) -> int:
         return max(1, round(self.heartbeat_interval / self.tick_interval))
+
+    @property
+    def lease_duration(self) -> float:
+        """Seconds a leader may serve reads after a heartbeat round a majority answered,
+        counted from the round's start.
+
+        A voter that heard the leader refuses to elect another for at least
+        `election_ticks[0] - 1` of its ticks (its first tick may come at once),
+        each at least `tick_interval` of its own clock; shortened by the drift.
+        """
+        return (self.election_ticks[0] - 1) * self.tick_interval * (1 - self.max_clock_drift)
 
     @property
     def election_ticks(self) -> tuple[int, int]:

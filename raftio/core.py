@@ -21,6 +21,7 @@ for entries its storage reports durable (Raft thesis 10.2.1).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,9 @@ class ReadRound:
     sent: dict[int, AppendEntriesArgs]
     acks: int = 1  # the leader itself
     answered: int = 0
+    # The shell's clock before the round was sent (lease reads): a quorum's
+    # answers grant a lease counted from here.
+    started: float | None = None
 
 
 class RaftCore(ShapeChanges, Snapshots):
@@ -158,6 +162,16 @@ class RaftCore(ShapeChanges, Snapshots):
         self._reads_waiting: list[int] = []
         self._read_rounds: list[ReadRound] = []
         self._read_results: list[ReadResult] = []
+        # Lease reads (thesis 6.4.1), on the shell's clock: the latest reading
+        # it gave us, and until when a majority's answers keep others from leading.
+        self._now: float | None = None
+        self._lease_until = -math.inf
+        # A restarted voter forgot the leader it heard: it refuses elections
+        # for one minimum election timeout, as if it had just heard one.
+        self._restart_guard = config.lease_reads
+        # A term in which we sent TimeoutNow: its target's election skips the
+        # voters' refusal, so no lease holds for the rest of that term.
+        self._lease_void_term = 0
 
         # Outputs waiting for the shell.
         self._storage_ops: list[StorageEffect] = []
@@ -223,8 +237,10 @@ class RaftCore(ShapeChanges, Snapshots):
 
     # ------------------------------------------------------------------ inputs
 
-    def tick(self) -> None:
-        """One unit of logical time has passed."""
+    def tick(self, now: float | None = None) -> None:
+        """One unit of logical time has passed; `now`: the shell's clock (lease reads)."""
+        if now is not None:
+            self._now = now
         if self.role is Role.LEADER:
             self._tick_leader()
         else:
@@ -257,7 +273,7 @@ class RaftCore(ShapeChanges, Snapshots):
         self._replicate_pending = True
         return index
 
-    def read_index(self, read_id: int) -> bool:
+    def read_index(self, read_id: int, now: float | None = None) -> bool:
         """Ask to confirm a linearizable read (ReadIndex, §6.4); False if we cannot serve it.
 
         The answer comes as a `ReadConfirmed` (with the index the service must
@@ -265,25 +281,55 @@ class RaftCore(ShapeChanges, Snapshots):
         together share one heartbeat round, started by the next `take_outbox()`.
         A new leader confirms reads only once an entry of its term has committed
         (§8): with `leader_noop` they wait for the no-op, without it they are refused.
+        With `lease_reads` and the shell's clock `now` inside the lease, the
+        read is confirmed at once, without a round.
         """
+        if now is not None:
+            self._now = now
         if self.role is not Role.LEADER:
             return False
         if self.commit_index < self.term_start_index and not self.config.leader_noop:
             return False
+        if now is not None and self.lease_holds(now):
+            self._read_results.append(ReadConfirmed(read_id, self.commit_index))
+            return True
         self._reads_waiting.append(read_id)
         return True
+
+    def lease_holds(self, now: float) -> bool:
+        """Thesis 6.4.1: no other leader can exist before `now` passes the lease.
+
+        A majority answered a heartbeat round that started less than
+        `lease_duration` before `now`; each of them refuses to elect another
+        leader until its own clock says an election timeout passed. Never
+        during a leadership transfer: the target's election skips that refusal.
+        """
+        return (
+            self.role is Role.LEADER
+            and now < self._lease_until
+            and self.commit_index >= self.term_start_index
+            and self.transfer_target is None
+            and self._lease_void_term != self.current_term
+        )
 
     def _start_read_round(self) -> None:
         if self.role is not Role.LEADER or self.commit_index < self.term_start_index:
             return  # waiting for our term's first commit: a later take_outbox starts it
-        round = ReadRound(self.commit_index, self._reads_waiting, {}, int(self.me in self.voters))
-        self._reads_waiting = []
-        self._read_rounds.append(round)
+        round = self._new_read_round()
         for peer, pr in self.progress.items():
             args = self.heartbeat_args(peer)
             round.sent[peer] = args
             self._post_append(peer, pr, args)
         self._settle_read_rounds()
+
+    def _new_read_round(self) -> ReadRound:
+        """A round for the reads waiting now; the caller sends its heartbeats."""
+        started = self._now if self.config.lease_reads else None
+        acks = int(self.me in self.voters)
+        round = ReadRound(self.commit_index, self._reads_waiting, {}, acks, started=started)
+        self._reads_waiting = []
+        self._read_rounds.append(round)
+        return round
 
     def _count_read_answer(
         self, peer: int, args: AppendEntriesArgs, reply: AppendEntriesReply | None
@@ -308,6 +354,9 @@ class RaftCore(ShapeChanges, Snapshots):
         for round in rounds[: confirmed + 1]:
             # A later round's quorum confirms leadership after the earlier reads arrived too.
             self._read_results.extend(ReadConfirmed(i, round.index) for i in round.read_ids)
+            if round.started is not None:
+                lease = round.started + self.config.lease_duration
+                self._lease_until = max(self._lease_until, lease)
         kept = []
         for round in rounds[confirmed + 1 :]:
             if round.acks + len(round.sent) - round.answered < needed:
@@ -586,6 +635,7 @@ class RaftCore(ShapeChanges, Snapshots):
         self.role = Role.FOLLOWER
         self.leader_id = leader_id
         self.progress = {}
+        self._restart_guard = False
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
 
@@ -593,6 +643,7 @@ class RaftCore(ShapeChanges, Snapshots):
         """Thesis 9.6: ask for pre-votes first; only a likely winner bumps its term."""
         self.role = Role.PRE_CANDIDATE
         self.leader_id = None
+        self._restart_guard = False
         self._votes = {self.me} & self.voters  # a leaving node's own vote does not count
         self._election_elapsed = 0
         self._election_timeout = self._random_election_timeout()
@@ -613,7 +664,8 @@ class RaftCore(ShapeChanges, Snapshots):
         """A leader (maybe us) was heard from within the minimum election timeout."""
         if self.role is Role.LEADER:
             return True
-        return self.leader_id is not None and self._election_elapsed < self._election_ticks[0]
+        heard = self.leader_id is not None or self._restart_guard
+        return heard and self._election_elapsed < self._election_ticks[0]
 
     def step_down(self) -> None:
         """Stop leading (e.g. our storage stalled); another peer will take over."""
@@ -627,6 +679,7 @@ class RaftCore(ShapeChanges, Snapshots):
         self.role = Role.CANDIDATE
         self.voted_for = self.me
         self.leader_id = None
+        self._restart_guard = False
         self._record_hard_state()
         self._votes = {self.me} & self.voters  # a leaving node's own vote does not count
         self._election_elapsed = 0
@@ -644,6 +697,7 @@ class RaftCore(ShapeChanges, Snapshots):
         self.role = Role.LEADER
         self.transfer_target = None
         self.leader_id = self.me
+        self._lease_until = -math.inf  # earned anew by this term's rounds
         self._heartbeat_elapsed = 0
         self._quorum_elapsed = 0
         self.term_start_index = next_index = self.log.last_index + 1
@@ -684,8 +738,16 @@ class RaftCore(ShapeChanges, Snapshots):
                 self._end_transfer()  # abandoned: take proposals again
         if self._heartbeat_elapsed >= self._heartbeat_ticks:
             self._heartbeat_elapsed = 0
+            # With lease reads every heartbeat is a read round: its answers renew the lease.
+            round = None
+            if self.config.lease_reads and self.commit_index >= self.term_start_index:
+                round = self._new_read_round()
             for peer in self.progress:
-                self._heartbeat(peer)
+                args = self._heartbeat(peer)
+                if round is not None and args is not None:
+                    round.sent[peer] = args
+            if round is not None:
+                self._settle_read_rounds()
 
     def _has_quorum(self) -> bool:
         """§6.2 / thesis 6.2 check-quorum: a majority answered since the last check."""
@@ -712,18 +774,23 @@ class RaftCore(ShapeChanges, Snapshots):
         """§8: a leader knows the commit index only once an entry of its term is committed."""
         return self.role is Role.LEADER and self.commit_index >= self.term_start_index
 
-    def _heartbeat(self, peer: int) -> None:
+    def _heartbeat(self, peer: int) -> AppendEntriesArgs | None:
+        """Send `peer` its heartbeat; the empty AppendEntries sent, if one was."""
         pr = self.progress[peer]
-        if pr.state is Replication.REPLICATE:
-            self._post_append(peer, pr, self.heartbeat_args(peer))
-        elif pr.state is Replication.SNAPSHOT:
-            # A snapshot is streaming; keep the follower from campaigning meanwhile,
-            # and resend from its offset if the chunks in flight were lost.
-            self._post_append(peer, pr, self._snapshot_heartbeat())
-            self._resume_snapshot(peer, pr)
-        else:
+        if pr.state is Replication.PROBE:
             pr.paused = False
             self._send_append(peer)
+            return None
+        if pr.state is Replication.REPLICATE:
+            args = self.heartbeat_args(peer)
+            self._post_append(peer, pr, args)
+        else:
+            # A snapshot is streaming; keep the follower from campaigning meanwhile,
+            # and resend from its offset if the chunks in flight were lost.
+            args = self._snapshot_heartbeat()
+            self._post_append(peer, pr, args)
+            self._resume_snapshot(peer, pr)
+        return args
 
     def _send_append(self, peer: int) -> None:
         """Send `peer` what it is missing, if its replication state allows it now."""

@@ -41,6 +41,7 @@ class ShapeChanges:
     change_needs_term_commit: bool
     transfer_target: int | None
     _transfer_elapsed: int
+    _lease_void_term: int
     _replicate_pending: bool
     _outbox: list[Send]
 
@@ -178,6 +179,7 @@ class ShapeChanges:
             return None  # already under way
         self.transfer_target = target
         self._transfer_elapsed = 0
+        self._lease_void_term = self.current_term  # its TimeoutNow ends our lease
         self._debug("role", f"transferring leadership to S{target}")
         self._continue_transfer(target)
         return None

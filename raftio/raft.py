@@ -236,11 +236,14 @@ class Raft(SnapshotRpcs):
         The core confirms leadership with one heartbeat round, shared by every
         read waiting for it. Raises NotLeaderError if this peer is not (or
         stops being) the leader; a new leader answers once an entry of its
-        term has committed (at once refused without `leader_noop`).
+        term has committed (at once refused without `leader_noop`). With
+        `RaftConfig.lease_reads`, a leader inside its lease answers at once.
         """
         core = self._core
         if self._killed:
             raise NotLeaderError(core.leader_id)
+        if core.lease_holds(self._loop.time()):
+            return core.commit_index  # lease_reads: no other leader can exist yet
         read_id = self._reads.next_id()
         if not core.read_index(read_id):
             raise NotLeaderError(core.leader_id)
@@ -548,10 +551,10 @@ class Raft(SnapshotRpcs):
 
     async def _ticker(self) -> None:
         interval = self._config.tick_interval
-        core = self._core
+        core, clock = self._core, self._loop.time
         while not self._killed:
             await asyncio.sleep(interval)
-            core.tick()
+            core.tick(clock())
             if core.is_leader and self._persister.stalled(self._config.storage_stall_timeout):
                 logger.error("S%d: storage sync stalled; stepping down as leader", self.me)
                 core.step_down()

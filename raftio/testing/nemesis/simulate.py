@@ -44,6 +44,7 @@ class SimConfig:
     max_down: int | None = None  # nodes crashed at once (default: a minority)
     pre_vote: bool = True
     check_quorum: bool = True
+    lease_reads: bool = False
     settle: float = 30.0  # seconds the healed cluster gets to recover
     check_timeout: float = 120.0  # real seconds for the linearizability check
 
@@ -59,6 +60,7 @@ class SimConfig:
             + ("" if self.max_down is None else f" --max-down {self.max_down}")
             + ("" if self.pre_vote else " --no-pre-vote")
             + ("" if self.check_quorum else " --no-check-quorum")
+            + (" --lease-reads" if self.lease_reads else "")
         )
 
 
@@ -74,6 +76,7 @@ async def _simulate(config: SimConfig) -> NemesisReport:
     raft = RaftConfig(
         pre_vote=config.pre_vote,
         check_quorum=config.check_quorum,
+        lease_reads=config.lease_reads,
         snapshot_chunk_bytes=config.snapshot_chunk_bytes,
         snapshot_chunks_inflight=2,
     )

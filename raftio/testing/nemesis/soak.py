@@ -83,6 +83,7 @@ def config_for(seed: int, args: argparse.Namespace) -> SimConfig:
         max_down=args.max_down,
         pre_vote=pre_vote,
         check_quorum=check_quorum,
+        lease_reads=args.lease_reads and check_quorum,  # a lease needs check-quorum
     )
 
 
@@ -141,6 +142,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-down", type=int, help="nodes crashed at once (default: a minority)")
     p.add_argument("--no-pre-vote", action="store_true")
     p.add_argument("--no-check-quorum", action="store_true")
+    p.add_argument("--lease-reads", action="store_true",
+                   help="RaftConfig.lease_reads (where check-quorum is on)")  # fmt: skip
     p.add_argument("--vary-raft", action="store_true", help="pre-vote and check-quorum by seed")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes")
     p.add_argument("-v", "--verbose", action="store_true", help="explain every run")

@@ -145,9 +145,12 @@ class _Simulation:
         master = random.Random(params.seed)
         chunking = random.Random(f"{params.seed}/snapshot-chunks")
         n = master.randint(*params.peers)
+        pre_vote, check_quorum = master.random() < 0.7, master.random() < 0.7
         config = RaftConfig(
-            pre_vote=master.random() < 0.7,
-            check_quorum=master.random() < 0.7,
+            pre_vote=pre_vote,
+            check_quorum=check_quorum,
+            # Drawn apart, so a seed's other settings stay as they were.
+            lease_reads=check_quorum and random.Random(f"{params.seed}/lease").random() < 0.5,
             # A no-op per new leader hides Figure 8's scenario: the figure8 profile never uses it.
             leader_noop=master.random() < 0.5 and params.profile != "figure8",
             max_inflight=master.choice([1, 2, 4, 8]),
@@ -200,6 +203,7 @@ class _Simulation:
             self.cluster.bootstrap = Configuration.of_voters([""] * voters)
         self.result.stats["settings"] = (
             f"n={n} pre_vote={config.pre_vote} check_quorum={config.check_quorum} "
+            f"lease_reads={config.lease_reads} "
             f"leader_noop={config.leader_noop} max_inflight={config.max_inflight} "
             f"fsync={latency[0] * 1000:g}-{latency[1] * 1000:g}ms "
             f"snapshot_every={snapshot_every} client_gap={self._client_gap * 1000:g}ms "
