@@ -460,12 +460,8 @@ class RaftCore(ShapeChanges, Snapshots):
         checked = check_append_entries(args, self.me, self.current_term)
         if self._refuse(checked):
             return None
-        if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
+        if not self._follow(args.term, args.leader_id):
             return None
-        if args.term > self.current_term or self.role is not Role.FOLLOWER:
-            self._become_follower(args.term, args.leader_id)
-        self.leader_id = args.leader_id
-        self._election_elapsed = 0
         heard_term, heard = self._leader_commit_heard
         if heard_term != args.term:
             heard = 0
@@ -730,8 +726,6 @@ class RaftCore(ShapeChanges, Snapshots):
                 pr.wait_ticks += 1
                 if pr.wait_ticks > 2 * self._heartbeat_ticks:
                     pr.become_probe()  # in-flight entries presumed lost: resend from match
-            elif pr.state is Replication.SNAPSHOT:
-                pr.wait_ticks += 1
         if self.transfer_target is not None:
             self._transfer_elapsed += 1
             if self._transfer_elapsed >= self._election_ticks[1]:
@@ -898,6 +892,17 @@ class RaftCore(ShapeChanges, Snapshots):
         ops.append(AppendLog(index, [entry]))
 
     # ------------------------------------------------------------------ refusals
+
+    def _follow(self, term: int, leader_id: int) -> bool:
+        """Take a checked request from `term`'s leader as its follower (its
+        message resets our election timer); False if another leads that term."""
+        if self._refuse(self._check_sole_leader(term, leader_id)):
+            return False
+        if term > self.current_term or self.role is not Role.FOLLOWER:
+            self._become_follower(term, leader_id)
+        self.leader_id = leader_id
+        self._election_elapsed = 0
+        return True
 
     def _check_sole_leader(self, term: int, leader_id: int) -> str | None:
         """At most one leader per term (§5.2): a second one in our term is forged."""

@@ -62,7 +62,7 @@ class Snapshots:
     if TYPE_CHECKING:  # the core's own methods these rules call
 
         def _become_follower(self, term: int, leader_id: int | None) -> None: ...
-        def _check_sole_leader(self, term: int, leader_id: int) -> str | None: ...
+        def _follow(self, term: int, leader_id: int) -> bool: ...
         def _refuse(self, reason: str | None) -> bool: ...
         def _config_changed(self) -> None: ...
         def _maybe_commit(self) -> None: ...
@@ -242,12 +242,8 @@ class Snapshots:
         checked = check_install_snapshot(args, self.me, self.current_term, known_commit)
         if self._refuse(checked):
             return None
-        if self._refuse(self._check_sole_leader(args.term, args.leader_id)):
+        if not self._follow(args.term, args.leader_id):  # chunks keep us from campaigning
             return None
-        if args.term > self.current_term or self.role is not Role.FOLLOWER:
-            self._become_follower(args.term, args.leader_id)
-        self.leader_id = args.leader_id
-        self._election_elapsed = 0  # a streaming snapshot keeps us from campaigning
         size = args.total_size
         if args.last_included_index <= self.commit_index:
             return self._chunk_reply(args, size)  # nothing new to us: the transfer is over

@@ -35,7 +35,7 @@ class Progress:
     state: Replication = Replication.PROBE
     paused: bool = False  # PROBE/SNAPSHOT: waiting for a reply before sending again
     inflight: int = 0  # AppendEntries with entries not yet answered (REPLICATE)
-    wait_ticks: int = 0  # ticks spent waiting for entries or a snapshot to be answered
+    wait_ticks: int = 0  # REPLICATE: ticks spent waiting for entries in flight to be answered
     recent_active: bool = False  # answered since the last check-quorum
     sent_commit: int = 0  # the highest leader_commit sent to this follower
     outgoing: Outgoing | None = None  # SNAPSHOT: the transfer under way
@@ -45,6 +45,7 @@ class Progress:
         self.next_index = self.match_index + 1
         self.paused = False
         self.inflight = 0
+        self.wait_ticks = 0
         self.outgoing = None
 
 
