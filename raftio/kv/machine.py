@@ -60,7 +60,14 @@ from typing import Any
 
 from raftio.codec import CodecError, pack, unpack
 from raftio.kv.client_table import CLIENTS, check_table, table_items
-from raftio.kv.snapshot_format import MAGIC, Image, decode, read_stream, stream_chunks
+from raftio.kv.snapshot_format import (
+    MAGIC,
+    Image,
+    check_session,
+    decode,
+    read_stream,
+    stream_chunks,
+)
 
 __all__ = [
     "DEFAULT_MAX_RESULT_CHARS",
@@ -506,14 +513,5 @@ def _legacy_table(obj: Any) -> dict[str, tuple[int, str | None]]:
 def _session_from_list(item: Any) -> tuple[str, _Session]:
     session_id, seq, fingerprint, outcome, used = _list(item, 5)
     code, value = _list(outcome, 2)
-    if (
-        not isinstance(session_id, str)
-        or type(seq) is not int
-        or seq < 0
-        or not isinstance(fingerprint, bytes)
-        or not isinstance(code, str)
-        or not isinstance(value, str)
-        or type(used) is not int
-    ):
-        raise ValueError(f"KV snapshot session {item!r:.60} is malformed")
+    check_session(item, session_id, seq, fingerprint, code, value, used)
     return session_id, _Session(seq, fingerprint, (code, value), used)

@@ -254,10 +254,10 @@ def _add_key(image: Image, record: list[Any]) -> None:
     image.data[key] = value
 
 
-def _add_session(image: Image, record: list[Any]) -> None:
-    if len(record) != 7:
-        raise ValueError(f"KV snapshot session {record!r:.60} is malformed")
-    _, session_id, seq, fingerprint, code, value, used = record
+def check_session(
+    record: object, session_id: Any, seq: Any, fingerprint: Any, code: Any, value: Any, used: Any
+) -> None:
+    """ValueError unless a session's fields (of `record`, in either snapshot form) fit."""
     if (
         not isinstance(session_id, str)
         or type(seq) is not int
@@ -269,6 +269,13 @@ def _add_session(image: Image, record: list[Any]) -> None:
         or used < 0
     ):
         raise ValueError(f"KV snapshot session {record!r:.60} is malformed")
+
+
+def _add_session(image: Image, record: list[Any]) -> None:
+    if len(record) != 7:
+        raise ValueError(f"KV snapshot session {record!r:.60} is malformed")
+    _, session_id, seq, fingerprint, code, value, used = record
+    check_session(record, session_id, seq, fingerprint, code, value, used)
     if session_id in image.sessions:
         raise ValueError(f"KV snapshot repeats session {session_id:.40}")
     image.sessions[session_id] = (seq, fingerprint, code, value, used)

@@ -262,6 +262,8 @@ def damaged_snapshots() -> list[Any]:
               "registered": 1, "clock": 1, "limits": [9, 9]}),
         pack({"format": 2, "data": {}, "sessions": [["1.a", 0, b"", ["ok"], 0]],
               "registered": 1, "clock": 1, "limits": [9, 9]}),
+        pack({"format": 2, "data": {}, "sessions": [["1.a", 0, b"", ["ok", ""], -1]],
+              "registered": 1, "clock": 1, "limits": [9, 9]}),
         pack({"format": 2, "data": {}, "sessions": [], "registered": -1, "clock": 0,
               "limits": [9, 9]}),
         pack({"format": 2, "data": {}, "sessions": {}, "registered": 0, "clock": 0,
