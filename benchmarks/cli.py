@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results directory (default results/<timestamp>/)")
     p.add_argument("--only", choices=["raftio", "pysyncobj", "etcd"], help="one system only")
     p.add_argument("--series", type=_name_list,
-                   help="a subset of series, e.g. raftio-embedded,raftio-e2e")  # fmt: skip
+                   help="a subset of series, e.g. raftio-embedded,raftio-e2e; read series "
+                   "(raftio-read-embedded, raftio-read-e2e, raftio-lease-read-embedded, "
+                   "raftio-lease-read-e2e, etcd-read) run only when named")  # fmt: skip
     p.add_argument("--concurrency", type=_int_list, help="default 1,16,256,4096")
     p.add_argument("--payload", type=_int_list, help="payload bytes, default 16,1024")
     p.add_argument("--duration", type=float, help="measured seconds per point (default 5)")

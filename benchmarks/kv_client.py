@@ -11,6 +11,11 @@ put outstanding on each (closed loop). Two protocols:
 * `etcd`: etcd's HTTP/JSON gateway, `POST /v3/kv/put` with base64 key and
   value, HTTP/1.1 keep-alive.
 
+With `--op get` (the read series) it first puts one key, `<name>-read`, then
+keeps one linearizable get of it outstanding per connection: a KV `get`
+(served through `Node.read`), or `POST /v3/kv/range` (etcd's default,
+`serializable: false`); a reply without the value put is an error.
+
 Control lines (stdin/stdout, `benchmarks.control`): after connecting it
 writes `{"ok": true, "ready": true}`; then `{"cmd": "run", "start": T0,
 "end": T1}` (perf_counter seconds) runs the load and answers with the
@@ -37,7 +42,16 @@ from raftio.codec import unpack
 from raftio.kv.protocol import encode_frame
 from raftio.node import parse_address
 
-__all__ = ["Connection", "OpError", "etcd_put_request", "main", "parse_etcd", "parse_raftio"]
+__all__ = [
+    "Connection",
+    "OpError",
+    "etcd_put_request",
+    "etcd_range_request",
+    "main",
+    "parse_etcd",
+    "parse_etcd_body",
+    "parse_raftio",
+]
 
 _HEADER = struct.Struct(">I")
 _CONNECT_BATCH = 64  # connects in flight at once: a listen backlog is ~100
@@ -77,18 +91,35 @@ def parse_etcd(buf: bytearray) -> tuple[Any, int] | None:
     return int(head[0].split()[1]), total
 
 
-def etcd_put_request(host: str, port: int, key: str, value: str) -> bytes:
-    body = json.dumps(
-        {
-            "key": base64.b64encode(key.encode()).decode(),
-            "value": base64.b64encode(value.encode()).decode(),
-        }
-    ).encode()
+def parse_etcd_body(buf: bytearray) -> tuple[Any, int] | None:
+    """((status code, body), bytes used) for the first whole HTTP/1.1 response, or None."""
+    got = parse_etcd(buf)
+    if got is None:
+        return None
+    status, used = got
+    return (status, bytes(buf[buf.find(b"\r\n\r\n") + 4 : used])), used
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _etcd_post(host: str, port: int, path: str, body: bytes) -> bytes:
     head = (
-        f"POST /v3/kv/put HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
+
+
+def etcd_put_request(host: str, port: int, key: str, value: str) -> bytes:
+    body = json.dumps({"key": _b64(key), "value": _b64(value)}).encode()
+    return _etcd_post(host, port, "/v3/kv/put", body)
+
+
+def etcd_range_request(host: str, port: int, key: str) -> bytes:
+    """A get of one key; no `serializable`: etcd's default, a linearizable read."""
+    return _etcd_post(host, port, "/v3/kv/range", json.dumps({"key": _b64(key)}).encode())
 
 
 class Connection(asyncio.Protocol):
@@ -137,6 +168,7 @@ class Connection(asyncio.Protocol):
 class LoadClient:
     def __init__(self, options: argparse.Namespace) -> None:
         self.protocol: str = options.protocol
+        self.op: str = options.op
         self.host, self.port = parse_address(options.target)
         self.connections: int = options.connections
         self.values = random_values(options.payload)
@@ -144,10 +176,14 @@ class LoadClient:
         self.conns: list[Connection] = []
         self.sessions: list[str] = []  # per connection, registered before the run
         self.token = secrets.token_hex(4)
+        self.read_key = f"{self.name}-read"  # --op get: put once, then read
+        self.read_value = ""
 
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
         parse = parse_raftio if self.protocol == "raftio" else parse_etcd
+        if self.protocol == "etcd" and self.op == "get":
+            parse = parse_etcd_body  # a get's value is in the body
         for first in range(0, self.connections, _CONNECT_BATCH):
             count = min(_CONNECT_BATCH, self.connections - first)
             made = await asyncio.gather(
@@ -157,7 +193,9 @@ class LoadClient:
                 )
             )
             self.conns.extend(conn for _, conn in made)
-        if self.protocol == "raftio":
+        if self.op == "get":
+            await self._preload()
+        elif self.protocol == "raftio":
             register = encode_frame({"op": "register"})
             for first in range(0, self.connections, _CONNECT_BATCH):
                 batch = self.conns[first : first + _CONNECT_BATCH]
@@ -167,7 +205,51 @@ class LoadClient:
                         raise OpError(f"register: {reply['error']}")
                     self.sessions.append(reply["value"])
 
+    async def _preload(self) -> None:
+        """Put the key the gets read (one session, one put, on the first connection)."""
+        conn, self.read_value = self.conns[0], next(self.values)
+        if self.protocol == "etcd":
+            request = etcd_put_request(self.host, self.port, self.read_key, self.read_value)
+            status, _ = await conn.request(request)
+            if status != 200:
+                raise OpError(f"put: HTTP {status}")
+            return
+        reply = await conn.request(encode_frame({"op": "register"}))
+        if not reply["ok"]:
+            raise OpError(f"register: {reply['error']}")
+        put = {"op": "put", "key": self.read_key, "value": self.read_value,
+               "session": reply["value"], "seq": 1}  # fmt: skip
+        reply = await conn.request(encode_frame(put))
+        if not reply["ok"]:
+            raise OpError(f"put: {reply['error']}")
+
+    def make_get(self, i: int) -> Callable[[], Awaitable[Any]]:
+        """Worker i's get of the preloaded key; its request bytes never change."""
+        conn, value = self.conns[i], self.read_value
+        if self.protocol == "etcd":
+            request = etcd_range_request(self.host, self.port, self.read_key)
+            expected = f'"value":"{_b64(value)}"'.encode()
+
+            async def etcd_get() -> None:
+                status, body = await conn.request(request)
+                if status != 200 or expected not in body:
+                    raise OpError(f"HTTP {status}: {body[:60]!r}")
+
+            return etcd_get
+        frame = encode_frame({"op": "get", "key": self.read_key})
+
+        async def raftio_get() -> None:
+            reply = await conn.request(frame)
+            if not reply["ok"]:
+                raise OpError(str(reply["error"]))
+            if reply["value"] != value:
+                raise OpError(f"read {reply['value']!r:.40}, not the value put")
+
+        return raftio_get
+
     def make_op(self, i: int) -> Callable[[], Awaitable[Any]]:
+        if self.op == "get":
+            return self.make_get(i)
         conn = self.conns[i]
         key = f"{self.name}-{i}"
         if self.protocol == "etcd":
@@ -221,12 +303,14 @@ async def amain(options: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="closed-loop put load for `raftio bench`")
+    parser = argparse.ArgumentParser(description="closed-loop put or get load for `raftio bench`")
     parser.add_argument("--protocol", choices=["raftio", "etcd"], required=True)
     parser.add_argument("--target", required=True, help="the server's client host:port")
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--payload", type=int, required=True, help="value bytes")
     parser.add_argument("--name", default="c0", help="prefix of keys and client ids")
+    parser.add_argument("--op", choices=["put", "get"], default="put",
+                        help="get: linearizable reads of one key put first")  # fmt: skip
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--parent-pid", type=int)
     options = parser.parse_args()

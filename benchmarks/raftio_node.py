@@ -11,6 +11,9 @@ end-to-end workload), and a control channel on stdin/stdout
     load       the embedded workload: C tasks in this process call
                `node.propose(("set", key, value))` in a closed loop; returns the
                latency samples and the counters at the window's edges;
+               with `op` "read", C tasks call `node.read(key)` (linearizable:
+               ReadIndex, or a lease with `--lease-reads on`) of one key
+               written first;
                `profile` names a file to write a cProfile of the window to,
                `profile_timer` "wall" (default: where the loop's time goes,
                waits on the GIL and on system calls included) or "cpu" (this
@@ -33,7 +36,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ from benchmarks.control import die_with_parent, reply_line, run_loop, serve_stdi
 from benchmarks.counters import raise_fd_limit, wire_bytes
 from benchmarks.loadgen import Window, closed_loop, random_values, wait_until
 from benchmarks.profiles import cprofile_summary
+from raftio.config import RaftConfig
 from raftio.kv.machine import KVStateMachine
 from raftio.kv.server import KVServer
 from raftio.node import Node, parse_address
@@ -52,6 +56,7 @@ __all__ = ["BenchMachine", "CountingEnd", "NoSyncDisk", "main"]
 logger = logging.getLogger("benchmarks.raftio_node")
 
 CLUSTER_ID = "raftio-bench"
+READ_KEY = "read-key"  # the one key the embedded read workload reads
 
 
 class NoSyncDisk(Disk):
@@ -99,6 +104,8 @@ class BenchNode:
         self.peers: list[str] = options.peers.split(",")
         self.client_peers: list[str] = options.client_peers.split(",")
         self.fsync: bool = options.fsync == "on"
+        # Built only when asked: a raftio without lease_reads refuses the keyword.
+        config = RaftConfig(lease_reads=True) if options.lease_reads == "on" else None
         self.machine = BenchMachine()
         self.storage = FileStorage(options.data, disk=Disk() if self.fsync else NoSyncDisk())
         self.ends = [
@@ -114,6 +121,7 @@ class BenchNode:
             storage=self.storage,
             peers=self.ends,
             propose_timeout=30.0,
+            config=config,
         )
         self.kv = KVServer(
             self.node,
@@ -201,11 +209,10 @@ class BenchNode:
         concurrency, payload = int(request["concurrency"]), int(request["payload"])
         window = Window(float(request["start"]), float(request["end"]))
         values = random_values(payload)
-        propose = self.node.propose
-
-        def make_op(i: int) -> Callable[[], Awaitable[Any]]:
-            key = f"k{i}"
-            return lambda: propose(("set", key, next(values)))
+        if request.get("op") == "read":
+            make_op = await self._read_ops(next(values))
+        else:
+            make_op = self._write_ops(values)
 
         edges = asyncio.ensure_future(
             self._edges(window, request.get("profile"), request.get("profile_timer", "wall"))
@@ -219,6 +226,29 @@ class BenchNode:
             "after": after,
             "profile": profile,
         }
+
+    def _write_ops(self, values: Iterator[str]) -> Callable[[int], Callable[[], Awaitable[Any]]]:
+        """Worker i proposes ("set", "k<i>", value) over and over."""
+        propose = self.node.propose
+
+        def make_op(i: int) -> Callable[[], Awaitable[Any]]:
+            key = f"k{i}"
+            return lambda: propose(("set", key, next(values)))
+
+        return make_op
+
+    async def _read_ops(self, value: str) -> Callable[[int], Callable[[], Awaitable[Any]]]:
+        """Linearizable reads of READ_KEY, written (and committed) first: every worker
+        reads the same key, and a read that does not see it is an error."""
+        await self.node.propose(("set", READ_KEY, value))
+        read = self.node.read
+
+        async def read_op() -> None:
+            got = await read(READ_KEY)
+            if got != value:
+                raise ValueError(f"read {got!r:.40}, not the value written")
+
+        return lambda _: read_op
 
     async def _edges(
         self, window: Window, profile_path: str | None, timer: str
@@ -264,6 +294,9 @@ def main() -> None:
     parser.add_argument("--client-peers", required=True, help="every node's KV host:port")
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--fsync", choices=["on", "off"], default="on")
+    parser.add_argument("--lease-reads", choices=["on", "off"], default="off",
+                        help="RaftConfig(lease_reads=True): reads inside the leader's lease "
+                        "skip the heartbeat round")  # fmt: skip
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--parent-pid", type=int)
     parser.add_argument("--log-level", default="WARNING")

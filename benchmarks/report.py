@@ -24,7 +24,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["evaluate_targets", "find", "main", "markdown", "target_lines", "write_plots"]
+__all__ = [
+    "evaluate_targets",
+    "find",
+    "main",
+    "markdown",
+    "read_rows",
+    "reads_table",
+    "target_lines",
+    "write_plots",
+]
 
 TARGET_C = 256
 TARGET_PAYLOAD = 16
@@ -342,12 +351,13 @@ def _machine(results: dict[str, Any]) -> list[str]:
 
 
 def _tables(results: dict[str, Any], level: str, targets_title: str) -> list[str]:
-    """The targets, throughput, latency and costs tables under `level` headings."""
+    """The targets, throughput, latency and costs tables under `level` headings (the
+    last three if a write series ran), then the reads table if reads ran."""
+    targets = [f"{level} {targets_title}", "", *_targets_table(results), ""]
+    if not _present(results):
+        return [*targets, *_reads_section(results, level)]
     return [
-        f"{level} {targets_title}",
-        "",
-        *_targets_table(results),
-        "",
+        *targets,
         f"{level} Throughput (ops/s)",
         "",
         *_throughput_table(results),
@@ -366,6 +376,7 @@ def _tables(results: dict[str, Any], level: str, targets_title: str) -> list[str
         "",
         *_costs_table(results),
         "",
+        *_reads_section(results, level),
     ]
 
 
@@ -411,6 +422,111 @@ def markdown(results: dict[str, Any]) -> str:
                 f"stats in `{run['file']}`"
             )
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- reads
+
+READ_REFERENCE = "etcd-read"  # the series every read series is compared with
+
+
+def _read_keys(results: dict[str, Any]) -> list[str]:
+    """The read series known to this run, in the harness's order."""
+    return [k for k, s in results.get("series", {}).items() if s.get("op") == "read"]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b is not None and b > 0 else None
+
+
+def read_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per read point (throughput, p50, p99, ratios to etcd's get at the same
+    C and payload in this run, leader costs per read); one per skipped or failed series."""
+    keys = _read_keys(results)
+    points = [pt for pt in results.get("points", ()) if pt["series"] in keys]
+    rows = []
+    for payload, c in sorted({(pt["payload"], pt["concurrency"]) for pt in points}):
+        etcd = find(results, READ_REFERENCE, c, payload)
+        for key in keys:
+            point = find(results, key, c, payload)
+            if point is None:
+                continue
+            lat, leader = point["latency"], point["leader"]
+            ref = None if key == READ_REFERENCE else etcd  # no ratio of etcd to itself
+            rows.append(
+                {
+                    "series": key,
+                    "label": _label(results, key),
+                    "payload": payload,
+                    "concurrency": c,
+                    "throughput": point["throughput"],
+                    "p50_us": lat.get("p50_us"),
+                    "p99_us": lat.get("p99_us"),
+                    "throughput_vs_etcd": _ratio(_throughput(point), _throughput(ref)),
+                    "p50_vs_etcd": _ratio(_p50_ms(point), _p50_ms(ref)),
+                    "leader_cpu_us_per_read": leader.get("cpu_us_per_entry"),
+                    "rpcs_per_read": leader.get("rpcs_per_entry"),
+                    "errors": sum(point["errors"].values()),
+                    "leader_changed": bool(leader.get("leader_changed")),
+                }
+            )
+    measured = {pt["series"] for pt in points}
+    for kind in ("skipped", "failed"):
+        for key, why in results.get(kind, {}).items():
+            if key in keys and key not in measured:
+                rows.append({"series": key, "label": _label(results, key), kind: why})
+    return rows
+
+
+def _times(value: float | None) -> str:
+    return f"{_num(value)}x" if value is not None else "-"
+
+
+def _read_errors(row: dict[str, Any]) -> str:
+    return str(row["errors"] or "") + (" (leader changed)" if row.get("leader_changed") else "")
+
+
+def reads_table(results: dict[str, Any]) -> list[str]:
+    """The reads as a markdown table (the run prints it too)."""
+    header = ["series", "payload", "C", "reads/s", "p50 ms", "p99 ms", "reads/s vs etcd",
+              "p50 vs etcd", "leader CPU us/read", "RPCs/read", "errors"]  # fmt: skip
+    rows = []
+    for row in results.get("reads") or read_rows(results):
+        why = row.get("skipped") or row.get("failed")
+        if why is not None:
+            kind = "skipped" if "skipped" in row else "failed"
+            rows.append([row["label"], f"{kind}: {why.splitlines()[0]}", *["-"] * 9])
+            continue
+        rows.append(
+            [
+                row["label"],
+                f"{row['payload']} B",
+                str(row["concurrency"]),
+                _num(row["throughput"], "ops/s"),
+                _num(row["p50_us"] / 1e3 if row["p50_us"] is not None else None),
+                _num(row["p99_us"] / 1e3 if row["p99_us"] is not None else None),
+                _times(row["throughput_vs_etcd"]),
+                _times(row["p50_vs_etcd"]),
+                _num(row["leader_cpu_us_per_read"]),
+                _num(row["rpcs_per_read"]),
+                _read_errors(row),
+            ]
+        )
+    return _table(header, rows)
+
+
+def _reads_section(results: dict[str, Any], level: str) -> list[str]:
+    if not (results.get("reads") or read_rows(results)):
+        return []
+    return [
+        f"{level} Reads (linearizable)",
+        "",
+        "Closed-loop reads of one key written before the window; ratios are to etcd's",
+        "get at the same C and payload in this run (reads/s: higher is better, p50:",
+        "lower). Leader CPU and RPCs are per read (embedded: the load generator included).",
+        "",
+        *reads_table(results),
+        "",
+    ]
 
 
 # --------------------------------------------------------------------------- docs
@@ -463,7 +579,7 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
     present = _present(results)
     payloads = sorted({pt["payload"] for pt in results.get("points", ())})
     if not present or not payloads:
-        results["plots_skipped"] = "no points were measured"
+        results["plots_skipped"] = "no write series were measured (reads are not plotted)"
         return []
     names = [_throughput_plot(plt, results, present, payloads, out)]
     names.append(_cdf_plot(plt, results, present, payloads[0], out))
@@ -535,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args[0])
     results = json.loads(path.read_text())
     results["targets"] = evaluate_targets(results)
+    results["reads"] = read_rows(results)
     results["plots"] = write_plots(results, path.parent)
     (path.parent / "results.md").write_text(markdown(results))
     if docs is not None:

@@ -3,7 +3,8 @@
 Order of a run: `repeat` rounds, each made of the probes (fdatasync and
 loopback RTT samples; machine facts once) and then one cluster at a time:
 raftio fsync on (embedded and end to end), raftio fsync off, PySyncObj in
-memory, PySyncObj with its journal, etcd; every point once per round. Each
+memory, PySyncObj with its journal, etcd, then the read series named in
+`--series` (raftio ReadIndex, raftio lease, etcd); every point once per round. Each
 point keeps the run with the median throughput, every run's throughput
 beside it. Then optional profiled runs of the raftio leader (last round),
 then `results.json`, `results.md` and the plots (`benchmarks.report`).
@@ -47,6 +48,7 @@ from benchmarks.workloads import (
     RaftioCluster,
     RunContext,
     etcd_available,
+    lease_reads_available,
     pysyncobj_available,
 )
 
@@ -101,6 +103,10 @@ def _needs_etcd() -> str | None:
     return None if etcd_available() else f"etcd is not on PATH; {INSTALL_HINT}"
 
 
+def _needs_lease_reads() -> str | None:
+    return None if lease_reads_available() else "this raftio has no lease_reads"
+
+
 PLANS = (
     Plan(
         "raftio",
@@ -131,6 +137,22 @@ PLANS = (
         _needs_pysyncobj,
     ),
     Plan("etcd", "etcd", ("etcd",), lambda ctx: EtcdCluster(ctx), _needs_etcd),
+    # Read series (docs/benchmarks.md, "Reads"): their own clusters, run only when named.
+    Plan(
+        "raftio-read",
+        "raftio",
+        ("raftio-read-embedded", "raftio-read-e2e"),
+        lambda ctx: RaftioCluster(ctx, fsync=True, name="raftio-read"),
+        lambda: None,
+    ),
+    Plan(
+        "raftio-lease",
+        "raftio",
+        ("raftio-lease-read-embedded", "raftio-lease-read-e2e"),
+        lambda ctx: RaftioCluster(ctx, fsync=True, lease_reads=True, name="raftio-lease"),
+        _needs_lease_reads,
+    ),
+    Plan("etcd-read", "etcd", ("etcd-read",), lambda ctx: EtcdCluster(ctx), _needs_etcd),
 )
 
 
@@ -140,10 +162,17 @@ def selected_plans(settings: Settings) -> list[tuple[Plan, tuple[str, ...]]]:
     for plan in PLANS:
         if settings.only is not None and plan.system != settings.only:
             continue
-        series = tuple(s for s in plan.series if settings.series is None or s in settings.series)
+        series = tuple(s for s in plan.series if _wanted(settings, s))
         if series:
             chosen.append((plan, series))
     return chosen
+
+
+def _wanted(settings: Settings, key: str) -> bool:
+    """Named in --series; without --series, every write series (reads are opt-in)."""
+    if settings.series is None:
+        return SERIES[key].op == "write"
+    return key in settings.series
 
 
 def default_out() -> Path:
@@ -340,6 +369,7 @@ class Run:
         self.collect()
         self.results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         self.results["targets"] = report.evaluate_targets(self.results)
+        self.results["reads"] = report.read_rows(self.results)
         (self.out / "results.json").write_text(json.dumps(self.results, indent=1) + "\n")
         plots = report.write_plots(self.results, self.out)
         self.results["plots"] = plots
@@ -394,6 +424,8 @@ def run(settings: Settings) -> int:
         print(f"updated the results block of {settings.docs}", file=sys.stderr)
     for line in report.target_lines(bench.results):
         print(line)
+    if bench.results.get("reads"):
+        print("\n".join(report.reads_table(bench.results)))
     return 1 if bench.results["failed"] else 0
 
 

@@ -12,6 +12,15 @@ per series group; between points only the load changes.
     pysyncobj-journal        the same with PySyncObj's file journal       (no fsync)
     etcd                     2 client processes, HTTP/JSON gateway puts   fsync on
 
+Read series (run only when named in --series): linearizable reads of one
+key written before the window.
+
+    raftio-read-embedded        C tasks in the leader call Node.read (ReadIndex)
+    raftio-read-e2e             2 client processes, C/2 KV connections, gets
+    raftio-lease-read-embedded  the same two with RaftConfig(lease_reads=True)
+    raftio-lease-read-e2e
+    etcd-read                   2 client processes, HTTP/JSON gateway ranges
+
 A point's result is a plain dict (see `point_result`); the leader's costs
 are the difference of two counter readings taken at the window's edges.
 """
@@ -35,6 +44,7 @@ from benchmarks.peers.etcd import EtcdMembers, etcd_binary
 from benchmarks.procs import Child, ChildError, ProcessGroup
 from benchmarks.profiles import py_spy
 from benchmarks.stats import merge_summaries
+from raftio.config import RaftConfig
 from raftio.kv.local import free_ports
 
 __all__ = [
@@ -47,6 +57,7 @@ __all__ = [
     "RunContext",
     "Series",
     "costs",
+    "lease_reads_available",
     "point_result",
     "pysyncobj_available",
 ]
@@ -58,10 +69,11 @@ _CLIENT_PROCESSES = 2  # end-to-end load is split over this many processes
 @dataclass(frozen=True, slots=True)
 class Series:
     key: str
-    system: str  # raftio | pysyncobj | etcd
+    system: str  # raftio | raftio-lease | pysyncobj | etcd
     label: str
     workload: str  # embedded | e2e
     fsync: str  # on | off | journal (no fsync) | memory
+    op: str = "write"  # write | read (linearizable reads of a preloaded key)
 
 
 SERIES: dict[str, Series] = {
@@ -81,6 +93,21 @@ SERIES: dict[str, Series] = {
             "journal (no fsync)",
         ),
         Series("etcd", "etcd", "etcd, HTTP gateway", "e2e", "on"),
+        # Reads: not in the default selection (the write series' run and its time stay).
+        Series("raftio-read-embedded", "raftio", "raftio read embedded", "embedded", "on", "read"),
+        Series("raftio-read-e2e", "raftio", "raftio read KV e2e", "e2e", "on", "read"),
+        Series(
+            "raftio-lease-read-embedded",
+            "raftio-lease",
+            "raftio-lease read embedded",
+            "embedded",
+            "on",
+            "read",
+        ),
+        Series(
+            "raftio-lease-read-e2e", "raftio-lease", "raftio-lease read KV e2e", "e2e", "on", "read"
+        ),
+        Series("etcd-read", "etcd", "etcd get, HTTP gateway", "e2e", "on", "read"),
     )
 }
 
@@ -124,9 +151,22 @@ def pysyncobj_available() -> bool:
     return importlib.util.find_spec("pysyncobj") is not None
 
 
-def costs(before: dict[str, Any], after: dict[str, Any], ops: int) -> dict[str, Any]:
-    """The leader's costs per committed entry between two counter readings."""
-    entries = int(after.get("commit_index", 0) - before.get("commit_index", 0)) or ops
+def lease_reads_available() -> bool:
+    """Whether this raftio has `RaftConfig.lease_reads` (opt-in lease reads)."""
+    try:
+        RaftConfig(lease_reads=True)
+    except TypeError:
+        return False
+    return True
+
+
+def costs(
+    before: dict[str, Any], after: dict[str, Any], ops: int, per_op: bool = False
+) -> dict[str, Any]:
+    """The leader's costs per committed entry between two counter readings; with
+    `per_op` (reads, which commit nothing) per operation instead."""
+    committed = int(after.get("commit_index", 0) - before.get("commit_index", 0))
+    entries = ops if per_op else committed or ops
     seconds = after["t"] - before["t"]
     cpu = after["cpu"] - before["cpu"]
     out: dict[str, Any] = {
@@ -164,7 +204,7 @@ def point_result(
     for part in parts:
         for name, count in part.get("errors", {}).items():
             errors[name] = errors.get(name, 0) + int(count)
-    leader = costs(before, after, ops)
+    leader = costs(before, after, ops, per_op=SERIES[series].op == "read")
     if edges is not None and seconds > 0:
         entries = leader["entries"]
         leader["cluster_cpu_us_per_entry"] = edges.cluster_cpu / entries * 1e6 if entries else None
@@ -299,6 +339,8 @@ class _ControlledCluster(Cluster):
             "start": window.start,
             "end": window.end,
         }
+        if SERIES[series].op == "read":
+            command["op"] = "read"
         spy: asyncio.Future[str] | None = None
         if profile is not None and profile.timer == "py-spy":
             spy = asyncio.ensure_future(self._py_spy(leader.pid, window, profile.path))
@@ -336,12 +378,15 @@ class _ControlledCluster(Cluster):
 
 
 class RaftioCluster(_ControlledCluster):
-    """Three `benchmarks.raftio_node` processes; fsync on or off."""
+    """Three `benchmarks.raftio_node` processes; fsync on or off; lease reads optional."""
 
-    def __init__(self, ctx: RunContext, fsync: bool) -> None:
+    def __init__(
+        self, ctx: RunContext, fsync: bool, lease_reads: bool = False, name: str | None = None
+    ) -> None:
         super().__init__(ctx)
         self.fsync = fsync
-        self.name = "raftio" if fsync else "raftio-nofsync"
+        self.lease_reads = lease_reads
+        self.name = name or ("raftio" if fsync else "raftio-nofsync")
         self.peers: list[str] = []
         self.client_peers: list[str] = []
 
@@ -363,6 +408,7 @@ class RaftioCluster(_ControlledCluster):
                 str(data / f"n{i}"),
                 "--fsync",
                 "on" if self.fsync else "off",
+                *(["--lease-reads", "on"] if self.lease_reads else []),
                 "--loop",
                 self.ctx.loop,
             )
@@ -468,7 +514,8 @@ async def e2e_point(
     counters: Callable[[], Awaitable[dict[str, Any]]],
     servers: Sequence[int],
 ) -> dict[str, Any]:
-    """Client processes put through `target`; the leader's counters at the window's edges."""
+    """Client processes put (or, for read series, get) through `target`; the leader's
+    counters at the window's edges."""
     shares = _split(concurrency, _CLIENT_PROCESSES)
     clients: list[Child] = []
     tag = f"{series}-c{concurrency}-p{payload}-{time.monotonic_ns() % 10**9}"
@@ -486,6 +533,8 @@ async def e2e_point(
                 str(payload),
                 "--name",
                 f"{tag}-{i}",
+                "--op",
+                "get" if SERIES[series].op == "read" else "put",
                 "--loop",
                 ctx.loop,
             )

@@ -243,7 +243,11 @@ class Raft(SnapshotRpcs):
         if self._killed:
             raise NotLeaderError(core.leader_id)
         if core.lease_holds(self._loop.time()):
-            return core.commit_index  # lease_reads: no other leader can exist yet
+            index = core.commit_index  # lease_reads: no other leader can exist yet
+            # Yield once all the same: a caller reading in a loop would otherwise
+            # hold the loop, and with it the heartbeats that renew the lease.
+            await asyncio.sleep(0)
+            return index
         read_id = self._reads.next_id()
         if not core.read_index(read_id):
             raise NotLeaderError(core.leader_id)

@@ -155,6 +155,10 @@ class CoreView:
         """A leader's knowledge of each follower's log (empty unless leading)."""
         return {peer: pr.match_index for peer, pr in self._core.progress.items()}
 
+    def lease_holds(self, now: float) -> bool:
+        """A leader may answer reads from its lease at loop time `now` (lease_reads)."""
+        return self._core.lease_holds(now)
+
     @property
     def refused(self) -> Mapping[str, int]:
         """Peer input refused as impossible from an honest peer, by reason."""

@@ -123,3 +123,38 @@ def test_a_lease_longer_than_the_voters_refusal_is_caught() -> None:
         _, last_read, elected = run(partitioned_lease(seed, broken), "virtual")
         stale += last_read >= elected
     assert stale > 0
+
+
+async def reads_while_another_task_counts(reads: int) -> tuple[int, int]:
+    """(lease reads answered without a round, turns the other task got) over `reads` reads."""
+    cluster = Cluster(0, CONFIG)
+    turns = 0
+
+    async def count() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    try:
+        leader = await reading_leader(cluster.rafts)
+        await asyncio.sleep(CONFIG.heartbeat_interval * 2)  # a heartbeat round granted a lease
+        counter = asyncio.create_task(count())
+        leased = 0
+        for _ in range(reads):
+            leased += leader.view.lease_holds(asyncio.get_running_loop().time())
+            await leader.read_index()
+        counter.cancel()
+        return leased, turns
+    finally:
+        cluster.close()
+
+
+def test_lease_reads_in_a_loop_leave_the_loop_to_others() -> None:
+    # A read answered from the lease suspends once all the same: a caller
+    # reading in a loop must not hold the loop (and the heartbeats that
+    # renew the lease) until the lease runs out.
+    leased, turns = run(reads_while_another_task_counts(1000), "virtual")
+
+    assert leased == 1000
+    assert turns >= 900
