@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from benchmarks import report, runner, snapshot_transfer
+from benchmarks import memory_bench, report, runner, snapshot_transfer
 
 __all__ = ["PROG", "build_parser", "main"]
 
@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.snapshot:
             return snapshot_transfer.run(snapshot_settings_from(args))
+        if args.memory:
+            return memory_bench.run(memory_settings_from(args))
         settings = settings_from(args)
     except UsageError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -68,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1,
                    help="rounds over every system; each point keeps its median")  # fmt: skip
     p.add_argument("--profile", action="store_true",
-                   help="also cProfile the raftio leader under embedded C=256 16 B")  # fmt: skip
+                   help="also cProfile the raftio leader under embedded C=256 16 B, and "
+                   "profile all three raftio processes by stage (CPU per entry, wake-ups) "
+                   "at C=256 and C=1, embedded and end to end")  # fmt: skip
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
                    help="event loop of every process (default uvloop)")  # fmt: skip
     p.add_argument("--docs", metavar="PAGE",
@@ -79,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "(RSS of both ends, rate against raw loopback, writes meanwhile); "
                    "takes --size, --duration, --concurrency, --payload, --loop, --out")  # fmt: skip
     p.add_argument("--size", type=_size, help="--snapshot's state, e.g. 32M (default 1G)")
+    p.add_argument("--memory", action="store_true",
+                   help="instead: RSS per million 16 B log entries (FileStorage, "
+                   "MemoryStorage) and per idle KV connection; takes --entries, "
+                   "--connections, --loop, --out")  # fmt: skip
+    p.add_argument("--entries", type=int, help="--memory's log entries (default 1000000)")
+    p.add_argument("--connections", type=int,
+                   help="--memory's idle KV connections (default 1000)")  # fmt: skip
     return p
 
 
@@ -107,7 +118,8 @@ def snapshot_settings_from(args: argparse.Namespace) -> snapshot_transfer.Settin
     """--snapshot's settings: --size, one --concurrency and --payload, --duration..."""
     unfit = {"--quick": args.quick, "--only": args.only, "--series": args.series,
              "--warmup": args.warmup, "--repeat": args.repeat != 1, "--profile": args.profile,
-             "--docs": args.docs}  # fmt: skip
+             "--docs": args.docs, "--memory": args.memory, "--entries": args.entries,
+             "--connections": args.connections}  # fmt: skip
     given = [name for name, value in unfit.items() if value]
     if given:
         raise UsageError(f"--snapshot does not take {', '.join(given)}")
@@ -129,10 +141,33 @@ def snapshot_settings_from(args: argparse.Namespace) -> snapshot_transfer.Settin
     return settings
 
 
+def memory_settings_from(args: argparse.Namespace) -> memory_bench.Settings:
+    """--memory's settings: --entries, --connections, --loop, --out."""
+    unfit = {"--quick": args.quick, "--only": args.only, "--series": args.series,
+             "--concurrency": args.concurrency, "--payload": args.payload,
+             "--duration": args.duration, "--warmup": args.warmup, "--repeat": args.repeat != 1,
+             "--profile": args.profile, "--docs": args.docs, "--snapshot": args.snapshot,
+             "--size": args.size}  # fmt: skip
+    given = [name for name, value in unfit.items() if value]
+    if given:
+        raise UsageError(f"--memory does not take {', '.join(given)}")
+    settings = memory_bench.Settings(loop=args.loop)
+    for name in ("entries", "connections"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                raise UsageError(f"--{name} must be >= 1")
+            setattr(settings, name, value)
+    settings.out = Path(args.out) if args.out else None
+    return settings
+
+
 def settings_from(args: argparse.Namespace) -> runner.Settings:
     """The run's settings: --quick's, then every option given; UsageError if unfit."""
     if args.size is not None:
         raise UsageError("--size goes with --snapshot")
+    if args.entries is not None or args.connections is not None:
+        raise UsageError("--entries and --connections go with --memory")
     settings = runner.Settings(
         quick=args.quick, only=args.only, series=args.series, repeat=args.repeat,
         profile=args.profile, loop=args.loop,

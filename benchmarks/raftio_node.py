@@ -18,6 +18,12 @@ end-to-end workload), and a control channel on stdin/stdout
                `profile_timer` "wall" (default: where the loop's time goes,
                waits on the GIL and on system calls included) or "cpu" (this
                thread's CPU time, `time.thread_time`)
+    stage_arm  measure a window [start, end] in the background (`--profile`'s
+               stage profile, benchmarks.stages.WindowProbe): CPU of the
+               process and of each thread, context switches, commit index and
+               fsyncs at its edges; with `profile` (a path), a cProfile of the
+               loop thread folded into stages
+    stage_collect  that window's result (waits for its end)
     quit
 
 RPCs are counted by wrapping each peer's `TcpClientEnd` (one counter bump
@@ -44,6 +50,7 @@ from benchmarks.control import die_with_parent, reply_line, run_loop, serve_stdi
 from benchmarks.counters import raise_fd_limit, wire_bytes
 from benchmarks.loadgen import Window, closed_loop, random_values, wait_until
 from benchmarks.profiles import cprofile_summary
+from benchmarks.stages import WindowProbe
 from raftio.config import RaftConfig
 from raftio.kv.machine import KVStateMachine
 from raftio.kv.server import KVServer
@@ -135,6 +142,7 @@ class BenchNode:
         self.server: TcpServer | None = None
         self.raft_port = parse_address(self.peers[self.id])[1]
         self.peer_ports = {parse_address(a)[1] for i, a in enumerate(self.peers) if i != self.id}
+        self.probe = WindowProbe(self.counters)
 
     async def start(self) -> None:
         await self.node.start()
@@ -162,6 +170,8 @@ class BenchNode:
             "status": self._status,
             "counters": self._counters,
             "load": self._load,
+            "stage_arm": self._stage_arm,
+            "stage_collect": self._stage_collect,
             "quit": self._quit,
         }
         return await commands[request["cmd"]](request)
@@ -180,6 +190,14 @@ class BenchNode:
 
     async def _counters(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, **self.counters()}
+
+    async def _stage_arm(self, request: dict[str, Any]) -> dict[str, Any]:
+        # Returns at once: the leader's `load` command comes next on this channel.
+        self.probe.arm(float(request["start"]), float(request["end"]), request.get("profile"))
+        return {"ok": True}
+
+    async def _stage_collect(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, **await self.probe.collect()}
 
     async def _quit(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True}

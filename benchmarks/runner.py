@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import probes, report
+from benchmarks import probes, report, stage_profile
 from benchmarks.control import run_loop
 from benchmarks.procs import ChildError, ProcessGroup, child_env
 from benchmarks.profiles import py_spy_available
@@ -206,7 +206,7 @@ class Run:
         self.plans = selected_plans(settings)
         points = sum(len(series) for _, series in self.plans)
         points *= len(settings.concurrency) * len(settings.payloads) * settings.repeat
-        self.progress = Progress(points + (len(self._profilers()) if self._profiling() else 0))
+        self.progress = Progress(points + self._profile_runs())
         self.results: dict[str, Any] = {
             "version": 1,
             "command": settings.command,
@@ -228,6 +228,31 @@ class Run:
         return self.settings.profile and any(
             plan.name == "raftio" and "raftio-embedded" in series for plan, series in self.plans
         )
+
+    # --profile's stage profile (benchmarks.stage_profile): its own section.
+    def _stage_series(self, series: Sequence[str] = ()) -> tuple[str, ...]:
+        """The series to stage-profile: of `series` (default: the raftio plan's)."""
+        if not self.settings.profile:
+            return ()
+        if not series:
+            series = next((s for plan, s in self.plans if plan.name == "raftio"), ())
+        return tuple(s for s in stage_profile.SERIES if s in series)
+
+    def _profile_runs(self) -> int:
+        leader = len(self._profilers()) if self._profiling() else 0
+        return leader + 2 * len(stage_profile.CONCURRENCY) * len(self._stage_series())
+
+    async def _stage_profile(self, cluster: Cluster, series: Sequence[str]) -> None:
+        """CPU by stage, wake-ups and fsyncs of all three processes; text and JSON."""
+        assert isinstance(cluster, RaftioCluster)
+        result = await stage_profile.run_stage_profiles(
+            cluster, cluster.ctx, self.out, series, progress=self.progress
+        )
+        tables = self.out / "profile-stages.txt"
+        tables.write_text(stage_profile.stage_tables(result))
+        (self.out / "profile-stages-top.txt").write_text(stage_profile.top_functions(result))
+        result["file"], result["top_file"] = tables.name, "profile-stages-top.txt"
+        self.results["stage_profile"] = result
 
     async def execute(self) -> None:
         workdir = Path(tempfile.mkdtemp(prefix="raftio-bench-"))
@@ -304,6 +329,8 @@ class Run:
                 and "raftio-embedded" in series
             ):
                 await self._profile(cluster)
+            if last and plan.name == "raftio" and self._stage_series(series):
+                await self._stage_profile(cluster, self._stage_series(series))
         except (ChildError, OSError, RuntimeError) as exc:
             # This round of this plan is lost; later rounds try again.
             message = f"{type(exc).__name__}: {exc}"
@@ -426,6 +453,8 @@ def run(settings: Settings) -> int:
         print(line)
     if bench.results.get("reads"):
         print("\n".join(report.reads_table(bench.results)))
+    if bench.results.get("stage_profile"):
+        print(stage_profile.stage_tables(bench.results["stage_profile"]))
     return 1 if bench.results["failed"] else 0
 
 
