@@ -295,3 +295,16 @@ def applied(core: RaftCore, limit: int = 100) -> list[ApplyMsg]:
             )
         ]
     return OwnCommands().apply_msgs(applicable)
+
+
+def reading_leader(peers: int = 3, config: RaftConfig = CONFIG) -> RaftCore:
+    """A leader of term 2 whose term has a committed entry (§8), so it may serve reads."""
+    core = make_leader([1, 1], term=2, peers=peers, synced=True, config=config)
+    core.start(encoded("x"))
+    drain(core)
+    core.on_log_durable(core.log.last_index, core.log.last_term)
+    for peer in range(1, peers):
+        ack(core, peer, core.log.last_index)
+    drain(core)
+    assert core.can_serve_reads()
+    return core

@@ -22,7 +22,7 @@ from raftio.messages import (
     RequestVoteArgs,
 )
 
-from .helpers import CONFIG, ack, drain, encoded, make_core, make_leader, sent_to
+from .helpers import CONFIG, ack, drain, make_core, make_leader, reading_leader, sent_to
 
 LEASE = replace(CONFIG, check_quorum=True, lease_reads=True)
 T0 = 1000.0  # the shell's clock when the test's heartbeat round starts
@@ -30,15 +30,7 @@ T0 = 1000.0  # the shell's clock when the test's heartbeat round starts
 
 def leader(peers: int = 3, config: RaftConfig = LEASE) -> RaftCore:
     """A leader of term 2 whose term has a committed entry; no lease yet."""
-    core = make_leader([1, 1], term=2, peers=peers, synced=True, config=config)
-    core.start(encoded("x"))
-    drain(core)
-    core.on_log_durable(core.log.last_index, core.log.last_term)
-    for peer in range(1, peers):
-        ack(core, peer, core.log.last_index)
-    drain(core)
-    assert core.can_serve_reads()
-    return core
+    return reading_leader(peers, config)
 
 
 def heartbeat_round(core: RaftCore, now: float = T0) -> dict[int, AppendEntriesArgs]:

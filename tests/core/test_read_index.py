@@ -17,19 +17,11 @@ from raftio.messages import (
     RequestVoteReply,
 )
 
-from .helpers import CONFIG, ack, campaign, drain, encoded, make_leader, sent_to
+from .helpers import CONFIG, ack, campaign, drain, reading_leader, sent_to
 
 
 def leader(peers: int = 3) -> object:
-    core = make_leader([1, 1], term=2, peers=peers, synced=True)
-    core.start(encoded("x"))  # an entry of its term, committed below (§8)
-    drain(core)
-    core.on_log_durable(core.log.last_index, core.log.last_term)
-    for peer in range(1, peers):
-        ack(core, peer, core.log.last_index)
-    drain(core)
-    assert core.can_serve_reads()
-    return core
+    return reading_leader(peers)
 
 
 def answer(core: object, peer: int, args: AppendEntriesArgs, term: int = 2) -> None:
