@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from benchmarks.loadgen import Window
-from benchmarks.procs import Child, ChildError
+from benchmarks.procs import Child
 from benchmarks.stages import OTHER, STAGES, WAL
-from benchmarks.workloads import RaftioCluster, RunContext
+from benchmarks.workloads import RaftioCluster, RunContext, stop_clients
 
 __all__ = [
     "CONCURRENCY",
@@ -184,13 +184,7 @@ async def _e2e(
         )
         processes = await _collect(nodes, window)
     finally:
-        for client in clients:
-            if client.running():
-                try:
-                    await client.request({"cmd": "quit"}, 10.0)
-                except ChildError:
-                    pass
-        await ctx.group.stop(clients)
+        await stop_clients(ctx, clients)
     return sum(int(p["ops"]) for p in parts), float(parts[0]["seconds"]), processes
 
 

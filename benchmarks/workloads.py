@@ -556,13 +556,18 @@ async def e2e_point(
                 load.cancel()
         return point_result(series, concurrency, payload, parts, edges.before, edges.after, edges)
     finally:
-        for client in clients:
-            if client.running():
-                try:
-                    await client.request({"cmd": "quit"}, 10.0)
-                except ChildError:
-                    pass
-        await ctx.group.stop(clients)
+        await stop_clients(ctx, clients)
+
+
+async def stop_clients(ctx: RunContext, clients: list[Child]) -> None:
+    """Ask each load client still running to quit, then stop them all."""
+    for client in clients:
+        if client.running():
+            try:
+                await client.request({"cmd": "quit"}, 10.0)
+            except ChildError:
+                pass
+    await ctx.group.stop(clients)
 
 
 def _split(total: int, parts: int) -> list[int]:
