@@ -7,6 +7,7 @@ import collections
 import pytest
 
 from raftio import codec
+from raftio.membership import Configuration, encode_configuration, is_configuration
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
@@ -91,6 +92,35 @@ def _decodes(payload: bytes) -> bool:
     except codec.CodecError:
         return False
     return True
+
+
+def test_configuration_entries_mutate_into_bytes_that_still_go_out(seed: int) -> None:
+    # A configuration entry is JSON inside the command bytes; a mutation may put
+    # bytes (which JSON cannot hold) into it. Found by CI seed 3031152647.
+    print(f"seed={seed} (rerun with --seed {seed})")
+    config = encode_configuration(Configuration.of_voters(["a:1", "b:2", "c:3"]))
+    corpus = [
+        Seed(
+            "append_entries",
+            1,
+            codec.encode_message(AppendEntriesArgs(3, 0, 4, 3, [Entry(3, config)], 4)),
+        )
+    ]
+    mutator = Mutator(corpus, seed, 3)
+
+    mutants = [mutator.mutant(n) for n in range(2000)]
+
+    touched = [m for m in mutants if any("configuration" in s for s in m.steps)]
+    assert touched, "no mutant reached the configuration's JSON"
+    still_configurations = 0
+    for mutant in touched:
+        try:
+            message = codec.decode_message(mutant.payload)
+        except codec.CodecError:
+            continue
+        if isinstance(message, AppendEntriesArgs):
+            still_configurations += any(is_configuration(e.data) for e in message.entries)
+    assert still_configurations > 0
 
 
 @pytest.mark.parametrize(

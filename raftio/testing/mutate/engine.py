@@ -66,6 +66,14 @@ _WRONG_TYPES: tuple[Any, ...] = (None, True, False, 0.5, -1.0, "", "x", b"", b"\
 Path = tuple[Any, ...]
 
 
+def _json_default(value: Any) -> Any:
+    # JSON has no bytes: a bytes value a mutation put into a configuration goes out as
+    # a string, still of a type the decoder must refuse where it expects a number.
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    raise TypeError(f"cannot put {type(value).__name__} into JSON")
+
+
 @dataclass(frozen=True, slots=True)
 class Seed:
     """One captured frame: sent as `method` to peer `target`, as `payload` bytes."""
@@ -408,7 +416,7 @@ class Mutator:
                 sub_steps: list[str] = []
                 tree = self._one_op(rng, tree, tree, sub_steps)
                 steps.append("configuration, " + "; ".join(sub_steps))
-                return CONFIG_PREFIX + json.dumps(tree).encode()
+                return CONFIG_PREFIX + json.dumps(tree, default=_json_default).encode()
             if inner is not _UNDECODABLE:
                 tuple_top = type(inner) is tuple
                 tree = _thaw(inner)
