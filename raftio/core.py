@@ -859,9 +859,10 @@ class RaftCore(ShapeChanges, Snapshots):
 
         A follower with entries in flight learns it from the answer's follow-up
         (its inflight count reaching zero re-arms this), so under load this
-        sends nothing extra; at low rates it is one empty AppendEntries per
-        follower per commit advance. The shell calls it at most once per loop
-        iteration, which coalesces the advances of one iteration.
+        sends nothing extra; at low rates it is at most one empty AppendEntries
+        per follower per commit advance. The shell calls it a moment after the
+        advance (raft.COMMIT_BROADCAST_DELAY), which coalesces the advances
+        meanwhile, and lets the next proposal's AppendEntries carry it instead.
         """
         self._commit_broadcast = False
         if self.role is not Role.LEADER:
