@@ -40,6 +40,7 @@ from raftio.membership import Configuration
 from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
+    AppendLog,
     ApplyMsg,
     ApplySnapshot,
     InstallSnapshotArgs,
@@ -373,7 +374,7 @@ class Raft(SnapshotRpcs):
             self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
-        """Persist, then send, then wake the applier."""
+        """Persist, then send, then wake the applier (a leader's new entries may go first)."""
         self._drain_scheduled = False
         if self._killed:
             return
@@ -382,6 +383,17 @@ class Raft(SnapshotRpcs):
         outbox = core.take_outbox()
         if core.config_version != self._config_version:
             self._members_changed()
+        if ops and outbox and all(type(op) is AppendLog for op in ops):
+            # Only vote requests would wait for these writes (below): a leader's
+            # new entries go out first, so its followers start one local write
+            # sooner; the leader's own write runs alongside theirs anyway.
+            held = []
+            for item in outbox:
+                if isinstance(item.request, RequestVoteArgs):
+                    held.append(item)
+                else:
+                    self._send(item)
+            outbox = held
         pending = None
         if ops:
             try:

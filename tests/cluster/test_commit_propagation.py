@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 
 import raftio
 from raftio.testing import run
@@ -98,3 +99,68 @@ def test_a_stream_of_single_commands_sends_one_append_per_follower_per_command(
     # The next command's AppendEntries carries each commit: one per command and
     # follower, plus the last commit's own and the heartbeats of the elapsed time.
     assert rpcs <= N_COMMANDS * 2 + 2 + 2 * 10, rpcs
+
+
+class OrderedStorage(raftio.MemoryStorage):
+    """MemoryStorage that notes each append in a log shared with the tracer."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+
+    def append_entries(self, first_index: int, entries: Sequence[raftio.Entry]) -> None:
+        self.events.append(f"write {first_index}+{len(entries)}")
+        super().append_entries(first_index, entries)
+
+
+async def leader_events_for_one_command(seed: int) -> tuple[int, list[str]]:
+    """The leader's sends and storage writes around one command: (its index, events)."""
+    net = Network(seed)
+    rng = random.Random(seed)
+    logs: list[list[str]] = [[] for _ in range(3)]
+    rafts = []
+    for i in range(3):
+        ends = []
+        for j in range(3):
+            end = net.make_end((i, j))
+            net.connect((i, j), j)
+            net.enable((i, j), True)
+            ends.append(end)
+
+        def tracer(topic: str, text: str, log: list[str] = logs[i]) -> None:
+            if topic == "send":
+                log.append(text)
+
+        raft = raftio.make(
+            ends,
+            i,
+            OrderedStorage(logs[i]),
+            Applied(),
+            rng=random.Random(rng.random()),
+            tracer=tracer,
+        )
+        net.add_server(i, raft)
+        rafts.append(raft)
+    try:
+        await asyncio.sleep(3.0)
+        me = next(i for i, r in enumerate(rafts) if r.get_state()[1])
+        logs[me].clear()
+        index, _, _ = rafts[me].start("x")
+        await asyncio.sleep(0.01)
+        return index, logs[me]
+    finally:
+        for raft in rafts:
+            raft.kill()
+        net.cleanup()
+
+
+def test_a_leader_sends_new_entries_before_writing_them(seed: int) -> None:
+    # Its own write runs alongside its followers' anyway; sending first starts
+    # theirs one local write sooner (the leader counts itself only once synced).
+    print(f"seed={seed} (rerun with --seed {seed})")
+    index, events = run(leader_events_for_one_command(seed), "virtual")
+
+    write = events.index(f"write {index}+1")
+    sends = [n for n, e in enumerate(events) if " AE " in e and f"prev={index - 1}@" in e]
+    assert len(sends) == 2, events
+    assert all(n < write for n in sends), events
