@@ -57,6 +57,10 @@ class Persister:
         if started is not None:
             self._metrics.sync_latency.observe(self._clock() - started)
 
+    def newest_sync(self) -> asyncio.Future[None] | None:
+        """The sync most recently started that has not finished, if any."""
+        return next(reversed(self._syncs), None)
+
     def stalled(self, timeout: float) -> bool:
         """A sync has been in flight for longer than `timeout` seconds."""
         return bool(self._syncs) and self._clock() - min(self._syncs.values()) > timeout

@@ -592,6 +592,14 @@ class Raft(SnapshotRpcs):
         while True:
             await self._apply_wakeup.wait()
             self._apply_wakeup.clear()
+            if not core.is_leader:
+                # Nobody waits for a follower's applying, but the leader waits for
+                # its reply, which waits for the write just started. Applying now
+                # would hold the GIL the write's thread needs to begin: apply
+                # once that write is done instead.
+                writing = self._persister.newest_sync()
+                if writing is not None:
+                    await asyncio.wait((writing,))
             while not self._killed and core.has_applicable():
                 applicable = core.take_applicable(limit)
                 if applicable is None:

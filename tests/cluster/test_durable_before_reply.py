@@ -100,3 +100,85 @@ def test_a_granted_vote_waits_for_the_sync() -> None:
     reply = run(vote_reply(), "virtual")
 
     assert reply == RequestVoteReply(1, True)
+
+
+# --- applying around a write in flight ------------------------------------------------
+# A follower's reply waits for its write; its applying waits for nobody. So a
+# follower applies what it learns is committed once the write in flight is
+# done (applying first would hold the GIL the write's thread needs to begin),
+# while a leader, whose clients wait for its applying, never waits for its own.
+
+
+def _taken(queue: asyncio.Queue[raftio.ApplyMsg]) -> list[int]:
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait().command_index)
+    return out
+
+
+async def follower_applied_around_a_write() -> tuple[list[int], list[int]]:
+    """(indexes applied while a write was held, indexes applied once it finished)."""
+    net = Network(0)
+    storage = GatedStorage()
+    applied: asyncio.Queue[raftio.ApplyMsg] = asyncio.Queue()
+    raft = raftio.make([net.make_end(j) for j in range(3)], 1, storage, applied)
+    x = codec.encode_command("x")
+    try:
+        await raft.append_entries(AppendEntriesArgs(1, 0, 0, 0, [Entry(1, x), Entry(1, x)], 0))
+        storage.gate = asyncio.get_running_loop().create_future()
+        # Entry 3, with the news that 1 and 2 are committed.
+        reply = asyncio.ensure_future(
+            raft.append_entries(AppendEntriesArgs(1, 0, 2, 1, [Entry(1, x)], 2))
+        )
+        await asyncio.sleep(WAIT)
+        while_writing = _taken(applied)
+        storage.gate.set_result(None)
+        assert await reply == AppendEntriesReply(1, True, 3)
+        await asyncio.sleep(WAIT)
+        return while_writing, _taken(applied)
+    finally:
+        raft.kill()
+        net.cleanup()
+
+
+def test_a_follower_applies_once_its_write_in_flight_is_done() -> None:
+    while_writing, after = run(follower_applied_around_a_write(), "virtual")
+
+    assert while_writing == []
+    assert after == [1, 2]
+
+
+async def leader_applies_with_its_own_write_held(seed: int) -> list[int]:
+    """A leader whose every sync is held commits through its two followers: what it applies."""
+    net = Network(seed)
+    rng = random.Random(seed)
+    storages = [GatedStorage() for _ in range(3)]
+    queues: list[asyncio.Queue[raftio.ApplyMsg]] = [asyncio.Queue() for _ in range(3)]
+    rafts = []
+    for i in range(3):
+        ends = []
+        for j in range(3):
+            ends.append(net.make_end((i, j)))
+            net.connect((i, j), j)
+            net.enable((i, j), True)
+        rafts.append(raftio.make(ends, i, storages[i], queues[i], rng=random.Random(rng.random())))
+        net.add_server(i, rafts[i])
+    try:
+        await asyncio.sleep(3.0)
+        me = next(i for i, r in enumerate(rafts) if r.get_state()[1])
+        _taken(queues[me])
+        storages[me].gate = asyncio.get_running_loop().create_future()
+        index, _, _ = rafts[me].start("held")
+        await asyncio.sleep(0.2)
+        return [i for i in _taken(queues[me]) if i >= index]
+    finally:
+        for raft in rafts:
+            raft.kill()
+        net.cleanup()
+
+
+def test_a_leader_applies_while_its_own_write_is_held(seed: int) -> None:
+    print(f"seed={seed} (rerun with --seed {seed})")
+    applied = run(leader_applies_with_its_own_write_held(seed), "virtual")
+
+    assert len(applied) == 1, applied
