@@ -138,6 +138,9 @@ class BenchNode:
             max_connections=1 << 16,
             max_pending=1 << 16,
             max_sessions=1 << 16,
+            # A client process opens all its connections (2,048 at C=4096) before
+            # its first request admits any of them: 5 s is not enough here.
+            handshake_timeout=60.0,
         )
         self.server: TcpServer | None = None
         self.raft_port = parse_address(self.peers[self.id])[1]

@@ -11,12 +11,12 @@ commit index instead, and the empty one is never sent.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Sequence
 
 import raftio
 from raftio.testing import run
-from raftio.transport.memory import Network
+
+from .memory_cluster import Tracer, leader_of, three_peers
 
 N_COMMANDS = 50
 
@@ -41,39 +41,21 @@ class Applied:
 async def sequential_commands(seed: int, *, wait_for_all: bool) -> tuple[float, int]:
     """Virtual seconds and RPCs for N_COMMANDS commands, each applied before the next
     on all 3 (`wait_for_all`) or on the leader only; then every peer applies the last."""
-    net = Network(seed)
-    rng = random.Random(seed)
     sinks = [Applied() for _ in range(3)]
-    rafts = []
-    for i in range(3):
-        ends = []
-        for j in range(3):
-            end = net.make_end((i, j))
-            net.connect((i, j), j)
-            net.enable((i, j), True)
-            ends.append(end)
-        storage = raftio.MemoryStorage()
-        raft = raftio.make(ends, i, storage, sinks[i], rng=random.Random(rng.random()))
-        net.add_server(i, raft)
-        rafts.append(raft)
-    try:
+    async with three_peers(seed, apply_chs=sinks) as (net, rafts):
         await asyncio.sleep(3.0)  # elect a leader, and get past the election's own traffic
-        leader = next(r for r in rafts if r.get_state()[1])
+        me = leader_of(rafts)
         loop = asyncio.get_running_loop()
         rpcs_before, started = net.total_count(), loop.time()
         for n in range(N_COMMANDS):
-            index, _, is_leader = leader.start(n)
+            index, _, is_leader = rafts[me].start(n)
             assert is_leader
-            waiting = sinks if wait_for_all else [sinks[rafts.index(leader)]]
+            waiting = sinks if wait_for_all else [sinks[me]]
             async with asyncio.timeout(10):
                 await asyncio.gather(*(sink.reach(index) for sink in waiting))
         async with asyncio.timeout(0.05):  # the last commit reaches followers without a heartbeat
             await asyncio.gather(*(sink.reach(index) for sink in sinks))
         return loop.time() - started, net.total_count() - rpcs_before
-    finally:
-        for raft in rafts:
-            raft.kill()
-        net.cleanup()
 
 
 def test_sequential_commands_reach_every_follower_without_waiting_for_heartbeats(
@@ -115,43 +97,23 @@ class OrderedStorage(raftio.MemoryStorage):
 
 async def leader_events_for_one_command(seed: int) -> tuple[int, list[str]]:
     """The leader's sends and storage writes around one command: (its index, events)."""
-    net = Network(seed)
-    rng = random.Random(seed)
     logs: list[list[str]] = [[] for _ in range(3)]
-    rafts = []
-    for i in range(3):
-        ends = []
-        for j in range(3):
-            end = net.make_end((i, j))
-            net.connect((i, j), j)
-            net.enable((i, j), True)
-            ends.append(end)
 
-        def tracer(topic: str, text: str, log: list[str] = logs[i]) -> None:
-            if topic == "send":
-                log.append(text)
+    def tracer(log: list[str]) -> Tracer:
+        return lambda topic, text: log.append(text) if topic == "send" else None
 
-        raft = raftio.make(
-            ends,
-            i,
-            OrderedStorage(logs[i]),
-            Applied(),
-            rng=random.Random(rng.random()),
-            tracer=tracer,
-        )
-        net.add_server(i, raft)
-        rafts.append(raft)
-    try:
+    async with three_peers(
+        seed,
+        storages=[OrderedStorage(log) for log in logs],
+        apply_chs=[Applied() for _ in range(3)],
+        tracers=[tracer(log) for log in logs],
+    ) as (_, rafts):
         await asyncio.sleep(3.0)
-        me = next(i for i, r in enumerate(rafts) if r.get_state()[1])
+        me = leader_of(rafts)
         logs[me].clear()
         index, _, _ = rafts[me].start("x")
         await asyncio.sleep(0.01)
         return index, logs[me]
-    finally:
-        for raft in rafts:
-            raft.kill()
-        net.cleanup()
 
 
 def test_a_leader_sends_new_entries_before_writing_them(seed: int) -> None:

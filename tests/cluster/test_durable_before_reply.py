@@ -27,6 +27,8 @@ from raftio.messages import (
 from raftio.testing import run
 from raftio.transport.memory import Network
 
+from .memory_cluster import leader_of, three_peers
+
 T = TypeVar("T")
 WAIT = 0.05  # virtual seconds the sync is held: far longer than any reply takes, < a timeout
 
@@ -150,31 +152,16 @@ def test_a_follower_applies_once_its_write_in_flight_is_done() -> None:
 
 async def leader_applies_with_its_own_write_held(seed: int) -> list[int]:
     """A leader whose every sync is held commits through its two followers: what it applies."""
-    net = Network(seed)
-    rng = random.Random(seed)
     storages = [GatedStorage() for _ in range(3)]
     queues: list[asyncio.Queue[raftio.ApplyMsg]] = [asyncio.Queue() for _ in range(3)]
-    rafts = []
-    for i in range(3):
-        ends = []
-        for j in range(3):
-            ends.append(net.make_end((i, j)))
-            net.connect((i, j), j)
-            net.enable((i, j), True)
-        rafts.append(raftio.make(ends, i, storages[i], queues[i], rng=random.Random(rng.random())))
-        net.add_server(i, rafts[i])
-    try:
+    async with three_peers(seed, storages=storages, apply_chs=queues) as (_, rafts):
         await asyncio.sleep(3.0)
-        me = next(i for i, r in enumerate(rafts) if r.get_state()[1])
+        me = leader_of(rafts)
         _taken(queues[me])
         storages[me].gate = asyncio.get_running_loop().create_future()
         index, _, _ = rafts[me].start("held")
         await asyncio.sleep(0.2)
         return [i for i in _taken(queues[me]) if i >= index]
-    finally:
-        for raft in rafts:
-            raft.kill()
-        net.cleanup()
 
 
 def test_a_leader_applies_while_its_own_write_is_held(seed: int) -> None:
