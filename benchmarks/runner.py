@@ -211,7 +211,12 @@ class Run:
             "version": 1,
             "command": settings.command,
             "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "settings": {**asdict(settings), "out": str(out), "pysyncobj": PYSYNCOBJ_FAST},
+            "settings": {
+                **asdict(settings),
+                "out": str(out),
+                "docs": None if settings.docs is None else str(settings.docs),
+                "pysyncobj": PYSYNCOBJ_FAST,
+            },
             "series": {key: asdict(s) for key, s in SERIES.items()},
             "skipped": {},
             "failed": {},

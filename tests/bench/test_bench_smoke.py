@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.report import DOCS_BEGIN, DOCS_END
+
 from .conftest import CHECKOUT
 
 SERIES = ("raftio-embedded", "raftio-e2e", "raftio-embedded-nofsync")
@@ -45,9 +47,11 @@ def _children(pid: int) -> list[int]:
 
 def test_a_small_run_measures_every_raftio_series_and_cleans_up(tmp_path: Path) -> None:
     out = tmp_path / "results"
+    page = tmp_path / "page.md"
+    page.write_text(f"# Results\n\n{DOCS_BEGIN}\nold\n{DOCS_END}\n\nafter\n")
     argv = [sys.executable, "-m", "benchmarks", "--only", "raftio",
             "--concurrency", "1,8", "--payload", "16", "--duration", "0.5", "--warmup", "0.3",
-            "--out", str(out)]  # fmt: skip
+            "--out", str(out), "--docs", str(page)]  # fmt: skip
 
     proc = subprocess.Popen(argv, cwd=CHECKOUT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
@@ -83,6 +87,12 @@ def test_a_small_run_measures_every_raftio_series_and_cleans_up(tmp_path: Path) 
     assert probes["fdatasync"]["p50_us"] > 0
     assert probes["rtt"]["p50_us"] > 0
     assert results["machine"]["nproc"] >= 1
+
+    written = page.read_text()  # --docs replaced the block and nothing else
+    assert "old" not in written
+    assert written.endswith(f"{DOCS_END}\n\nafter\n")
+    assert "| 16 B | 8 |" in written
+    assert results["settings"]["docs"] == str(page)
 
     markdown = (out / "results.md").read_text()
     assert "## Targets" in markdown
