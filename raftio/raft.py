@@ -387,13 +387,7 @@ class Raft(SnapshotRpcs):
             # Only vote requests would wait for these writes (below): a leader's
             # new entries go out first, so its followers start one local write
             # sooner; the leader's own write runs alongside theirs anyway.
-            held = []
-            for item in outbox:
-                if isinstance(item.request, RequestVoteArgs):
-                    held.append(item)
-                else:
-                    self._send(item)
-            outbox = held
+            outbox = self._send_unheld(outbox, hold_all=False)
         pending = None
         if ops:
             try:
@@ -422,13 +416,7 @@ class Raft(SnapshotRpcs):
             # sent in a new term (a sole voter leads at once: its entries must
             # not reach a learner before its vote is durable, or a crash could
             # let it lead the same term twice).
-            deferred = []
-            hold_all = self._persister.wrote_hard_state
-            for item in outbox:
-                if hold_all or isinstance(item.request, RequestVoteArgs):
-                    deferred.append(item)
-                else:
-                    self._send(item)
+            deferred = self._send_unheld(outbox, hold_all=self._persister.wrote_hard_state)
             if deferred:
                 pending.add_done_callback(lambda fut: self._send_after_sync(fut, deferred))
         if self._reads.waiting:
@@ -446,6 +434,16 @@ class Raft(SnapshotRpcs):
             or core.transfer_target != watch.target
         ):
             watch.observe(core.current_term, core.leader_id, core.transfer_target)
+
+    def _send_unheld(self, outbox: list[Send], *, hold_all: bool) -> list[Send]:
+        """Send what need not wait for the write in flight; return what must."""
+        held = []
+        for item in outbox:
+            if hold_all or isinstance(item.request, RequestVoteArgs):
+                held.append(item)
+            else:
+                self._send(item)
+        return held
 
     def _members_changed(self) -> None:
         """Connect to members the configuration names that we have no client end for."""
