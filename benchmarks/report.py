@@ -347,6 +347,13 @@ def _machine(results: dict[str, Any]) -> list[str]:
             f"p99 {rtt['p99_us']:.0f} us; single-client bound 2 x (fdatasync + RTT) = "
             f"{bound / 1e3:.2f} ms"
         )
+    floor = pr.get("commit_floor", {})
+    if "p50_us" in floor:
+        lines.append(
+            f"- commit floor (one C=1 commit's I/O with raftio's threads, no Raft: "
+            f"benchmarks/commit_floor.py): p50 {floor['p50_us']:.0f} us, "
+            f"p99 {floor['p99_us']:.0f} us"
+        )
     return lines
 
 

@@ -1,7 +1,7 @@
 """The run of `python -m benchmarks`: every series at every point, then the results.
 
-Order of a run: `repeat` rounds, each made of the probes (fdatasync and
-loopback RTT samples; machine facts once) and then one cluster at a time:
+Order of a run: `repeat` rounds, each made of the probes (fdatasync,
+loopback RTT and commit floor samples; machine facts once) and then one cluster at a time:
 raftio fsync on (embedded and end to end), raftio fsync off, PySyncObj in
 memory, PySyncObj with its journal, etcd, then the read series named in
 `--series` (raftio ReadIndex, raftio lease, etcd); every point once per round. Each
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import probes, report, stage_profile
+from benchmarks.commit_floor import commit_floor
 from benchmarks.control import run_loop
 from benchmarks.procs import ChildError, ProcessGroup, child_env
 from benchmarks.profiles import py_spy_available
@@ -223,7 +224,11 @@ class Run:
             "points": [],
         }
         self.runs: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
-        self.probe_samples: dict[str, list[float]] = {"fdatasync": [], "rtt": []}
+        self.probe_samples: dict[str, list[float]] = {
+            "fdatasync": [],
+            "rtt": [],
+            "commit_floor": [],
+        }
 
     @staticmethod
     def _profilers() -> tuple[str, ...]:
@@ -292,18 +297,23 @@ class Run:
         """fdatasync and RTT samples, taken at the start of every round: the disk of a
         shared machine changes its mind, and the bound should see it as the load did."""
         if "machine" not in self.results:
-            self.progress.note("probing: machine, fdatasync latency, loopback RTT")
+            self.progress.note("probing: machine, fdatasync latency, loopback RTT, commit floor")
             self.results["machine"] = probes.machine_facts(PACKAGE_ROOT)
         fsync = probes.fdatasync_latency(ctx.workdir)
         rtt = await probes.loopback_rtt(
             ctx.group, [sys.executable, "-m"], ctx.env, ctx.logs / "echo.log"
         )
+        floor = await commit_floor(
+            ctx.group, [sys.executable, "-m"], ctx.env, ctx.workdir, ctx.logs
+        )
         self.probe_samples["fdatasync"] += fsync
         self.probe_samples["rtt"] += rtt
+        self.probe_samples["commit_floor"] += floor
         self.results["probes"] = {k: summarize(v) for k, v in self.probe_samples.items()}
         self.progress.note(
             f"fdatasync p50 {statistics.median(fsync) * 1e6:.0f} us, "
-            f"loopback RTT p50 {statistics.median(rtt) * 1e6:.0f} us"
+            f"loopback RTT p50 {statistics.median(rtt) * 1e6:.0f} us, "
+            f"commit floor p50 {statistics.median(floor) * 1e6:.0f} us"
         )
 
     async def _run_plan(

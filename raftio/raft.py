@@ -19,7 +19,7 @@ import logging
 import random
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from raftio import codec
 from raftio.applying import OwnCommands, deliver, describe_applicable
@@ -61,7 +61,7 @@ from raftio.read_waiters import ReadWaiters
 from raftio.snapshot_stream import ChunkPump, Staging
 from raftio.storage.base import Storage, StorageError
 from raftio.storage.snapshot import SnapshotReader
-from raftio.transport.base import ClientEnd
+from raftio.transport.base import ClientEnd, PendingReply
 from raftio.transport.limits import DropLog
 from raftio.view import CoreView, RaftStatus, core_metrics, status_of
 
@@ -73,7 +73,6 @@ logger = logging.getLogger(__name__)
 # applying and answering go first, and a steady stream of single writes costs
 # one AppendEntries per follower per entry, not two.
 COMMIT_BROADCAST_DELAY = 0.001
-A = TypeVar("A")
 R = TypeVar("R")
 
 _REPLY_TYPES: dict[type, type] = {
@@ -150,6 +149,12 @@ class Raft(SnapshotRpcs):
             trace=self._trace,
             bootstrap=bootstrap,
         )
+        core = self._core
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            RequestVoteArgs: core.handle_request_vote,
+            AppendEntriesArgs: core.handle_append_entries,
+            TimeoutNowArgs: core.handle_timeout_now,
+        }
         self._config_version = -1
         self._members_changed()
         self._view = CoreView(self._core)
@@ -327,22 +332,31 @@ class Raft(SnapshotRpcs):
     # ------------------------------------------------------------------ RPC handlers
 
     async def request_vote(self, args: RequestVoteArgs) -> RequestVoteReply | None:
-        if self._killed or not isinstance(args, RequestVoteArgs):
-            return None
-        return await self._answer(self._core.handle_request_vote, args)
+        return await self._answer(args)
 
     async def append_entries(self, args: AppendEntriesArgs) -> AppendEntriesReply | None:
-        if self._killed or not isinstance(args, AppendEntriesArgs):
-            return None
-        return await self._answer(self._core.handle_append_entries, args)
+        return await self._answer(args)
 
     async def timeout_now(self, args: TimeoutNowArgs) -> TimeoutNowReply | None:
-        if self._killed or not isinstance(args, TimeoutNowArgs):
-            return None
-        return await self._answer(self._core.handle_timeout_now, args)
+        return await self._answer(args)
 
-    async def _answer(self, handle: Callable[[A], R], args: A) -> R | None:
-        """Run a core handler, then reply only once the state it promises is durable."""
+    async def _answer(self, args: Any) -> Any | None:
+        return await _when_durable(self.answer_now(args))
+
+    async def _settle(self, reply: R | None) -> R | None:
+        """Return `reply` once the state it promises is durable (None: no answer)."""
+        return cast("R | None", await _when_durable(self._settle_now(reply)))
+
+    def answer_now(self, args: Any) -> Any | None:
+        """Answer a RequestVote, AppendEntries or TimeoutNow without a task.
+
+        Returns the reply, None (no answer), or a `PendingReply` when the
+        state the reply promises is still being written: it may leave only
+        once that write is durable.
+        """
+        handle = self._handlers.get(type(args))
+        if handle is None or self._killed:
+            return None
         if self._trace:
             self._trace("recv", describe(args))
         self._metrics.received(handle.__name__.removeprefix("handle_"))
@@ -351,20 +365,19 @@ class Raft(SnapshotRpcs):
         except Exception:
             self._fail("handling " + describe(args))
             return None
-        return await self._settle(reply)
+        return self._settle_now(reply)
 
-    async def _settle(self, reply: R | None) -> R | None:
-        """Return `reply` once the state it promises is durable (None: no answer)."""
+    def _settle_now(self, reply: Any | None) -> Any | None:
         if reply is None:
             return None  # refused by the core (counted there); nothing changed
         self._drain()
         pending = self._storage.sync()
         if pending is not None:
-            try:
-                await asyncio.shield(pending)
-            except StorageError:
-                return None  # _on_synced already stopped the peer
+            return PendingReply(pending, reply, self._alive)
         return None if self._killed else reply
+
+    def _alive(self) -> bool:
+        return not self._killed
 
     # ------------------------------------------------------------------ drain
 
@@ -634,3 +647,11 @@ class Raft(SnapshotRpcs):
         if core is None:
             return 0, "init"
         return core.current_term, core.role.value
+
+
+async def _when_durable(answer: Any | None) -> Any | None:
+    """An `answer_now` result as a coroutine's: a pending reply once its write is done."""
+    if type(answer) is PendingReply:
+        await asyncio.wait((answer.durable,))  # never cancels the write others share
+        return answer.settled()
+    return answer

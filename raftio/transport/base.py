@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 # The method names are the messages' (re-exported here, where transports look).
@@ -14,7 +15,9 @@ __all__ = [
     "METHODS",
     "REQUEST_VOTE",
     "TIMEOUT_NOW",
+    "AnsweringRpcHandler",
     "ClientEnd",
+    "PendingReply",
     "RpcHandler",
     "StartingClientEnd",
 ]
@@ -50,3 +53,31 @@ class RpcHandler(Protocol):
 
     # Optional: leadership transfer (a server without it refuses the RPC's frames).
     # async def timeout_now(self, args: Any) -> Any | None: ...
+
+
+class PendingReply:
+    """A reply that may leave only once `durable` is done: the state it promises is on disk."""
+
+    __slots__ = ("_alive", "_reply", "durable")
+
+    def __init__(self, durable: asyncio.Future[None], reply: Any, alive: Callable[[], bool]):
+        self.durable, self._reply, self._alive = durable, reply, alive
+
+    def settled(self) -> Any | None:
+        """The reply once `durable` is done; None if the write failed or the peer stopped."""
+        durable = self.durable
+        if durable.cancelled() or durable.exception() is not None or not self._alive():
+            return None
+        return self._reply
+
+
+class AnsweringRpcHandler(RpcHandler, Protocol):
+    """An `RpcHandler` that can also answer without a task (optional fast path).
+
+    `answer_now(args)` answers a RequestVote, AppendEntries or TimeoutNow at
+    once: the reply, None (no answer), or a `PendingReply` to send when its
+    write is durable. The TCP server uses it when present: a task per request
+    costs a task object, a loop iteration and a coroutine chain per message.
+    """
+
+    def answer_now(self, args: Any) -> Any | None: ...

@@ -1,8 +1,9 @@
 """`ServerConnection`: one connection a `TcpServer` accepted (tcp_server.py).
 
 Owns the server half of the handshake (HELLO -> WELCOME, AUTH checked
-before any request), one handler task per request (a connection speaks only
-as the node it authenticated as), replies, per-connection flow control, and
+before any request), dispatch (a connection speaks only as the node it
+authenticated as; a handler's `answer_now` answers without a task, anything
+else runs in a handler task per request), replies, per-connection flow control, and
 its deadlines, which the server's sweep checks. Admission, the buffer
 budget and the drop log are the server's; the byte layout is frames.py's.
 """
@@ -16,24 +17,32 @@ from typing import TYPE_CHECKING, Any
 
 from raftio.codec import decode_message, encode_message
 from raftio.messages import (
+    APPEND_ENTRIES,
+    REQUEST_VOTE,
+    TIMEOUT_NOW,
     AppendEntriesArgs,
     InstallSnapshotArgs,
     RequestVoteArgs,
     TimeoutNowArgs,
 )
 from raftio.transport import frames
+from raftio.transport.base import PendingReply
 from raftio.transport.frame_protocol import FrameProtocol
 from raftio.transport.frames import HEADER, FrameError, Refused, Rpc
 
 if TYPE_CHECKING:
     from raftio.transport.tcp_server import TcpServer
 
-__all__ = ["Handler", "ServerConnection"]
+__all__ = ["ANSWERED_NOW", "AnswerNow", "Handler", "ServerConnection"]
 
 # Its lines have always come from the server's logger; a logging config may name it.
 logger = logging.getLogger("raftio.transport.tcp_server")
 
 Handler = Callable[[Any], Awaitable[Any]]
+AnswerNow = Callable[[Any], Any]  # AnsweringRpcHandler.answer_now
+# The requests a handler's `answer_now` takes; InstallSnapshot's chunks always
+# run in a task (they may await the snapshot file).
+ANSWERED_NOW = frozenset((REQUEST_VOTE, APPEND_ENTRIES, TIMEOUT_NOW))
 
 _AWAIT_HELLO, _AWAIT_AUTH, _READY = range(3)
 
@@ -236,8 +245,10 @@ class ServerConnection(FrameProtocol):
 
     # --- requests ---
 
-    def _dispatch(self, request_id: int, entry: tuple[Rpc, Handler], payload: bytes) -> None:
-        rpc, handle = entry
+    def _dispatch(
+        self, request_id: int, entry: tuple[Rpc, Handler, AnswerNow | None], payload: bytes
+    ) -> None:
+        rpc, handle, answer_now = entry
         args = decode_message(payload)  # CodecError drops the connection
         if type(args) is not rpc.args_cls:
             raise FrameError(f"{rpc.method} frame carries a {type(args).__name__}")
@@ -250,9 +261,35 @@ class ServerConnection(FrameProtocol):
         if sender != self.node_id:
             # A connection speaks for the node it authenticated as, never another.
             raise FrameError(f"S{self.node_id}'s connection sent a {rpc.method} as S{sender}")
+        if answer_now is not None:
+            self._answer(request_id, rpc, answer_now, args)
+            return
         self._inflight += 1
         self._update_reading()
         self._server.spawn(self._serve(request_id, rpc, handle, args))
+
+    def _answer(self, request_id: int, rpc: Rpc, answer_now: AnswerNow, args: Any) -> None:
+        """The fast path: no task; a reply that waits for a write leaves from its callback."""
+        try:
+            answer = answer_now(args)
+        except Exception:
+            logger.exception("%s: %s handler raised; answering no reply", self.label, rpc.method)
+            answer = None
+        if type(answer) is PendingReply:
+            self._inflight += 1
+            self._update_reading()
+            answer.durable.add_done_callback(lambda _: self._reply_settled(request_id, rpc, answer))
+        else:
+            self._reply(request_id, rpc, answer)
+
+    def _reply_settled(self, request_id: int, rpc: Rpc, answer: PendingReply) -> None:
+        try:
+            self._reply(request_id, rpc, answer.settled())
+        except Exception:
+            logger.exception("%s: internal error answering %s", self.label, rpc.method)
+        finally:
+            self._inflight -= 1
+            self._update_reading()
 
     async def _serve(self, request_id: int, rpc: Rpc, handle: Handler, args: Any) -> None:
         try:

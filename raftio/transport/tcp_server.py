@@ -23,7 +23,12 @@ from typing import Any
 from raftio.transport.base import RpcHandler
 from raftio.transport.frames import DEFAULT_MAX_FRAME, RPC_BY_KIND, Refused, Rpc
 from raftio.transport.limits import DEFAULT_LOG_INTERVAL, DropLog
-from raftio.transport.server_connection import Handler, ServerConnection
+from raftio.transport.server_connection import (
+    ANSWERED_NOW,
+    AnswerNow,
+    Handler,
+    ServerConnection,
+)
 
 __all__ = [
     "DEFAULT_FRAME_TIMEOUT",
@@ -197,8 +202,13 @@ class TcpServer:
         self.idle_timeout, self.frame_timeout = idle_timeout, frame_timeout
         self.max_buffered = max_buffered
         self.tls_identity, self.tls_names = tls_identity, tls_names
-        self.handlers: dict[int, tuple[Rpc, Handler]] = {
-            kind: (rpc, getattr(handler, rpc.method))
+        answer_now = getattr(handler, "answer_now", None)
+        self.handlers: dict[int, tuple[Rpc, Handler, AnswerNow | None]] = {
+            kind: (
+                rpc,
+                getattr(handler, rpc.method),
+                answer_now if rpc.method in ANSWERED_NOW else None,
+            )
             for kind, rpc in RPC_BY_KIND.items()
             if hasattr(handler, rpc.method)  # timeout_now is optional
         }

@@ -20,16 +20,37 @@ import pytest
 import raftio
 from benchmarks import report
 from benchmarks.cli import main as bench_main
+from benchmarks.commit_floor import commit_floor
+from benchmarks.control import run_loop
 from benchmarks.counters import open_fds, wire_bytes
 from benchmarks.kv_client import etcd_put_request, parse_etcd, parse_raftio
 from benchmarks.loadgen import random_values
-from benchmarks.runner import Run, Settings, selected_plans
+from benchmarks.procs import ProcessGroup, child_env
+from benchmarks.runner import PACKAGE_ROOT, Run, Settings, selected_plans
 from benchmarks.stats import decode_samples, encode_samples, median_run, percentile, summarize
 from benchmarks.workloads import _split, costs
 from raftio.cli import main as raftio_main
 from raftio.kv.protocol import encode_frame
 
 # --- stats ------------------------------------------------------------------
+
+
+def test_the_commit_floor_times_each_commit_and_leaves_no_file(tmp_path: Path) -> None:
+    data, logs = tmp_path / "data", tmp_path / "logs"
+    data.mkdir()
+    logs.mkdir()
+
+    async def main() -> list[float]:
+        async with ProcessGroup() as group:
+            env = child_env(PACKAGE_ROOT)
+            return await commit_floor(group, [sys.executable, "-m"], env, data, logs, count=100)
+
+    samples = run_loop(main(), "asyncio")
+
+    assert len(samples) == 100
+    assert min(samples) > 0
+    assert list(data.iterdir()) == []  # three files were written and fdatasync'd, then removed
+    assert {p.name for p in logs.iterdir()} == {"floor-1.log", "floor-2.log", "floor-leader.log"}
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,9 @@ def test_a_small_run_measures_every_raftio_series_and_cleans_up(tmp_path: Path) 
     probes = results["probes"]
     assert probes["fdatasync"]["p50_us"] > 0
     assert probes["rtt"]["p50_us"] > 0
+    # A floor commit waits for a follower's sync after a round trip.
+    assert probes["commit_floor"]["count"] == 2000
+    assert probes["commit_floor"]["p50_us"] > 0
     assert results["machine"]["nproc"] >= 1
 
     written = page.read_text()  # --docs replaced the block and nothing else
@@ -96,6 +99,7 @@ def test_a_small_run_measures_every_raftio_series_and_cleans_up(tmp_path: Path) 
 
     markdown = (out / "results.md").read_text()
     assert "## Targets" in markdown
+    assert "commit floor (one C=1 commit's I/O" in markdown
     assert "| 16 B | 8 |" in markdown  # a row of the throughput table
     assert "raftio KV end to end" in markdown
     for name in ("raftio-0.log", "raftio-nofsync-0.log", "echo.log"):

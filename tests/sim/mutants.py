@@ -6,7 +6,6 @@ pytest's monkeypatch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from raftio.core import RaftCore, majority_match, quorum
@@ -33,12 +32,9 @@ def learners_vote(self: RaftCore) -> None:
     self._quorum = quorum(len(config.voters))
 
 
-async def answer_before_sync(self: Raft, handle: Callable[[Any], Any], args: Any) -> Any:
-    """Raft._answer that replies without waiting for storage to sync."""
-    try:
-        reply = handle(args)
-    except Exception:
-        self._fail("handling")
+def settle_before_sync(self: Raft, reply: Any) -> Any:
+    """Raft._settle_now that replies without waiting for storage to sync."""
+    if reply is None:
         return None
     self._drain()
     return None if self._killed else reply

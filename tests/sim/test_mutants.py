@@ -20,7 +20,7 @@ from raftio.core import RaftCore
 from raftio.raft import Raft
 from raftio.testing.sim import SimParams, SimResult, run_simulation
 
-from .mutants import answer_before_sync, commit_by_counting_any_term, learners_vote
+from .mutants import commit_by_counting_any_term, learners_vote, settle_before_sync
 
 SEED_BOUND = 20
 
@@ -52,7 +52,7 @@ def test_committing_an_old_term_entry_by_counting_is_caught(
 def test_replying_before_sync_is_caught_by_crashes_that_lose_unsynced_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(Raft, "_answer", answer_before_sync)
+    monkeypatch.setattr(Raft, "_settle_now", settle_before_sync)
 
     first_violation(
         "mixed",
