@@ -137,6 +137,7 @@ class Raft(SnapshotRpcs):
         self._commit_broadcast: asyncio.TimerHandle | None = None
         self._refusal_log = DropLog(logger, self._loop.time, 1.0)  # a hostile peer cannot flood it
         self._apply_wakeup = asyncio.Event()
+        self._apply_after: asyncio.Future[None] | None = None  # the write it waits for
         self._own = OwnCommands()
         self._trace = tracer or make_tracer(me, self._loop.time, self._status)
         self._core = RaftCore(
@@ -439,7 +440,7 @@ class Raft(SnapshotRpcs):
                 COMMIT_BROADCAST_DELAY, self._broadcast_commit
             )
         if core.has_applicable():
-            self._apply_wakeup.set()
+            self._wake_applier_after_write()
         watch = self.leadership
         if (
             core.current_term != watch.term
@@ -447,6 +448,23 @@ class Raft(SnapshotRpcs):
             or core.transfer_target != watch.target
         ):
             watch.observe(core.current_term, core.leader_id, core.transfer_target)
+
+    def _wake_applier_after_write(self) -> None:
+        """Wake the applier: a follower's once its newest write in flight is done.
+
+        Nobody waits for a follower's applying, but the leader waits for its
+        reply, which waits for the write just started. Applying now would hold
+        the GIL the write's thread needs to begin.
+        """
+        writing = None if self._core.is_leader else self._persister.newest_sync()
+        if writing is None:
+            self._apply_wakeup.set()
+        elif writing is not self._apply_after:
+            self._apply_after = writing
+            writing.add_done_callback(self._wake_applier)
+
+    def _wake_applier(self, _written: asyncio.Future[None]) -> None:
+        self._apply_wakeup.set()
 
     def _send_unheld(self, outbox: list[Send], *, hold_all: bool) -> list[Send]:
         """Send what need not wait for the write in flight; return what must."""
@@ -603,14 +621,6 @@ class Raft(SnapshotRpcs):
         while True:
             await self._apply_wakeup.wait()
             self._apply_wakeup.clear()
-            if not core.is_leader:
-                # Nobody waits for a follower's applying, but the leader waits for
-                # its reply, which waits for the write just started. Applying now
-                # would hold the GIL the write's thread needs to begin: apply
-                # once that write is done instead.
-                writing = self._persister.newest_sync()
-                if writing is not None:
-                    await asyncio.wait((writing,))
             while not self._killed and core.has_applicable():
                 applicable = core.take_applicable(limit)
                 if applicable is None:
@@ -625,7 +635,8 @@ class Raft(SnapshotRpcs):
                     await deliver(msgs, queue, self.killed)
                 else:
                     queue(msgs)  # Node's callable: no queue hop, no coroutine per batch
-                await asyncio.sleep(0)  # let RPCs and clients run between batches
+                if core.has_applicable():
+                    await asyncio.sleep(0)  # let RPCs and clients run between batches
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = self._loop.create_task(coro, name=f"S{self.me}-{name}")

@@ -101,8 +101,9 @@ async def serve(
         max_connections: authenticated connections (128). One more evicts the
             least recently active one, so an authenticated peer always gets in.
         handshake_timeout: a connection not authenticated by then (5 s) is closed.
-        max_inflight: handler tasks per connection; beyond it the connection
-            is not read until some finish.
+        max_inflight: requests being answered per connection (handler tasks
+            and replies waiting for a durable write); beyond it the
+            connection is not read until some are answered.
         max_pending: connections still in the handshake (64); one more evicts
             the oldest of them, so holders cannot keep a real peer out.
         max_per_node: authenticated connections claiming one node id (4); one
