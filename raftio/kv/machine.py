@@ -39,8 +39,12 @@ found in old logs and snapshots) still apply with the old rules, so a
 replica upgraded in place replays its history to the same state. Servers no
 longer propose them.
 
-`digest()` is O(1): the state keeps the sum, mod 2**256, of one hash per
-key and per session, updated by every apply and recomputed by `restore`.
+`digest()` is the sum, mod 2**256, of one hash per key and per session,
+kept up to date rather than recomputed: an apply only notes which keys and
+sessions it changed, and their hashes are brought into the sum when a digest
+is asked for or once 1,024 are pending. A key or session written many times
+in between is hashed once, and no digest costs more than those 1,024.
+`restore` recomputes the sum from scratch.
 
 Snapshots come two ways. `snapshot()` / `restore()` (bytes: one msgpack
 map, format 2) hold the whole state in memory; `snapshot_stream()` /
@@ -97,6 +101,9 @@ FAILED = "failed"
 SESSION_ERRORS = frozenset({UNKNOWN_SESSION, SESSION_EXPIRED, STALE_SEQ, SEQ_GAP, SEQ_CONFLICT})
 
 _MOD = 1 << 256
+# Keys and sessions changed since the digest's sum last counted them, at most:
+# bounds the work of one digest() (a few ms) while coalescing hot keys.
+_SETTLE_AFTER = 1024
 
 
 class KVCommandError(ValueError):
@@ -127,7 +134,7 @@ class _Session:
     fingerprint: bytes  # of that write: a retry must repeat it exactly
     outcome: tuple[str, str]  # ("ok", the key's new value) or (error code, message)
     used: int  # the state machine's clock when last used: the LRU order, replicated
-    term: int = 0  # this session's share of the digest
+    term: int = 0  # this session's share of the digest, once the sum counts it
 
 
 class KVStateMachine:
@@ -147,11 +154,22 @@ class KVStateMachine:
         # node id -> client "host:port" of the members, as last replicated (client_table)
         self.clients: dict[int, str] = {}
         self._sum = 0  # sum of the per-key and per-session hashes, mod 2**256
+        # What `_sum` still counts for keys and sessions changed since: a key's
+        # old value (None: absent), a session's old term (0: none).
+        self._unsummed_keys: dict[str, str | None] = {}
+        self._unsummed_sessions: dict[str, int] = {}
 
     # ------------------------------------------------------------------ apply
 
     def apply(self, command: Any) -> str | None:
         """Apply one committed command; raises KVCommandError for a refused one."""
+        try:
+            return self._apply(command)
+        finally:
+            if len(self._unsummed_keys) + len(self._unsummed_sessions) >= _SETTLE_AFTER:
+                self._settle()
+
+    def _apply(self, command: Any) -> str | None:
         if type(command) is tuple and command and command[0] == "write":
             return self._write(*_check_write(command))
         if type(command) is tuple and command and command[0] == "register":
@@ -235,26 +253,43 @@ class KVStateMachine:
     # ------------------------------------------------------------------ state and digest
 
     def _set(self, key: str, value: str) -> None:
-        old = self.data.get(key)
-        if old is not None:
-            self._sum -= _data_term(key, old)
+        unsummed = self._unsummed_keys
+        if key not in unsummed:
+            unsummed[key] = self.data.get(key)
         self.data[key] = value
-        self._sum = (self._sum + _data_term(key, value)) % _MOD
 
     def _store(self, session_id: str, session: _Session, old: _Session | None = None) -> None:
         if old is not None:
-            self._sum -= old.term
             self.result_chars -= len(old.outcome[1])
-        session.term = _session_term(session_id, session)
+        unsummed = self._unsummed_sessions
+        if session_id not in unsummed:
+            unsummed[session_id] = 0 if old is None else old.term
         self.sessions[session_id] = session
         self.sessions.move_to_end(session_id)
-        self._sum = (self._sum + session.term) % _MOD
         self.result_chars += len(session.outcome[1])
 
     def _evict(self) -> None:
-        _, session = self.sessions.popitem(last=False)
-        self._sum = (self._sum - session.term) % _MOD
+        session_id, session = self.sessions.popitem(last=False)
+        counted = self._unsummed_sessions.pop(session_id, session.term)
+        self._sum = (self._sum - counted) % _MOD
         self.result_chars -= len(session.outcome[1])
+
+    def _settle(self) -> None:
+        """Bring the keys and sessions changed since into the digest's sum."""
+        total = self._sum
+        data = self.data
+        for key, counted in self._unsummed_keys.items():
+            if counted is not None:
+                total -= _data_term(key, counted)
+            total += _data_term(key, data[key])  # keys are never deleted
+        sessions = self.sessions
+        for session_id, old_term in self._unsummed_sessions.items():
+            session = sessions[session_id]  # an evicted one left this table
+            session.term = _session_term(session_id, session)
+            total += session.term - old_term
+        self._sum = total % _MOD
+        self._unsummed_keys.clear()
+        self._unsummed_sessions.clear()
 
     def _evict_over_budget(self, keep: str) -> None:
         while self.result_chars > self.max_result_chars and next(iter(self.sessions)) != keep:
@@ -265,12 +300,17 @@ class KVStateMachine:
         return self.data.get(key)
 
     def digest(self) -> str:
-        """A short fingerprint of the whole state in O(1): replicas agree iff their digests do.
+        """A short fingerprint of the whole state: replicas agree iff their digests do.
+
+        Costs the hashes of at most `_SETTLE_AFTER` keys and sessions changed
+        since the last digest, whatever the size of the state.
 
         The sum of per-key and per-session hashes does not depend on the
         order the state was built in (replay or snapshot); two different
         states collide with negligible probability.
         """
+        if self._unsummed_keys or self._unsummed_sessions:
+            self._settle()
         head: list[Any] = [self.registered, self.clock, self.max_sessions, self.max_result_chars]
         if self.clients:  # absent while empty: states from before the table hash as they did
             head.append(table_items(self.clients))

@@ -60,6 +60,7 @@ def busy_machine() -> KVStateMachine:
 
 def state_of(m: KVStateMachine) -> tuple[Any, ...]:
     """Everything a restore must bring back, derived state included, sessions in LRU order."""
+    m.digest()  # brings every change into the sum and the session terms
     sessions = [
         (sid, s.seq, s.fingerprint, s.outcome, s.used, s.term) for sid, s in m.sessions.items()
     ]
