@@ -333,15 +333,17 @@ class Raft(SnapshotRpcs):
     # ------------------------------------------------------------------ RPC handlers
 
     async def request_vote(self, args: RequestVoteArgs) -> RequestVoteReply | None:
-        return await self._answer(args)
+        return await self._answer(RequestVoteArgs, args)
 
     async def append_entries(self, args: AppendEntriesArgs) -> AppendEntriesReply | None:
-        return await self._answer(args)
+        return await self._answer(AppendEntriesArgs, args)
 
     async def timeout_now(self, args: TimeoutNowArgs) -> TimeoutNowReply | None:
-        return await self._answer(args)
+        return await self._answer(TimeoutNowArgs, args)
 
-    async def _answer(self, args: Any) -> Any | None:
+    async def _answer(self, expected: type, args: Any) -> Any | None:
+        if type(args) is not expected:
+            return None  # a method called with another RPC's arguments
         return await _when_durable(self.answer_now(args))
 
     async def _settle(self, reply: R | None) -> R | None:

@@ -21,10 +21,13 @@ from raftio.messages import (
     AppendEntriesArgs,
     AppendEntriesReply,
     Entry,
+    InstallSnapshotArgs,
     RequestVoteArgs,
     RequestVoteReply,
 )
+from raftio.storage.base import StorageError
 from raftio.testing import run
+from raftio.transport.base import PendingReply
 from raftio.transport.memory import Network
 
 from .memory_cluster import leader_of, three_peers
@@ -169,3 +172,49 @@ def test_a_leader_applies_while_its_own_write_is_held(seed: int) -> None:
     applied = run(leader_applies_with_its_own_write_held(seed), "virtual")
 
     assert len(applied) == 1, applied
+
+
+async def answers_now() -> tuple[Any, ...]:
+    async with follower() as (raft, storage):
+        storage.gate = asyncio.get_running_loop().create_future()
+        args = AppendEntriesArgs(1, 0, 0, 0, [Entry(1, codec.encode_command("x"))], 0)
+        pending = raft.answer_now(args)
+        assert isinstance(pending, PendingReply)
+        assert pending.durable is storage.gate
+        storage.gate.set_result(None)
+        await asyncio.sleep(0)
+        durable = pending.settled()
+
+        storage.gate = asyncio.get_running_loop().create_future()
+        more = AppendEntriesArgs(1, 0, 1, 1, [Entry(1, codec.encode_command("y"))], 0)
+        failing = raft.answer_now(more)
+        assert isinstance(failing, PendingReply)
+        storage.gate.set_exception(StorageError("disk gone"))
+        await asyncio.sleep(0)
+        return durable, failing.settled(), raft.status().role
+
+
+def test_answer_now_hands_over_a_reply_that_waits_for_its_write() -> None:
+    durable, failed, role = run(answers_now(), "virtual")
+
+    assert durable == AppendEntriesReply(1, True, 1)
+    assert failed is None  # the write failed: no answer, and the peer stopped
+    assert role == "failed"
+
+
+async def mismatched_calls() -> list[Any]:
+    async with follower() as (raft, _):
+        vote, append = RequestVoteArgs(1, 0, 0, 0), AppendEntriesArgs(1, 0, 0, 0, [], 0)
+        chunk = InstallSnapshotArgs(1, 0, 5, 1, b"x")
+        return [
+            await raft.request_vote(append),  # type: ignore[arg-type]
+            await raft.append_entries(vote),  # type: ignore[arg-type]
+            await raft.timeout_now(vote),  # type: ignore[arg-type]
+            raft.answer_now(chunk),  # snapshot chunks always run in a task
+            raft.answer_now("not an RPC"),
+            raft.view.current_term,
+        ]
+
+
+def test_a_handler_given_another_rpcs_arguments_answers_nothing_and_changes_nothing() -> None:
+    assert run(mismatched_calls(), "virtual") == [None, None, None, None, None, 0]
