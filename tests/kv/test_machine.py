@@ -389,13 +389,8 @@ def test_put_back_to_an_earlier_value_gives_the_earlier_data_term() -> None:
     assert (m._sum - sum(x.term for x in m.sessions.values())) % (1 << 256) == data_sum % (1 << 256)
 
 
-def test_a_digest_hashes_at_most_the_pending_changes_whatever_the_state_size(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    m = KVStateMachine()
-    s = register(m)
-    for i in range(5000):
-        m.apply(write_command("put", f"k{i % 3000}", f"v{i}", s, i + 1))
+def count_hashes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the digest's hashes from now on, in the returned dict's "hash"."""
     calls = {"hash": 0}
     real = machine_module._hash
 
@@ -404,6 +399,17 @@ def test_a_digest_hashes_at_most_the_pending_changes_whatever_the_state_size(
         return real(parts)
 
     monkeypatch.setattr(machine_module, "_hash", counting)
+    return calls
+
+
+def test_a_digest_hashes_at_most_the_pending_changes_whatever_the_state_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    m = KVStateMachine()
+    s = register(m)
+    for i in range(5000):
+        m.apply(write_command("put", f"k{i % 3000}", f"v{i}", s, i + 1))
+    calls = count_hashes(monkeypatch)
     m.digest()
 
     # Each pending key costs its old and new hash, each pending session one.
@@ -423,14 +429,7 @@ def test_a_key_and_a_session_written_many_times_between_digests_are_hashed_once(
     m = KVStateMachine()
     s = register(m)
     m.digest()
-    calls = {"hash": 0}
-    real = machine_module._hash
-
-    def counting(parts: list[Any]) -> int:
-        calls["hash"] += 1
-        return real(parts)
-
-    monkeypatch.setattr(machine_module, "_hash", counting)
+    calls = count_hashes(monkeypatch)
     for seq in range(1, 501):
         m.apply(write_command("append", "hot", "x", s, seq))
     digest = m.digest()
