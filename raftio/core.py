@@ -237,11 +237,18 @@ class RaftCore(ShapeChanges, Snapshots):
 
     # ------------------------------------------------------------------ inputs
 
-    def tick(self, now: float | None = None) -> None:
-        """One unit of logical time has passed; `now`: the shell's clock (lease reads)."""
+    def tick(self, now: float | None = None, late: int = 0) -> None:
+        """One unit of logical time has passed; `now`: the shell's clock (lease reads).
+
+        `late`: further ticks that passed before the shell could tick (its loop
+        was busy). Only a leader's heartbeat timer counts them, so heartbeats
+        keep the clock's pace; check-quorum and the in-flight timer do not
+        shorten, and a follower's election timer only ever runs slow.
+        """
         if now is not None:
             self._now = now
         if self.role is Role.LEADER:
+            self._heartbeat_elapsed += late
             self._tick_leader()
         else:
             self._election_elapsed += 1
@@ -731,7 +738,7 @@ class RaftCore(ShapeChanges, Snapshots):
             if self._transfer_elapsed >= self._election_ticks[1]:
                 self._end_transfer()  # abandoned: take proposals again
         if self._heartbeat_elapsed >= self._heartbeat_ticks:
-            self._heartbeat_elapsed = 0
+            self._heartbeat_elapsed -= self._heartbeat_ticks  # a late tick's rest counts on
             # With lease reads every heartbeat is a read round: its answers renew the lease.
             round = None
             if self.config.lease_reads and self.commit_index >= self.term_start_index:

@@ -609,24 +609,17 @@ class Raft(SnapshotRpcs):
     async def _ticker(self) -> None:
         interval = self._config.tick_interval
         core, clock = self._core, self._loop.time
-        catch_up = self._config.heartbeat_ticks
+        catch_up = self._config.heartbeat_ticks - 1
         last = clock()
         while not self._killed:
             await asyncio.sleep(interval)
             now = clock()
-            ticks = 1
-            if core.is_leader:
-                # A loop too busy to run the ticker on time (thousands of
-                # clients, say) must not space out a leader's heartbeats, or
-                # its idle followers elect another leader: count the ticks
-                # that passed. A follower's timer only ever runs slow, which
-                # keeps lease reads safe.
-                ticks = min(max(1, round((now - last) / interval)), catch_up)
+            # A loop too busy to run the ticker on time (thousands of clients,
+            # say) must not space out a leader's heartbeats, or its idle
+            # followers elect another leader: tell the core how late it is.
+            late = min(max(0, round((now - last) / interval) - 1), catch_up)
             last = now
-            for _ in range(ticks):
-                core.tick(now)
-                if not core.is_leader:
-                    break  # stepped down (check-quorum): a follower's ticks never catch up
+            core.tick(now, late)
             if core.is_leader and self._persister.stalled(self._config.storage_stall_timeout):
                 logger.error("S%d: storage sync stalled; stepping down as leader", self.me)
                 core.step_down()

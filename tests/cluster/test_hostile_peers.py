@@ -336,7 +336,7 @@ def test_an_exception_in_a_peer_task_fail_stops_the_node(seed: int) -> None:
     async def attack(cluster: Cluster) -> None:
         node = follower_of(cluster)
 
-        def broken_tick(now: float | None = None) -> None:
+        def broken_tick(now: float | None = None, late: int = 0) -> None:
             raise RuntimeError("injected")
 
         node.raft._core.tick = broken_tick  # type: ignore[method-assign]

@@ -264,3 +264,26 @@ def test_entries_lost_to_reordering_are_resent_without_new_writes() -> None:
     for args in to_follower:
         follower.handle_append_entries(args)
     assert follower.log.last_index == leader.log.last_index
+
+
+def test_a_late_tick_catches_up_only_the_heartbeat_timer() -> None:
+    """A shell that ticks late (its loop was busy) keeps heartbeats at the clock's pace,
+    but neither check-quorum nor the in-flight timer runs faster for it."""
+    config = replace(CONFIG, check_quorum=True)
+    core = make_leader([1], term=2, config=config, synced=True)
+    core.start(encoded("a"))
+    core.take_outbox()
+
+    core.tick(late=HEARTBEAT - 1)  # one tick, HEARTBEAT - 1 late: a heartbeat is due
+    heartbeats = [args for _, args in pairs(core.take_outbox())]
+    for _ in range(2 * HEARTBEAT - 1):
+        core.tick(late=HEARTBEAT - 1)
+        core.take_outbox()
+
+    assert len(heartbeats) == 2  # one per follower, after a single tick
+    # 2 x HEARTBEAT ticks, each a heartbeat's worth late, without an answer:
+    # check-quorum (a window of election_ticks[0]) has not yet run out, so the
+    # leader leads on, and the entry in flight is not yet presumed lost.
+    assert config.election_ticks[0] > 2 * HEARTBEAT
+    assert core.is_leader
+    assert core.progress[1].state is Replication.REPLICATE
