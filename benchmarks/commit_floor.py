@@ -4,7 +4,10 @@ Three processes on 127.0.0.1, as a 3-node cluster would be: a "leader"
 sends a 64-byte message to two "followers" and appends it to its own file;
 each follower hands the message to a writer thread that appends it and
 fdatasyncs, then answers from its event loop; the leader's commit is done
-once its own sync and one answer are in. Each process is a uvloop loop plus
+once two of the three copies are durable: its own and one answer, or both
+answers (as raftio commits, Raft thesis 10.2.1). The files are preallocated
+as raftio's WAL segments are, so an fdatasync needs no journal commit for
+the file's size. Each process is a uvloop loop plus
 a writer thread woken through a condition variable and answering with
 `call_soon_threadsafe`, as `FileStorage` does. A single client's commits run
 back to back, so the samples are the latency of a C=1 commit with none of
@@ -31,10 +34,11 @@ from pathlib import Path
 from benchmarks.control import die_with_parent, reply_line, run_loop
 from benchmarks.procs import Child, ProcessGroup
 
-__all__ = ["commit_floor", "main"]
+__all__ = ["Round", "commit_floor", "main"]
 
 _MESSAGE = 64  # bytes: a 16-byte entry with its framing, as the fdatasync probe
 _WARMUP = 200
+_PREALLOCATE = 64 << 20  # room for every message of a run, as a WAL segment
 
 
 class _Writer:
@@ -43,7 +47,8 @@ class _Writer:
     def __init__(self, loop: asyncio.AbstractEventLoop, path: Path) -> None:
         self._loop = loop
         self._path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.posix_fallocate(self._fd, 0, _PREALLOCATE)
         self._ready = threading.Condition()
         self._jobs: list[tuple[bytes, Callable[[], None]]] = []
         threading.Thread(target=self._run, daemon=True, name="floor-writer").start()
@@ -88,12 +93,17 @@ class _Follower(asyncio.Protocol):
 
 
 class _Answers(asyncio.Protocol):
-    def __init__(self, on_answer: Callable[[], None]) -> None:
+    """Calls `on_answer(round)` for each 8-byte answer (the round it answers)."""
+
+    def __init__(self, on_answer: Callable[[int], None]) -> None:
         self._on_answer = on_answer
+        self._buffer = b""
 
     def data_received(self, data: bytes) -> None:
-        for _ in range(len(data) // 8):
-            self._on_answer()
+        self._buffer += data
+        while len(self._buffer) >= 8:
+            answer, self._buffer = self._buffer[:8], self._buffer[8:]
+            self._on_answer(int.from_bytes(answer, "big"))
 
 
 async def _follower(directory: Path) -> None:
@@ -106,38 +116,48 @@ async def _follower(directory: Path) -> None:
     writer.remove()
 
 
+class Round:
+    """One floor commit: done once two of the three copies of this round are durable.
+
+    A round's late copy (the second answer once the leader's sync and one
+    answer are in) may arrive during the next round: it counts for none.
+    """
+
+    def __init__(self, number: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.number = number
+        self.committed: asyncio.Future[None] = loop.create_future()
+        self._durable = 0
+
+    def durable(self, number: int) -> None:
+        """A copy of round `number` is durable: the leader's own, or an answer."""
+        if number == self.number:
+            self._durable += 1
+            if self._durable >= 2 and not self.committed.done():
+                self.committed.set_result(None)
+
+
 async def _leader(directory: Path, ports: list[int], count: int) -> None:
     loop = asyncio.get_running_loop()
     writer = _Writer(loop, directory / "floor-leader.log")
-    state = {"answers": 0, "own": False}
-    committed: asyncio.Future[None] = loop.create_future()
+    current = Round(-1, loop)
 
-    def check() -> None:
-        if state["own"] and state["answers"] >= 1 and not committed.done():
-            committed.set_result(None)
-
-    def answered() -> None:
-        state["answers"] += 1
-        check()
-
-    def synced() -> None:
-        state["own"] = True
-        check()
+    def durable(number: int) -> None:
+        current.durable(number)
 
     transports = []
     for port in ports:
-        transport, _ = await loop.create_connection(lambda: _Answers(answered), "127.0.0.1", port)
+        transport, _ = await loop.create_connection(lambda: _Answers(durable), "127.0.0.1", port)
         transports.append(transport)
-    message = os.urandom(_MESSAGE)
+    body = os.urandom(_MESSAGE - 8)
     samples = []
     for i in range(count + _WARMUP):
-        committed = loop.create_future()
-        state.update(answers=0, own=False)
+        current = Round(i, loop)
+        message = i.to_bytes(8, "big") + body  # the answer is its first 8 bytes
         start = time.perf_counter()
         for transport in transports:
             transport.write(message)
-        writer.submit(message, synced)
-        await committed
+        writer.submit(message, functools.partial(durable, i))
+        await current.committed
         if i >= _WARMUP:
             samples.append(time.perf_counter() - start)
     writer.remove()

@@ -6,6 +6,7 @@ Fast and deterministic; the real run is test_bench_smoke.py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 import raftio
 from benchmarks import report
 from benchmarks.cli import main as bench_main
-from benchmarks.commit_floor import commit_floor
+from benchmarks.commit_floor import Round, commit_floor
 from benchmarks.control import run_loop
 from benchmarks.counters import open_fds, wire_bytes
 from benchmarks.kv_client import etcd_put_request, parse_etcd, parse_raftio
@@ -51,6 +52,26 @@ def test_the_commit_floor_times_each_commit_and_leaves_no_file(tmp_path: Path) -
     assert min(samples) > 0
     assert list(data.iterdir()) == []  # three files were written and fdatasync'd, then removed
     assert {p.name for p in logs.iterdir()} == {"floor-1.log", "floor-2.log", "floor-leader.log"}
+
+
+def test_a_floor_commit_needs_two_copies_of_its_own_round() -> None:
+    async def main() -> list[bool]:
+        loop = asyncio.get_running_loop()
+        seen = []
+        current = Round(7, loop)
+        current.durable(6)  # the last round's late answer: counts for none
+        seen.append(current.committed.done())
+        current.durable(7)  # the leader's own sync
+        seen.append(current.committed.done())
+        current.durable(8)  # not this round's either
+        seen.append(current.committed.done())
+        current.durable(7)  # one answer: two of three
+        seen.append(current.committed.done())
+        current.durable(7)  # the other answer changes nothing
+        seen.append(current.committed.done())
+        return seen
+
+    assert run_loop(main(), "asyncio") == [False, False, False, True, True]
 
 
 @pytest.mark.parametrize(
