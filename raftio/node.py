@@ -212,6 +212,7 @@ class Node:
             **self._snapshots.peer_options(),
         )
         self._raft.on_failure(self._on_failure)
+        self._raft.on_log_changed(self._drop_replaced)
         self._storage = storage
         self.applied_index = self._raft.status().snapshot_index
         self._snapshots.note_restored(self.applied_index)
@@ -552,6 +553,28 @@ class Node:
             lost = "leadership changed before commit"
         if waiter is not None:
             settle(waiter[1], exc=ProposalLostError(lost))
+
+    def _drop_replaced(self) -> None:
+        """Our log changed while another leads: fail the proposals whose entries are gone.
+
+        A new leader's log replaces the entries this node appended as leader
+        and never committed. Their indexes may stay empty for long in a quiet
+        cluster, so their proposals fail now rather than when those indexes
+        are applied again (or at their timeout). Waiters at or below the
+        snapshot are left to `_restored`.
+        """
+        waiters = self._waiters
+        if not waiters or self._raft is None:
+            return
+        log = self._raft.view.log
+        floor = log.snapshot_index
+        gone = [i for i, (term, _) in waiters.items() if i > floor and log.term_at(i) != term]
+        for index in gone:
+            _, future = waiters.pop(index)
+            settle(
+                future,
+                exc=ProposalLostError("leadership changed: the new leader replaced the entry"),
+            )
 
     def _restored(self, index: int) -> None:
         """The state machine now holds a leader's snapshot through `index`."""

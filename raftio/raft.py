@@ -128,6 +128,7 @@ class Raft(SnapshotRpcs):
         self._staging = Staging(storage)
         self.failure: str | None = None  # why the peer fail-stopped (None: it did not)
         self._failure_callbacks: list[Callable[[str], None]] = []
+        self._log_watchers: list[Callable[[], None]] = []  # on_log_changed
         # Insertion-ordered, so kill() cancels in creation order and a seed replays exactly.
         self._tasks: dict[asyncio.Task[Any], None] = {}
         self._reads = ReadWaiters(self._loop)
@@ -221,6 +222,18 @@ class Raft(SnapshotRpcs):
             callback(self.failure)
         else:
             self._failure_callbacks.append(callback)
+
+    def on_log_changed(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after each change to this peer's log while it does not lead.
+
+        A deposed leader learns here that a new leader's log replaced entries
+        it had appended (Figure 2: a follower deletes conflicting entries), or
+        that an installed snapshot dropped them: `Node` fails the proposals
+        waiting on those entries at once, not when the log grows back to
+        their indexes. Runs inside the peer's drain: keep it short, and do
+        not call back into the peer from it.
+        """
+        self._log_watchers.append(callback)
 
     def status(self) -> RaftStatus:
         """A snapshot of this peer's volatile state, for monitoring."""
@@ -417,6 +430,9 @@ class Raft(SnapshotRpcs):
                 return
             mark = (core.log.last_index, core.log.last_term)
             vote = self._persister.wrote_hard_state
+            if self._log_watchers and not core.is_leader:
+                for watcher in self._log_watchers:
+                    watcher()
             if pending is None:
                 if vote:
                     core.on_vote_durable()

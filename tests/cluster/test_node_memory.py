@@ -15,7 +15,12 @@ from typing import Any
 import pytest
 
 import raftio
-from raftio.errors import NodeClosedError, NotLeaderError, ProposalTimeoutError
+from raftio.errors import (
+    NodeClosedError,
+    NotLeaderError,
+    ProposalLostError,
+    ProposalTimeoutError,
+)
 from raftio.node import Node
 from raftio.proposals import ProposalTimers
 from raftio.testing import LoopKind, run
@@ -289,5 +294,49 @@ def test_a_committed_proposal_leaves_no_timer_behind(seed: int) -> None:
         await asyncio.sleep(2.1)  # the buckets' timers fire, finding nothing to expire
         assert timers._buckets == {}
         assert await leader.read("x") == 1  # nothing was expired or broken meanwhile
+
+    cluster_test(body, "virtual", seed)
+
+
+# --- proposals whose entries a new leader replaced ----------------------------------
+
+
+def heal(c: MemoryCluster) -> None:
+    for end_name in list(c.net._ends):
+        c.net.enable(end_name, True)
+
+
+def test_a_deposed_leaders_replaced_entries_fail_once_replaced(seed: int) -> None:
+    """Proposals on a cut-off leader fail as lost when the new leader's log
+    replaces their entries, not when the log grows back to their indexes (which
+    a quiet cluster may never do) nor at their timeout."""
+
+    async def body(c: MemoryCluster) -> None:
+        loop = asyncio.get_running_loop()
+        old = await c.leader()
+        await old.propose(("add", "x", 1))
+        isolate(c, old)
+        # Five entries only the old leader holds, at the five indexes after the commit.
+        stranded = [
+            asyncio.ensure_future(old.propose(("add", "x", 1), timeout=60.0)) for _ in range(5)
+        ]
+        await asyncio.sleep(0)
+        first = old.status().commit_index + 1
+        assert old.raft.view.log.last_index == first + 4
+        new = None
+        while new is None or new is old:
+            await asyncio.sleep(0.1)
+            new = next((n for n in c.nodes if n is not old and n.raft.get_state()[1]), None)
+        await new.propose(("add", "y", 1))  # the new leader's log: its no-op, then this
+
+        heal(c)
+        healed = loop.time()
+        outcomes = await asyncio.gather(*stranded, return_exceptions=True)
+        waited = loop.time() - healed
+
+        assert all(isinstance(o, ProposalLostError) for o in outcomes), outcomes
+        assert waited < 2.0  # a few heartbeats, not the 60 s timeout
+        assert old._waiters == {}
+        assert c.machines[old.node_id].values == {"x": 1, "y": 1}
 
     cluster_test(body, "virtual", seed)
