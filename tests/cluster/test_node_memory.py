@@ -306,28 +306,41 @@ def heal(c: MemoryCluster) -> None:
         c.net.enable(end_name, True)
 
 
-def test_a_deposed_leaders_replaced_entries_fail_once_replaced(seed: int) -> None:
+async def strand_five(c: MemoryCluster) -> tuple[Node, Node, list[asyncio.Future[Any]]]:
+    """Cut the leader off with five proposals only it holds; wait for the next leader,
+    which writes one entry after its no-op. (old leader, new leader, the proposals)."""
+    old = await c.leader()
+    await old.propose(("add", "x", 1))
+    isolate(c, old)
+    stranded = [asyncio.ensure_future(old.propose(("add", "x", 1), timeout=60.0)) for _ in range(5)]
+    await asyncio.sleep(0)
+    first = old.status().commit_index + 1  # the five indexes after the commit
+    assert old.raft.view.log.last_index == first + 4
+    new = None
+    while new is None or new is old:
+        await asyncio.sleep(0.1)
+        new = next((n for n in c.nodes if n is not old and n.raft.get_state()[1]), None)
+    await new.propose(("add", "y", 1))  # the new leader's log: its no-op, then this
+    assert new.status().applied_index == first + 1
+    return old, new, stranded
+
+
+@pytest.mark.parametrize("by", ["entries", "snapshot"])
+def test_a_deposed_leaders_replaced_entries_fail_once_replaced(by: str, seed: int) -> None:
     """Proposals on a cut-off leader fail as lost when the new leader's log
-    replaces their entries, not when the log grows back to their indexes (which
-    a quiet cluster may never do) nor at their timeout."""
+    replaces their entries (by entries, or by a snapshot below the last of them),
+    not when the log grows back to their indexes (which a quiet cluster may never
+    do) nor at their timeout."""
 
     async def body(c: MemoryCluster) -> None:
         loop = asyncio.get_running_loop()
-        old = await c.leader()
-        await old.propose(("add", "x", 1))
-        isolate(c, old)
-        # Five entries only the old leader holds, at the five indexes after the commit.
-        stranded = [
-            asyncio.ensure_future(old.propose(("add", "x", 1), timeout=60.0)) for _ in range(5)
-        ]
-        await asyncio.sleep(0)
-        first = old.status().commit_index + 1
-        assert old.raft.view.log.last_index == first + 4
-        new = None
-        while new is None or new is old:
-            await asyncio.sleep(0.1)
-            new = next((n for n in c.nodes if n is not old and n.raft.get_state()[1]), None)
-        await new.propose(("add", "y", 1))  # the new leader's log: its no-op, then this
+        old, new, stranded = await strand_five(c)
+        if by == "snapshot":
+            # The new leader compacts through its two entries: the old leader must
+            # install the snapshot, and the three stranded entries above it go.
+            applied = new.status().applied_index
+            new.raft.snapshot(applied, c.machines[new.node_id].snapshot())
+            assert new.raft.view.log.snapshot_index == applied
 
         heal(c)
         healed = loop.time()
@@ -337,6 +350,12 @@ def test_a_deposed_leaders_replaced_entries_fail_once_replaced(seed: int) -> Non
         assert all(isinstance(o, ProposalLostError) for o in outcomes), outcomes
         assert waited < 2.0  # a few heartbeats, not the 60 s timeout
         assert old._waiters == {}
+        for _ in range(100):  # the old leader applies (or restores) the new log
+            if old.status().applied_index >= new.status().applied_index:
+                break
+            await asyncio.sleep(0.01)
         assert c.machines[old.node_id].values == {"x": 1, "y": 1}
+        if by == "snapshot":
+            assert old.raft.view.log.snapshot_index == new.raft.view.log.snapshot_index
 
     cluster_test(body, "virtual", seed)
