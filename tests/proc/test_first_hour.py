@@ -84,7 +84,9 @@ def test_the_demo_runs_from_a_directory_holding_a_raftio_folder(tmp_path: Path) 
         cwd=tmp_path,
         check=False,
     )
-    module = run_raftio("--version", cwd=tmp_path)
+    # As installed: a PYTHONPATH naming a checkout would find the package before the folder.
+    installed = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    module = run_raftio("--version", cwd=tmp_path, env=installed)
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "demo PASSED: 6/6 checks passed" in done.stdout
