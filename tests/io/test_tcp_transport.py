@@ -141,6 +141,19 @@ async def elapsed(awaitable: Any) -> tuple[Any, float]:
     return result, loop.time() - start
 
 
+async def elapsed_call(start: Callable[[], asyncio.Future[Any]]) -> tuple[Any, float]:
+    """Like elapsed(), for an eager call: the clock starts before the call is made.
+
+    `elapsed(end.start_call(...))` would start it after the call set its
+    deadline, and a pause in between (GC, a descheduled process) would shorten
+    the measured time.
+    """
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    result = await start()
+    return result, loop.time() - began
+
+
 # --- calls ---------------------------------------------------------------------
 
 
@@ -424,7 +437,7 @@ def test_start_call_to_nothing_listening_resolves_to_none_within_the_timeout(
 ) -> None:
     async def main() -> None:
         async with end_to(free_port(), timeout=1.0) as end:
-            reply, took = await elapsed(end.start_call("request_vote", RV))
+            reply, took = await elapsed_call(lambda: end.start_call("request_vote", RV))
             assert reply is None
             assert took < 0.5  # refused at once: no need to wait out the timeout
             assert end._pending == {}
@@ -439,7 +452,7 @@ def test_start_call_to_a_silent_peer_resolves_to_none_at_the_timeout(run: Runner
             hole.bind(("127.0.0.1", 0))
             hole.listen(8)
             async with end_to(hole.getsockname()[1], timeout=0.3) as end:
-                reply, took = await elapsed(end.start_call("request_vote", RV))
+                reply, took = await elapsed_call(lambda: end.start_call("request_vote", RV))
                 assert reply is None
                 assert 0.25 <= took < 1.0
                 assert end._pending == {}
