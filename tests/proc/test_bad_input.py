@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from typing import Any
 
@@ -99,7 +100,10 @@ async def test_abandoned_connections_do_not_hurt(shared_cluster: LocalCluster) -
         written = await client.append("busy", "x")
     for _, writer in streams:
         writer.close()
-        await writer.wait_closed()
+        # The server may have closed it first (evicted past max_pending, 64, or at its
+        # handshake_timeout): a close with our half header still unread is a reset.
+        with contextlib.suppress(ConnectionResetError):
+            await writer.wait_closed()
     async with kv_client(shared_cluster) as client:
         value = await client.get("busy")
 
