@@ -92,18 +92,22 @@ async def test_bad_input_closes_the_connection_and_the_node_serves_on(
 
 async def test_abandoned_connections_do_not_hurt(shared_cluster: LocalCluster) -> None:
     address = shared_cluster.spec.client_peers[await wait_leader(shared_cluster)]
-    streams = [await asyncio.open_connection(*parse_address(address)) for _ in range(100)]
-    for _, writer in streams[:50]:
-        writer.write(b"\x00\x00\x00")  # half a header, then silence
+    streams: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for _ in range(100):
+            streams.append(await asyncio.open_connection(*parse_address(address)))
+        for _, writer in streams[:50]:
+            writer.write(b"\x00\x00\x00")  # half a header, then silence
 
-    async with kv_client(shared_cluster) as client:
-        written = await client.append("busy", "x")
-    for _, writer in streams:
-        writer.close()
-        # The server may have closed it first (evicted past max_pending, 64, or at its
-        # handshake_timeout): a close with our half header still unread is a reset.
-        with contextlib.suppress(ConnectionResetError):
-            await writer.wait_closed()
+        async with kv_client(shared_cluster) as client:
+            written = await client.append("busy", "x")
+    finally:  # even on failure: sockets left to the GC would fail a later test
+        for _, writer in streams:
+            writer.close()
+            # The server may have closed it first (evicted past max_pending, 64, or at its
+            # handshake_timeout): a close with our half header still unread is a reset.
+            with contextlib.suppress(ConnectionResetError):
+                await writer.wait_closed()
     async with kv_client(shared_cluster) as client:
         value = await client.get("busy")
 
