@@ -28,7 +28,7 @@ def _spin() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--hogs", type=int, default=os.cpu_count() or 1, help="busy processes (one per core)"
     )
